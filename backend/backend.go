@@ -1,0 +1,78 @@
+// Package backend defines what a data-plane backend does for the daemon.
+//
+// The daemon drives every backend the same way:
+//
+//	Prepare   create or adopt devices; return what to publish in the lease
+//	Start     configure the devices for the lease this host got; report the MTU
+//	Reconcile make the data plane match the current set of peer leases
+//
+// Reconcile is declarative: it receives the whole peer set every time (after
+// each etcd change and on a timer) and must be idempotent, so state deleted
+// by hand comes back and state of departed peers goes away. Backends never
+// tear their data plane down when the daemon stops: routes and devices stay
+// so that traffic between existing hosts keeps flowing across a restart.
+package backend
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+
+	"github.com/flanneld-go/flannel/subnet"
+)
+
+// ExternalInterface is the underlay interface that carries traffic between
+// hosts, and the addresses this host uses and advertises on it.
+type ExternalInterface struct {
+	Name  string
+	Index int
+	MTU   int
+	// Addr and Addr6 are the interface's own addresses (tunnel sources).
+	Addr  netip.Addr
+	Addr6 netip.Addr // invalid unless IPv6 is enabled
+	// PublicIP and PublicIPv6 are advertised to peers in the lease; they
+	// equal Addr/Addr6 unless overridden with --public-ip/--public-ipv6.
+	PublicIP   netip.Addr
+	PublicIPv6 netip.Addr
+}
+
+// Params is what a backend gets when it is created.
+type Params struct {
+	Ext    *ExternalInterface
+	Config *subnet.Config
+	// Options is the value returned by the type's ParseOptions.
+	Options any
+	Log     *slog.Logger
+}
+
+// Backend is one host's data plane.
+type Backend interface {
+	// Prepare creates or adopts the backend's devices before the lease is
+	// known and returns the attributes to publish: BackendType and, when
+	// the backend has any, BackendData/BackendV6Data. PublicIP fields are
+	// filled in by the caller.
+	Prepare(ctx context.Context) (subnet.LeaseAttrs, error)
+	// Start configures the devices for this host's lease and returns the
+	// MTU pods must use. It may be called again if the lease changes.
+	Start(ctx context.Context, own subnet.Lease) (mtu int, err error)
+	// Reconcile makes the kernel state match peers (every lease except
+	// ours). It is idempotent and must not block for long.
+	Reconcile(ctx context.Context, peers []subnet.Lease) error
+}
+
+// Runner is implemented by backends with long-running work of their own,
+// such as a userspace packet loop. Run returns when ctx is done.
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// Type describes one backend type in the registry.
+type Type struct {
+	// Name is the net-conf Backend.Type value.
+	Name string
+	// ParseOptions validates the net-conf's Backend object and returns the
+	// options with their defaults filled in (printed by config check).
+	ParseOptions func(raw []byte) (any, error)
+	// New creates the backend; it should not touch the kernel yet.
+	New func(p Params) (Backend, error)
+}

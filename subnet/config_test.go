@@ -1,0 +1,149 @@
+package subnet
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestParseConfigDefaults(t *testing.T) {
+	tests := []struct {
+		name, json                 string
+		network                    string
+		subnetLen                  int
+		min, max, backend          string
+		v6net                      string
+		v6len                      int
+		v6min, v6max               string
+	}{
+		{name: "slash16", json: `{"Network":"10.244.0.0/16"}`, network: "10.244.0.0/16", subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "vxlan"},
+		{name: "slash22 still 24", json: `{"Network":"10.0.0.0/22"}`, network: "10.0.0.0/22", subnetLen: 24, min: "10.0.1.0", max: "10.0.3.0", backend: "vxlan"},
+		{name: "slash23 prefix+2", json: `{"Network":"10.0.0.0/23"}`, network: "10.0.0.0/23", subnetLen: 25, min: "10.0.0.128", max: "10.0.1.128", backend: "vxlan"},
+		{name: "slash28", json: `{"Network":"10.0.0.0/28"}`, network: "10.0.0.0/28", subnetLen: 30, min: "10.0.0.4", max: "10.0.0.12", backend: "vxlan"},
+		{name: "keys any case", json: `{"network":"10.1.0.0/16","subnetlen":20,"BACKEND":{"type":"host-gw"}}`, network: "10.1.0.0/16", subnetLen: 20, min: "10.1.16.0", max: "10.1.240.0", backend: "host-gw"},
+		{name: "explicit range", json: `{"Network":"10.0.0.0/8","SubnetLen":20,"SubnetMin":"10.10.0.0","SubnetMax":"10.99.0.0","Backend":{"Type":"udp","Port":7890}}`,
+			network: "10.0.0.0/8", subnetLen: 20, min: "10.10.0.0", max: "10.99.0.0", backend: "udp"},
+		{name: "backend without type", json: `{"Network":"10.244.0.0/16","Backend":{"VNI":4}}`, network: "10.244.0.0/16", subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "vxlan"},
+		{name: "dual stack", json: `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`,
+			network: "10.244.0.0/16", subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "vxlan",
+			v6net: "fd00:10:244::/56", v6len: 64, v6min: "fd00:10:244:1::", v6max: "fd00:10:244:ff::"},
+		{name: "dual stack small v6", json: `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/120"}`,
+			network: "10.244.0.0/16", subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "vxlan",
+			v6net: "fd00::/120", v6len: 122, v6min: "fd00::40", v6max: "fd00::c0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := ParseConfig([]byte(tc.json))
+			if err != nil {
+				t.Fatalf("ParseConfig: %v", err)
+			}
+			if c.Network.String() != tc.network || c.SubnetLen != tc.subnetLen || c.SubnetMin.String() != tc.min || c.SubnetMax.String() != tc.max || c.BackendType != tc.backend {
+				t.Errorf("got %s len %d min %s max %s backend %s", c.Network, c.SubnetLen, c.SubnetMin, c.SubnetMax, c.BackendType)
+			}
+			if !c.EnableIPv4 {
+				t.Error("EnableIPv4 should default to true")
+			}
+			if tc.v6net != "" {
+				if c.IPv6Network.String() != tc.v6net || c.IPv6SubnetLen != tc.v6len || c.IPv6SubnetMin.String() != tc.v6min || c.IPv6SubnetMax.String() != tc.v6max {
+					t.Errorf("v6: got %s len %d min %s max %s", c.IPv6Network, c.IPv6SubnetLen, c.IPv6SubnetMin, c.IPv6SubnetMax)
+				}
+			} else if c.EnableIPv6 || c.IPv6Network.IsValid() {
+				t.Error("IPv6 should be off")
+			}
+		})
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct{ name, json, want string }{
+		{"not json", `{"Network":`, "not a JSON object"},
+		{"array", `[1]`, "not a JSON object"},
+		{"bool as string", `{"Network":"10.244.0.0/16","EnableIPv6":"yes"}`, "EnableIPv6: expected a true or false, got a JSON string"},
+		{"missing network", `{"SubnetLen":24}`, `Network: missing; set it to the pod network in CIDR form, e.g. "Network": "10.244.0.0/16"`},
+		{"bad cidr", `{"Network":"10.244.0.0/33"}`, `Network: "10.244.0.0/33" is not a CIDR prefix`},
+		{"no length", `{"Network":"10.244.0.0"}`, `Network: "10.244.0.0" is not a CIDR prefix`},
+		{"v6 in Network", `{"Network":"fd00::/48"}`, "Network: fd00::/48 is not an IPv4 prefix; IPv6 pod networks go in IPv6Network"},
+		{"host bits", `{"Network":"10.244.1.0/16"}`, "Network: 10.244.1.0/16 has bits set beyond its /16 prefix; did you mean 10.244.0.0/16?"},
+		{"too small", `{"Network":"10.0.0.0/29"}`, "Network: 10.0.0.0/29 is too small; the smallest usable IPv4 network is a /28"},
+		{"subnetlen too big", `{"Network":"10.0.0.0/16","SubnetLen":31}`, "SubnetLen: 31 is out of range; it must be between 18 (the Network's length + 2) and 30"},
+		{"subnetlen too small", `{"Network":"10.0.0.0/16","SubnetLen":17}`, "SubnetLen: 17 leaves fewer than 4 subnets in 10.0.0.0/16; use at least 18"},
+		{"subnetlen string", `{"Network":"10.0.0.0/16","SubnetLen":"24"}`, "SubnetLen: expected a number, got a JSON string"},
+		{"min outside", `{"Network":"10.244.0.0/16","SubnetMin":"10.245.0.0"}`, "SubnetMin: 10.245.0.0 is outside 10.244.0.0/16"},
+		{"min unaligned", `{"Network":"10.244.0.0/16","SubnetMin":"10.244.3.5"}`, "SubnetMin: 10.244.3.5 is not the start of a /24 subnet; use 10.244.3.0"},
+		{"max garbage", `{"Network":"10.244.0.0/16","SubnetMax":"ten"}`, `SubnetMax: "ten" is not an address`},
+		{"max below min", `{"Network":"10.244.0.0/16","SubnetMin":"10.244.9.0","SubnetMax":"10.244.3.0"}`, "SubnetMax (10.244.3.0) is below SubnetMin (10.244.9.0)"},
+		{"backend not object", `{"Network":"10.244.0.0/16","Backend":"vxlan"}`, `Backend: must be an object like {"Type": "vxlan"}`},
+		{"ipv6 only", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56"}`, "EnableIPv4: IPv6-only networks are not supported yet"},
+		{"v6 missing", `{"Network":"10.244.0.0/16","EnableIPv6":true}`, "IPv6Network: missing while EnableIPv6 is true"},
+		{"v6 is v4", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"10.1.0.0/16"}`, "IPv6Network: 10.1.0.0/16 is not an IPv6 prefix"},
+		{"v6 too small", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/125"}`, "IPv6Network: fd00::/125 is too small; the smallest usable IPv6 network is a /124"},
+		{"v6 len too big", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetLen":127}`, "IPv6SubnetLen: 127 is out of range; it must be between 58 (the Network's length + 2) and 126"},
+		{"v6 len too small", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetLen":57}`, "IPv6SubnetLen: 57 leaves fewer than 4 subnets in fd00::/56; use at least 58"},
+		{"v6 min unaligned", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetMin":"fd00:0:0:3::1"}`, "IPv6SubnetMin: fd00:0:0:3::1 is not the start of a /64 subnet; use fd00:0:0:3::"},
+		{"v6 min outside", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetMin":"fd01::"}`, "IPv6SubnetMin: fd01:: is outside fd00::/56"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ParseConfig([]byte(tc.json))
+			if err == nil {
+				t.Fatalf("no error; want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseConfigWarnings(t *testing.T) {
+	_, w, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","Netwrok":"x","IPv6Network":"fd00::/56","EnableNFTables":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(w, "\n")
+	for _, want := range []string{`unknown field "Netwrok" is ignored`, "IPv6 settings are present but EnableIPv6 is false", `field "EnableNFTables": nftables mode is not supported`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("warnings %q lack %q", all, want)
+		}
+	}
+}
+
+func TestSubnetFits(t *testing.T) {
+	c, _, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","SubnetMin":"10.244.10.0","SubnetMax":"10.244.20.0","EnableIPv6":true,"IPv6Network":"fd00::/56"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s, want := range map[string]bool{
+		"10.244.10.0/24": true, "10.244.20.0/24": true, "10.244.9.0/24": false, "10.244.21.0/24": false,
+		"10.244.15.0/25": false, "10.245.15.0/24": false, "fd00:0:0:5::/64": true, "fd00:0:0:0::/64": false, "fd00:0:0:5::/80": false,
+	} {
+		if got := c.SubnetFits(netip.MustParsePrefix(s)); got != want {
+			t.Errorf("SubnetFits(%s) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestEffective(t *testing.T) {
+	c, _, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Effective(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{
+  "EnableIPv4": true,
+  "EnableIPv6": false,
+  "Network": "10.244.0.0/16",
+  "SubnetLen": 24,
+  "SubnetMin": "10.244.1.0",
+  "SubnetMax": "10.244.255.0",
+  "Backend": {
+    "Type": "vxlan"
+  }
+}`
+	if string(out) != want {
+		t.Errorf("got\n%s\nwant\n%s", out, want)
+	}
+}

@@ -1,0 +1,192 @@
+package subnet
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// LeaseAttrs is the value stored under a subnet key, in upstream flannel's
+// JSON shape:
+//
+//	{"PublicIP":"192.168.50.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"..."}}
+type LeaseAttrs struct {
+	PublicIP      netip.Addr // the host's underlay IPv4 address
+	PublicIPv6    netip.Addr // the host's underlay IPv6 address; invalid when none
+	BackendType   string
+	BackendData   json.RawMessage // backend specific, e.g. {"VNI":1,"VtepMAC":"..."}
+	BackendV6Data json.RawMessage // the same for the IPv6 device (vxlan dual-stack)
+}
+
+// wireAttrs fixes the field order and null handling of the JSON form.
+type wireAttrs struct {
+	PublicIP      string
+	PublicIPv6    *string
+	BackendType   string          `json:",omitempty"`
+	BackendData   json.RawMessage `json:",omitempty"`
+	BackendV6Data json.RawMessage `json:",omitempty"`
+}
+
+// MarshalJSON writes the upstream-compatible form.
+func (a LeaseAttrs) MarshalJSON() ([]byte, error) {
+	w := wireAttrs{BackendType: a.BackendType, BackendData: a.BackendData, BackendV6Data: a.BackendV6Data}
+	w.PublicIP = "0.0.0.0"
+	if a.PublicIP.IsValid() {
+		w.PublicIP = a.PublicIP.String()
+	}
+	if a.PublicIPv6.IsValid() {
+		s := a.PublicIPv6.String()
+		w.PublicIPv6 = &s
+	}
+	return json.Marshal(w)
+}
+
+// UnmarshalJSON reads the upstream form and checks the addresses.
+func (a *LeaseAttrs) UnmarshalJSON(b []byte) error {
+	var w wireAttrs
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	var out LeaseAttrs
+	ip, err := netip.ParseAddr(w.PublicIP)
+	if err != nil || !ip.Is4() {
+		return fmt.Errorf("PublicIP %q is not an IPv4 address", w.PublicIP)
+	}
+	out.PublicIP = ip
+	if w.PublicIPv6 != nil && *w.PublicIPv6 != "" {
+		ip6, err := netip.ParseAddr(*w.PublicIPv6)
+		if err != nil || !ip6.Is6() || ip6.Is4In6() {
+			return fmt.Errorf("PublicIPv6 %q is not an IPv6 address", *w.PublicIPv6)
+		}
+		out.PublicIPv6 = ip6
+	}
+	out.BackendType = w.BackendType
+	out.BackendData = nullToEmpty(w.BackendData)
+	out.BackendV6Data = nullToEmpty(w.BackendV6Data)
+	*a = out
+	return nil
+}
+
+func nullToEmpty(m json.RawMessage) json.RawMessage {
+	if len(m) == 0 || bytes.Equal(bytes.TrimSpace(m), []byte("null")) {
+		return nil
+	}
+	return m
+}
+
+// Equal reports whether two attribute sets are the same.
+func (a LeaseAttrs) Equal(b LeaseAttrs) bool {
+	return a.PublicIP == b.PublicIP && a.PublicIPv6 == b.PublicIPv6 && a.BackendType == b.BackendType &&
+		jsonEqual(a.BackendData, b.BackendData) && jsonEqual(a.BackendV6Data, b.BackendV6Data)
+}
+
+func jsonEqual(a, b json.RawMessage) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return bytes.Equal(a, b)
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
+}
+
+// Lease is one host's subnet(s) as stored in etcd.
+type Lease struct {
+	Subnet     netip.Prefix // IPv4 subnet
+	IPv6Subnet netip.Prefix // invalid when the lease has no IPv6 part
+	Attrs      LeaseAttrs
+	// Expiration is when the etcd lease runs out; zero for a reservation
+	// (a key with no etcd lease attached), which never expires.
+	Expiration time.Time
+
+	etcdLease int64 // etcd lease ID, 0 for reservations
+	revision  int64 // mod revision of the key when read
+}
+
+// Reserved reports whether the lease is a permanent reservation.
+func (l Lease) Reserved() bool { return l.etcdLease == 0 }
+
+// Key is the last element of the lease's etcd key, e.g. "10.244.3.0-24" or
+// "10.244.3.0-24&fd00:10:244:3::-64".
+func (l Lease) Key() string { return SubnetKey(l.Subnet, l.IPv6Subnet) }
+
+// String is for logs: "10.244.3.0/24" or "10.244.3.0/24+fd00:10:244:3::/64".
+func (l Lease) String() string {
+	if l.IPv6Subnet.IsValid() {
+		return l.Subnet.String() + "+" + l.IPv6Subnet.String()
+	}
+	return l.Subnet.String()
+}
+
+// SubnetKey formats a key element in upstream's layout: the address and
+// length joined by "-", the IPv6 part after "&".
+func SubnetKey(v4, v6 netip.Prefix) string {
+	k := v4.Addr().String() + "-" + strconv.Itoa(v4.Bits())
+	if v6.IsValid() {
+		k += "&" + v6.Addr().String() + "-" + strconv.Itoa(v6.Bits())
+	}
+	return k
+}
+
+var keyRE = regexp.MustCompile(`^(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([0-9a-fA-F:.]+)-(\d+))?$`)
+
+// ParseSubnetKey parses a key element made by SubnetKey.
+func ParseSubnetKey(s string) (v4, v6 netip.Prefix, err error) {
+	m := keyRE.FindStringSubmatch(s)
+	if m == nil {
+		return v4, v6, fmt.Errorf("subnet key %q is not of the form 10.244.3.0-24[&fd00::-64]", s)
+	}
+	if v4, err = keyPrefix(m[1], m[2], true); err != nil {
+		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("subnet key %q: %w", s, err)
+	}
+	if m[3] != "" {
+		if v6, err = keyPrefix(m[3], m[4], false); err != nil {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("subnet key %q: %w", s, err)
+		}
+	}
+	return v4, v6, nil
+}
+
+func keyPrefix(addr, bits string, is4 bool) (netip.Prefix, error) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil || a.Is4() != is4 || a.Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("bad address %q", addr)
+	}
+	n, err := strconv.Atoi(bits)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("bad length %q", bits)
+	}
+	p, err := a.Prefix(n)
+	if err != nil || p.Addr() != a {
+		return netip.Prefix{}, fmt.Errorf("%s/%s is not a subnet address", addr, bits)
+	}
+	return p, nil
+}
+
+// EventType says whether a lease appeared (or changed) or went away.
+type EventType int
+
+const (
+	// EventAdded: a lease appeared or its attributes changed.
+	EventAdded EventType = iota
+	// EventRemoved: a lease was deleted or expired.
+	EventRemoved
+)
+
+func (t EventType) String() string {
+	if t == EventRemoved {
+		return "removed"
+	}
+	return "added"
+}
+
+// Event is a change of one lease.
+type Event struct {
+	Type  EventType
+	Lease Lease
+}

@@ -1,0 +1,183 @@
+package subnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultPrefix is upstream flannel's etcd prefix.
+const DefaultPrefix = "/coreos.com/network"
+
+// DefaultTTL is the life of a subnet lease, as upstream.
+const DefaultTTL = 24 * time.Hour
+
+// ErrNoConfig means the config key does not exist yet.
+var ErrNoConfig = errors.New("network config not found")
+
+// ErrInvalidConfig means the config key holds a document that does not
+// validate; waiting will not help.
+var ErrInvalidConfig = errors.New("invalid net-conf")
+
+// ErrLeaseLost means our lease is gone from etcd (deleted by an operator,
+// or expired); the caller acquires again.
+var ErrLeaseLost = errors.New("lease lost")
+
+// Manager leases subnets in etcd with upstream flannel's key layout:
+//
+//	<prefix>/config                  the net-conf JSON
+//	<prefix>/subnets/<v4>-<len>      one host's lease, LeaseAttrs JSON,
+//	<prefix>/subnets/<v4>-<len>&<v6>-<len>   attached to an etcd lease (TTL)
+//
+// A subnet key without an etcd lease is a permanent reservation.
+type Manager struct {
+	cli    *clientv3.Client
+	prefix string
+	ttl    time.Duration
+	log    *slog.Logger
+}
+
+// NewManager returns a manager for the keys under prefix. A zero ttl means
+// DefaultTTL.
+func NewManager(cli *clientv3.Client, prefix string, ttl time.Duration, log *slog.Logger) *Manager {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Manager{cli: cli, prefix: strings.TrimSuffix(prefix, "/"), ttl: ttl, log: log}
+}
+
+// ConfigKey is where the net-conf lives.
+func (m *Manager) ConfigKey() string { return m.prefix + "/config" }
+
+func (m *Manager) subnetsDir() string { return m.prefix + "/subnets/" }
+
+// LeaseKey is the full etcd key of a lease.
+func (m *Manager) LeaseKey(l Lease) string { return m.subnetsDir() + l.Key() }
+
+// GetConfig reads and validates the net-conf once. It returns ErrNoConfig
+// (wrapped) when the key does not exist.
+func (m *Manager) GetConfig(ctx context.Context) (*Config, []string, error) {
+	resp, err := m.cli.Get(ctx, m.ConfigKey())
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s from etcd: %w", m.ConfigKey(), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil, fmt.Errorf("%w at %s", ErrNoConfig, m.ConfigKey())
+	}
+	cfg, warnings, err := ParseConfig(resp.Kvs[0].Value)
+	if err != nil {
+		return nil, warnings, fmt.Errorf("%w at %s: %w", ErrInvalidConfig, m.ConfigKey(), err)
+	}
+	return cfg, warnings, nil
+}
+
+// WaitConfig reads the net-conf, waiting while the key is missing or etcd
+// is unreachable, with a log line every few seconds that names the key to
+// create. An invalid config is returned as an error at once: retrying
+// cannot fix it and the operator must see it.
+func (m *Manager) WaitConfig(ctx context.Context) (*Config, error) {
+	var lastLog time.Time
+	for {
+		cfg, warnings, err := m.GetConfig(ctx)
+		for _, w := range warnings {
+			m.log.Warn("net-conf warning", "key", m.ConfigKey(), "warning", w)
+		}
+		if err == nil {
+			return cfg, nil
+		}
+		if errors.Is(err, ErrInvalidConfig) || !errors.Is(err, ErrNoConfig) && !isTransient(err) {
+			return nil, err
+		}
+		if time.Since(lastLog) >= 5*time.Second {
+			if errors.Is(err, ErrNoConfig) {
+				m.log.Warn("waiting for the network config: create it with etcdctl put", "key", m.ConfigKey(),
+					"example", `etcdctl put `+m.ConfigKey()+` '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}'`)
+			} else {
+				m.log.Warn("waiting for etcd to read the network config", "key", m.ConfigKey(), "error", err)
+			}
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// isTransient reports errors worth retrying (etcd unreachable, timeouts).
+func isTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		switch ee {
+		case rpctypes.ErrGRPCNoLeader, rpctypes.ErrNoLeader, rpctypes.ErrTimeout, rpctypes.ErrLeaderChanged:
+			return true
+		}
+		return false
+	}
+	// Authentication and permission failures do not heal by retrying.
+	if errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrPermissionDenied) ||
+		errors.Is(err, rpctypes.ErrGRPCAuthFailed) || errors.Is(err, rpctypes.ErrGRPCPermissionDenied) {
+		return false
+	}
+	return true
+}
+
+// List returns every valid lease and the revision of the read. Malformed
+// keys or values are logged with the key and skipped. With expiry, the
+// remaining TTL of each etcd lease is looked up (one request per lease, for
+// the leases command; the daemon does not need it).
+func (m *Manager) List(ctx context.Context, expiry bool) ([]Lease, int64, error) {
+	resp, err := m.cli.Get(ctx, m.subnetsDir(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("listing %s in etcd: %w", m.subnetsDir(), err)
+	}
+	leases := make([]Lease, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		l, err := m.decode(string(kv.Key), kv.Value, kv.Lease, kv.ModRevision)
+		if err != nil {
+			m.log.Warn("skipping malformed lease in etcd", "key", string(kv.Key), "error", err)
+			continue
+		}
+		if expiry && !l.Reserved() {
+			ttl, err := m.cli.TimeToLive(ctx, clientv3.LeaseID(l.etcdLease))
+			if err == nil && ttl.TTL > 0 {
+				l.Expiration = time.Now().Add(time.Duration(ttl.TTL) * time.Second).Truncate(time.Second)
+			}
+		}
+		leases = append(leases, l)
+	}
+	return leases, resp.Header.Revision, nil
+}
+
+func (m *Manager) decode(key string, value []byte, etcdLease, rev int64) (Lease, error) {
+	v4, v6, err := ParseSubnetKey(path.Base(key))
+	if err != nil {
+		return Lease{}, err
+	}
+	var attrs LeaseAttrs
+	if err := json.Unmarshal(value, &attrs); err != nil {
+		return Lease{}, fmt.Errorf("value is not lease JSON: %w", err)
+	}
+	return Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs, etcdLease: etcdLease, revision: rev}, nil
+}

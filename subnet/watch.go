@@ -1,0 +1,200 @@
+package subnet
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"path"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// WatchLeases sends batches of lease changes to out until ctx is done, and
+// closes out when it returns. The first batch holds every current lease as
+// EventAdded (it is sent even when empty, so the receiver knows the initial
+// state is complete).
+//
+// It lists the subnets, then watches from the list's revision + 1. When the
+// watch breaks (compaction, lost leader, etcd restart) it lists again and
+// emits only the difference from what it had sent, so the receiver's view
+// is always exact. Malformed keys or values are logged and skipped.
+func (m *Manager) WatchLeases(ctx context.Context, out chan<- []Event) error {
+	defer close(out)
+	known := map[string]Lease{}
+	outage := NewOutageLog(m.log, "watching leases")
+	backoff := newBackoff(500*time.Millisecond, 30*time.Second)
+	first := true
+	for {
+		leases, rev, err := m.List(ctx, false)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			outage.Fail(err)
+			if !backoff.Wait(ctx) {
+				return nil
+			}
+			continue
+		}
+		outage.OK()
+		backoff.Reset()
+		batch := diffLeases(known, leases)
+		if len(batch) > 0 || first {
+			first = false
+			if !send(ctx, out, batch) {
+				return nil
+			}
+		}
+		m.watchFrom(ctx, rev+1, known, out)
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// watchFrom follows changes from rev until the watch breaks or ctx ends.
+func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]Lease, out chan<- []Event) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for resp := range m.cli.Watch(wctx, m.subnetsDir(), clientv3.WithPrefix(), clientv3.WithRev(rev)) {
+		if resp.CompactRevision != 0 {
+			m.log.Warn("lease watch fell behind a compaction; re-listing", "compact_revision", resp.CompactRevision)
+			return
+		}
+		if err := resp.Err(); err != nil {
+			m.log.Warn("lease watch broke; re-listing", "error", err)
+			return
+		}
+		var batch []Event
+		for _, ev := range resp.Events {
+			key := string(ev.Kv.Key)
+			short := path.Base(key) // known is keyed like Lease.Key()
+			switch ev.Type {
+			case mvccpb.PUT:
+				l, err := m.decode(key, ev.Kv.Value, ev.Kv.Lease, ev.Kv.ModRevision)
+				if err != nil {
+					m.log.Warn("skipping malformed lease in etcd", "key", key, "error", err)
+					if old, ok := known[short]; ok { // it was valid before: it is gone now
+						delete(known, short)
+						batch = append(batch, Event{Type: EventRemoved, Lease: old})
+					}
+					continue
+				}
+				known[short] = l
+				batch = append(batch, Event{Type: EventAdded, Lease: l})
+			case mvccpb.DELETE:
+				if old, ok := known[short]; ok {
+					delete(known, short)
+					batch = append(batch, Event{Type: EventRemoved, Lease: old})
+				}
+			}
+		}
+		if len(batch) > 0 && !send(ctx, out, batch) {
+			return
+		}
+	}
+	if ctx.Err() == nil {
+		m.log.Warn("lease watch closed; re-listing")
+	}
+}
+
+// diffLeases updates known to leases and returns the events between them.
+func diffLeases(known map[string]Lease, leases []Lease) []Event {
+	var batch []Event
+	seen := make(map[string]bool, len(leases))
+	for _, l := range leases {
+		key := l.Key()
+		seen[key] = true
+		old, ok := known[key]
+		if ok && old.Attrs.Equal(l.Attrs) && old.etcdLease == l.etcdLease {
+			continue
+		}
+		known[key] = l
+		batch = append(batch, Event{Type: EventAdded, Lease: l})
+	}
+	for key, old := range known {
+		if !seen[key] {
+			delete(known, key)
+			batch = append(batch, Event{Type: EventRemoved, Lease: old})
+		}
+	}
+	return batch
+}
+
+func send(ctx context.Context, out chan<- []Event, batch []Event) bool {
+	select {
+	case out <- batch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// OutageLog reports a failing dependency once when it starts failing, a
+// reminder every minute while it keeps failing, and once when it recovers,
+// instead of a line per retry.
+type OutageLog struct {
+	log     *slog.Logger
+	what    string
+	since   time.Time
+	lastLog time.Time
+	fails   int
+}
+
+// NewOutageLog returns an OutageLog for the activity what.
+func NewOutageLog(log *slog.Logger, what string) *OutageLog {
+	return &OutageLog{log: log, what: what}
+}
+
+// Fail records a failed attempt.
+func (o *OutageLog) Fail(err error) {
+	now := time.Now()
+	o.fails++
+	if o.since.IsZero() {
+		o.since, o.lastLog = now, now
+		o.log.Warn("etcd unavailable; retrying with backoff", "activity", o.what, "error", err)
+		return
+	}
+	if now.Sub(o.lastLog) >= time.Minute {
+		o.lastLog = now
+		o.log.Warn("etcd still unavailable", "activity", o.what, "for", now.Sub(o.since).Round(time.Second), "attempts", o.fails, "error", err)
+	}
+}
+
+// OK records a success, logging the recovery after an outage.
+func (o *OutageLog) OK() {
+	if o.since.IsZero() {
+		return
+	}
+	o.log.Info("etcd available again", "activity", o.what, "after", time.Since(o.since).Round(time.Millisecond), "attempts", o.fails)
+	o.since, o.fails = time.Time{}, 0
+}
+
+// Failing reports whether the last attempt failed.
+func (o *OutageLog) Failing() bool { return !o.since.IsZero() }
+
+// backoff is exponential with jitter and honours the context.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
+
+func (b *backoff) Reset() { b.cur = b.min }
+
+// Wait sleeps for the current delay (±25%) and doubles it; false if ctx
+// ended first.
+func (b *backoff) Wait(ctx context.Context) bool {
+	d := b.cur - b.cur/4 + time.Duration(rand.Int64N(int64(b.cur/2)+1))
+	b.cur = min(b.cur*2, b.max)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
