@@ -8,13 +8,13 @@ import (
 
 func TestParseConfigDefaults(t *testing.T) {
 	tests := []struct {
-		name, json                 string
-		network                    string
-		subnetLen                  int
-		min, max, backend          string
-		v6net                      string
-		v6len                      int
-		v6min, v6max               string
+		name, json        string
+		network           string
+		subnetLen         int
+		min, max, backend string
+		v6net             string
+		v6len             int
+		v6min, v6max      string
 	}{
 		{name: "slash16", json: `{"Network":"10.244.0.0/16"}`, network: "10.244.0.0/16", subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "vxlan"},
 		{name: "slash22 still 24", json: `{"Network":"10.0.0.0/22"}`, network: "10.0.0.0/22", subnetLen: 24, min: "10.0.1.0", max: "10.0.3.0", backend: "vxlan"},
