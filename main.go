@@ -1,0 +1,213 @@
+// Command flanneld is the per-host daemon of the overlay network: it leases
+// a subnet for this host from etcd, programs the data plane to reach every
+// other host's subnet, and writes subnet.env for the flannel CNI plugin.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/flanneld-go/flannel/network"
+	"github.com/flanneld-go/flannel/subnet"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type flags struct {
+	etcd           network.EtcdConfig
+	iface          network.IfaceOptions
+	subnetFile     string
+	renewMargin    int
+	leaseTTL       time.Duration
+	ipMasq         bool
+	iptablesResync int
+	forwardRules   bool
+	reconcile      time.Duration
+	healthzIP      string
+	healthzPort    int
+	logLevel       string
+	showVersion    bool
+}
+
+func main() {
+	if err := newRootCmd(os.Stdout, os.Stderr).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "flanneld:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	var f flags
+	root := &cobra.Command{
+		Use:           "flanneld",
+		Short:         "Overlay network daemon: leases this host's subnet from etcd and routes to every other host's",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd.Flags())
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.showVersion {
+				fmt.Fprintln(stdout, version)
+				return nil
+			}
+			return runDaemon(cmd.Context(), f, stderr)
+		},
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	addEtcdFlags(root.PersistentFlags(), &f)
+	fl := root.Flags()
+	fl.StringSliceVar(&f.iface.Iface, "iface", nil, "interface (name or address) for inter-host traffic; repeatable, first match wins")
+	fl.StringArrayVar(&f.iface.IfaceRegex, "iface-regex", nil, "regexp matched against interface addresses, then names; repeatable, used when --iface is not given")
+	fl.StringVar(&f.iface.CanReach, "iface-can-reach", "", "use the interface the kernel routes this address through")
+	fl.StringVar(&f.iface.PublicIP, "public-ip", "", "IPv4 address advertised to other hosts (default: the interface's address)")
+	fl.StringVar(&f.iface.PublicIPv6, "public-ipv6", "", "IPv6 address advertised to other hosts (default: the interface's global IPv6 address)")
+	fl.StringVar(&f.subnetFile, "subnet-file", "/run/flannel/subnet.env", "file the subnet variables are written to")
+	fl.IntVar(&f.renewMargin, "subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires (1..1439)")
+	fl.DurationVar(&f.leaseTTL, "subnet-lease-ttl", subnet.DefaultTTL, "life of a subnet lease (testing only; keep the default in production)")
+	fl.BoolVar(&f.ipMasq, "ip-masq", false, "masquerade traffic from pods to destinations outside the network")
+	fl.IntVar(&f.iptablesResync, "iptables-resync", 5, "seconds between checks of the iptables rules")
+	fl.BoolVar(&f.forwardRules, "iptables-forward-rules", true, "add FORWARD rules accepting traffic to and from the network")
+	fl.DurationVar(&f.reconcile, "reconcile-period", 10*time.Second, "how often the backend re-applies the whole desired data plane")
+	fl.StringVar(&f.healthzIP, "healthz-ip", "0.0.0.0", "address the health endpoint listens on")
+	fl.IntVar(&f.healthzPort, "healthz-port", 0, "port of the health endpoint (0 disables it)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fl.BoolVar(&f.showVersion, "version", false, "print the version and exit")
+	_ = fl.MarkHidden("subnet-lease-ttl")
+
+	root.AddCommand(
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print the version",
+			Args:  cobra.NoArgs,
+			Run:   func(*cobra.Command, []string) { fmt.Fprintln(stdout, version) },
+		},
+		newConfigCmd(stdout, stderr),
+		newLeasesCmd(stdout, &f),
+	)
+	return root
+}
+
+func addEtcdFlags(fl *pflag.FlagSet, f *flags) {
+	fl.StringSliceVar(&f.etcd.Endpoints, "etcd-endpoints", []string{"http://127.0.0.1:2379"}, "comma-separated etcd endpoints")
+	fl.StringVar(&f.etcd.Prefix, "etcd-prefix", subnet.DefaultPrefix, "etcd prefix of the network config and leases")
+	fl.StringVar(&f.etcd.CAFile, "etcd-cafile", "", "CA certificate file to verify etcd's certificate")
+	fl.StringVar(&f.etcd.CertFile, "etcd-certfile", "", "client certificate file for etcd")
+	fl.StringVar(&f.etcd.KeyFile, "etcd-keyfile", "", "client key file for etcd")
+	fl.StringVar(&f.etcd.Username, "etcd-username", "", "etcd user name")
+	fl.StringVar(&f.etcd.Password, "etcd-password", "", "etcd password (prefer FLANNELD_ETCD_PASSWORD in an environment file)")
+}
+
+// applyEnv sets every flag not given on the command line from
+// FLANNELD_<FLAG> (upper case, dashes as underscores).
+func applyEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(fl *pflag.Flag) {
+		if err != nil || fl.Changed {
+			return
+		}
+		name := "FLANNELD_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			return
+		}
+		if e := fs.Set(fl.Name, v); e != nil {
+			err = fmt.Errorf("%s=%q: %w", name, v, e)
+		}
+	})
+	return err
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runDaemon(ctx context.Context, f flags, stderr io.Writer) error {
+	if f.renewMargin < 1 || f.renewMargin > 1439 {
+		return fmt.Errorf("--subnet-lease-renew-margin %d: must be between 1 and 1439 minutes", f.renewMargin)
+	}
+	if f.iptablesResync < 1 {
+		return fmt.Errorf("--iptables-resync %d: must be at least 1 second", f.iptablesResync)
+	}
+	log, err := newLogger(f.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log.Info("flanneld starting", "version", version, "etcd_endpoints", strings.Join(f.etcd.Endpoints, ","), "etcd_prefix", f.etcd.Prefix)
+	return network.Run(ctx, network.Config{
+		Etcd:                 f.etcd,
+		Iface:                f.iface,
+		SubnetFile:           f.subnetFile,
+		RenewMargin:          time.Duration(f.renewMargin) * time.Minute,
+		LeaseTTL:             f.leaseTTL,
+		IPMasq:               f.ipMasq,
+		IPTablesResync:       time.Duration(f.iptablesResync) * time.Second,
+		IPTablesForwardRules: f.forwardRules,
+		ReconcilePeriod:      f.reconcile,
+		Log:                  log,
+	})
+}
+
+func newConfigCmd(stdout, stderr io.Writer) *cobra.Command {
+	cfg := &cobra.Command{Use: "config", Short: "Work with net-conf documents"}
+	cfg.AddCommand(&cobra.Command{
+		Use:   "check FILE|-",
+		Short: "Validate a net-conf and print the effective config with defaults filled in",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var data []byte
+			var err error
+			if args[0] == "-" {
+				data, err = io.ReadAll(os.Stdin)
+			} else {
+				data, err = os.ReadFile(args[0])
+			}
+			if err != nil {
+				return err
+			}
+			out, warnings, err := network.CheckConfig(data)
+			for _, w := range warnings {
+				fmt.Fprintln(stderr, "warning:", w)
+			}
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(stdout, "%s\n", out)
+			return err
+		},
+	})
+	return cfg
+}
+
+func newLeasesCmd(stdout io.Writer, f *flags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "leases",
+		Short: "Print the subnet leases stored in etcd",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+			defer cancel()
+			return network.PrintLeases(ctx, f.etcd, stdout)
+		},
+	}
+}
