@@ -1,0 +1,61 @@
+# flanneld: build, test, demo.
+#
+#   make demo        run the daemon on simulated hosts and show pods pinging
+#   make test        install what the tests need, then run every test
+#   make lint        gofmt + go vet
+#   make e2e-clean   remove namespaces and processes left by interrupted runs
+
+GO        ?= go
+BIN       := bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+BACKEND   ?= host-gw
+TEST_TIMEOUT ?= 18m
+
+# Debian packages the privileged and end-to-end tests use.
+DEB_PKGS  := iproute2 iptables iperf3 iputils-ping tcpdump ethtool
+DEB_BINS  := ip iptables ip6tables iperf3 ping tcpdump ethtool
+
+.PHONY: all build deps lint test unit demo e2e-clean clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/flanneld .
+	$(GO) build -o $(BIN)/etcd ./e2e/cmd/etcd
+	$(GO) build -o $(BIN)/etcdctl ./e2e/cmd/etcdctl
+	$(GO) build -o $(BIN)/testbed-clean ./e2e/cmd/testbed-clean
+
+# deps installs the Debian packages the tests need, only when one is missing.
+deps:
+	@missing=""; for b in $(DEB_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages (missing:$$missing)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEB_PKGS) >/dev/null; \
+	fi
+	$(GO) mod download
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# test runs everything: unit tests, privileged tests (each in a private
+# network namespace) and the end-to-end tests on the namespace testbed.
+test: deps build lint
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# unit runs the tests that need neither root nor the testbed binaries.
+unit:
+	$(GO) test -count=1 -short ./...
+
+demo: deps build
+	$(GO) run ./e2e/cmd/demo -backend $(BACKEND)
+
+e2e-clean:
+	$(GO) run ./e2e/cmd/testbed-clean
+
+clean:
+	rm -rf $(BIN)

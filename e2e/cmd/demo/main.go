@@ -1,0 +1,125 @@
+// Command demo runs flanneld on simulated hosts (network namespaces on this
+// machine) with a real etcd, shows the leases in etcd, a host's routes and
+// pods pinging across hosts, then tears everything down. Run it as root
+// through `make demo` (which builds the binaries first).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/flanneld-go/flannel/e2e/testbed"
+)
+
+func main() {
+	backend := flag.String("backend", "host-gw", "backend type to run (net-conf Backend.Type)")
+	hosts := flag.Int("hosts", 3, "number of simulated hosts")
+	pods := flag.Int("pods", 2, "pods per host")
+	keep := flag.Bool("keep", false, "keep the testbed running until Ctrl-C, to explore it")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "demo: needs root to create network namespaces; run it as root (sudo make demo)")
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *backend, *hosts, *pods, *keep); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func section(title string) { fmt.Printf("\n=== %s\n", title) }
+
+func run(ctx context.Context, backend string, nHosts, nPods int, keep bool) error {
+	section(fmt.Sprintf("building a testbed: %d hosts on one L2 switch, etcd in the switch namespace", nHosts))
+	tb, err := testbed.New(ctx, testbed.Options{Hosts: nHosts, Log: func(f string, a ...any) { fmt.Printf("  "+f+"\n", a...) }})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		section("tearing down")
+		if err := tb.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo: cleanup:", err)
+		}
+		fmt.Println("  all namespaces, processes and files removed")
+	}()
+
+	conf := fmt.Sprintf(`{"Network":"10.244.0.0/16","Backend":{"Type":%q}}`, backend)
+	section("network config: etcdctl put /coreos.com/network/config")
+	fmt.Println("  " + conf)
+	if err := tb.PutNetConfig(ctx, conf); err != nil {
+		return err
+	}
+	section("starting flanneld on every host, then pods on each host's cni0 bridge")
+	if err := tb.StartDaemons(ctx); err != nil {
+		return fmt.Errorf("%w\n(daemon log of h1:\n%s)", err, tb.Hosts()[0].Log())
+	}
+	if err := tb.AddPodsAll(ctx, nPods); err != nil {
+		return err
+	}
+	h1 := tb.Hosts()[0]
+
+	section("flanneld leases")
+	out, err := h1.Exec(ctx, tb.FlanneldBin(), "leases", "--etcd-endpoints", tb.EtcdEndpoint())
+	fmt.Print(indent(out))
+	if err != nil {
+		return err
+	}
+	section("etcdctl get --prefix /coreos.com/network")
+	out, err = tb.Etcdctl(ctx, "get", "--prefix", "/coreos.com/network")
+	fmt.Print(indent(out))
+	if err != nil {
+		return err
+	}
+	section("subnet.env of " + h1.Name)
+	data, _ := os.ReadFile(h1.SubnetFile())
+	fmt.Print(indent(string(data)))
+	section("ip route on " + h1.Name)
+	out, _ = h1.Exec(ctx, "ip", "route")
+	fmt.Print(indent(out))
+
+	section("pods pinging pods on other hosts")
+	failed := 0
+	for _, h := range tb.Hosts() {
+		for _, src := range h.Pods {
+			for _, other := range tb.Hosts() {
+				if other == h {
+					continue
+				}
+				for _, dst := range other.Pods {
+					start := time.Now()
+					err := src.WaitPing(ctx, dst.Addr)
+					status := fmt.Sprintf("ok (%v)", time.Since(start).Round(time.Millisecond))
+					if err != nil {
+						status, failed = "FAILED: "+err.Error(), failed+1
+					}
+					fmt.Printf("  %-5s %-15s -> %-5s %-15s %s\n", src.Name, src.Addr, dst.Name, dst.Addr, status)
+				}
+			}
+		}
+	}
+	if keep {
+		section("testbed kept running; press Ctrl-C to tear it down")
+		fmt.Printf("  explore with: ip netns exec %s-h1 ip route   (or %s-h1p1 ping <pod>)\n", tb.Prefix(), tb.Prefix())
+		<-ctx.Done()
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d pings failed", failed)
+	}
+	return nil
+}
+
+func indent(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return ""
+	}
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ") + "\n"
+}

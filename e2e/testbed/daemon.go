@@ -1,0 +1,142 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// StartDaemon starts flanneld in the host namespace with
+//
+//	--etcd-endpoints <EtcdEndpoint> --iface eth0 --subnet-file <SubnetFile> extraArgs...
+//
+// appending its output to LogPath. It returns once the process started; use
+// WaitSubnetFile to wait for the lease. The daemon gets the environment of
+// the test process without FLANNELD_* variables (see StartDaemonEnv).
+func (h *Host) StartDaemon(ctx context.Context, extraArgs ...string) error {
+	return h.StartDaemonEnv(ctx, nil, extraArgs...)
+}
+
+// StartDaemonEnv is StartDaemon with extra environment variables
+// ("FLANNELD_IFACE=eth0"), for tests of the environment bindings.
+func (h *Host) StartDaemonEnv(ctx context.Context, env []string, extraArgs ...string) error {
+	tb := h.tb
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	if err := tb.checkOpen(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if h.daemon != nil {
+		if ok, _ := h.daemon.exited(); !ok {
+			return fmt.Errorf("testbed: %s: daemon already running", h.Name)
+		}
+	}
+	if _, err := os.Stat(tb.opts.FlanneldBin); err != nil {
+		return fmt.Errorf("testbed: %w (build it: go build -o %s .)", err, tb.opts.FlanneldBin)
+	}
+	argv := append([]string{tb.opts.FlanneldBin,
+		"--etcd-endpoints", etcdEndpoint,
+		"--iface", "eth0",
+		"--subnet-file", h.SubnetFile(),
+	}, extraArgs...)
+	var fullEnv []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "FLANNELD_") {
+			fullEnv = append(fullEnv, kv)
+		}
+	}
+	p, err := startProc(h.NS, h.LogPath(), append(fullEnv, env...), argv...)
+	if err != nil {
+		return err
+	}
+	h.daemon = p
+	tb.addCleanup("kill flanneld of "+h.Name, p.kill)
+	tb.logf("testbed %s: %s: started flanneld %s", tb.prefix, h.Name, strings.Join(extraArgs, " "))
+	return nil
+}
+
+func (h *Host) getDaemon() *proc {
+	h.tb.mu.Lock()
+	defer h.tb.mu.Unlock()
+	return h.daemon
+}
+
+// StopDaemon stops the daemon gracefully: SIGTERM, then SIGKILL if it is
+// still running after 10 s. It is a no-op when no daemon runs.
+func (h *Host) StopDaemon() error {
+	if d := h.getDaemon(); d != nil {
+		h.tb.logf("testbed %s: %s: stopping flanneld", h.tb.prefix, h.Name)
+		return d.stop(10 * time.Second)
+	}
+	return nil
+}
+
+// KillDaemon kills the daemon with SIGKILL (a crash: no cleanup, no lease
+// revocation) and waits until it is gone. It is a no-op when no daemon runs.
+func (h *Host) KillDaemon() error {
+	if d := h.getDaemon(); d != nil {
+		h.tb.logf("testbed %s: %s: killing flanneld", h.tb.prefix, h.Name)
+		return d.kill()
+	}
+	return nil
+}
+
+// DaemonExited reports whether the last started daemon has exited and, if
+// so, its Wait error: nil for exit status 0, an *exec.ExitError otherwise
+// (for checks such as "a bad config makes flanneld exit non-zero").
+func (h *Host) DaemonExited() (bool, error) {
+	if d := h.getDaemon(); d != nil {
+		return d.exited()
+	}
+	return false, nil
+}
+
+// WaitDaemonExit waits until the last started daemon exits and returns its
+// exit code (-1 if a signal killed it).
+func (h *Host) WaitDaemonExit(ctx context.Context) (int, error) {
+	d := h.getDaemon()
+	if d == nil {
+		return 0, errors.New("testbed: " + h.Name + ": no daemon started")
+	}
+	return d.wait(ctx)
+}
+
+// StartDaemons starts the daemon on every host, waits for every subnet
+// file, then adds Options.PodsPerHost pods per host (none if 0).
+func (tb *Testbed) StartDaemons(ctx context.Context, extraArgs ...string) error {
+	hosts := tb.Hosts()
+	for _, h := range hosts {
+		if err := h.StartDaemon(ctx, extraArgs...); err != nil {
+			return err
+		}
+	}
+	for _, h := range hosts {
+		if _, err := h.WaitSubnetFile(ctx); err != nil {
+			return err
+		}
+	}
+	if tb.opts.PodsPerHost > 0 {
+		return tb.AddPodsAll(ctx, tb.opts.PodsPerHost)
+	}
+	return nil
+}
+
+// AddPodsAll adds n pods on every host.
+func (tb *Testbed) AddPodsAll(ctx context.Context, n int) error {
+	for _, h := range tb.Hosts() {
+		if err := h.AddPods(ctx, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FlanneldBin is the path of the flanneld binary the testbed runs, for
+// running its subcommands (flanneld leases) in a namespace.
+func (tb *Testbed) FlanneldBin() string { return tb.opts.FlanneldBin }
