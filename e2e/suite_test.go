@@ -144,6 +144,28 @@ func meshSuite(t *testing.T, backend string, want expectRoute) {
 	}
 	pingMesh(t, ctx, tb)
 
+	// A daemon stopped (SIGTERM) leaves its data plane in place: pods keep
+	// reaching each other, and the restarted daemon gets the same subnet.
+	sn1 := leaseSubnet(t, ctx, hosts[0])
+	if err := hosts[0].StopDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	if err := hosts[0].Pods[0].Ping(ctx, hosts[1].Pods[0].Addr, 3); err != nil {
+		t.Fatalf("traffic broke while the daemon was stopped: %v", err)
+	}
+	if err := hosts[1].Pods[0].Ping(ctx, hosts[0].Pods[0].Addr, 3); err != nil {
+		t.Fatalf("traffic broke while the daemon was stopped: %v", err)
+	}
+	if err := hosts[0].StartDaemon(ctx, "--reconcile-period", "2s"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "restarted daemon rewrites subnet.env", 20*time.Second, func() bool {
+		return strings.Count(hosts[0].Log(), `msg="lease ready"`) == 2
+	})
+	if got := leaseSubnet(t, ctx, hosts[0]); got != sn1 {
+		t.Fatalf("restart changed the subnet from %s to %s", sn1, got)
+	}
+
 	// A route deleted by hand comes back at the next reconcile (2 s here).
 	if _, err := hosts[0].Exec(ctx, "ip", "route", "del", sn4.String()); err != nil {
 		t.Fatal(err)
