@@ -66,6 +66,15 @@ type Runner interface {
 	Run(ctx context.Context) error
 }
 
+// DeviceOwner is implemented by backends that own network devices. After
+// a backend starts, the daemon deletes the devices other backends would
+// have created (flannel.<VNI>, flannel-v6.<VNI>, flannel0) that the
+// current backend does not list, so switching backends leaves nothing
+// behind.
+type DeviceOwner interface {
+	Devices() []string
+}
+
 // Type describes one backend type in the registry.
 type Type struct {
 	// Name is the net-conf Backend.Type value.

@@ -220,6 +220,7 @@ func (e *Engine) applyLease(ctx context.Context, l subnet.Lease) error {
 			return err
 		}
 	}
+	removeStaleDevices(&netlink.Handle{}, e.be, e.log)
 	env := EnvFor(e.net, l, mtu, e.cfg.IPMasq)
 	if e.cfg.SubnetFile != "" {
 		if err := WriteSubnetEnv(e.cfg.SubnetFile, env); err != nil {

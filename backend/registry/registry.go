@@ -9,10 +9,12 @@ import (
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/hostgw"
+	"github.com/flanneld-go/flannel/backend/vxlan"
 )
 
 var types = map[string]backend.Type{
 	hostgw.TypeName: hostgw.Type,
+	vxlan.TypeName:  vxlan.Type,
 }
 
 // Names returns the known type names, sorted.

@@ -1,0 +1,60 @@
+package vxlan
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Options are the net-conf Backend options of the vxlan backend, with
+// upstream flannel's names and defaults.
+type Options struct {
+	Type string
+	// VNI is the VXLAN network identifier; the device is flannel.<VNI>.
+	VNI int
+	// Port is the UDP port; 0 means the kernel's default (8472).
+	Port int
+	// GBP enables VXLAN Group Based Policy.
+	GBP bool
+	// Learning lets the kernel learn FDB entries from traffic (off: the
+	// daemon programs every entry).
+	Learning bool
+	// DirectRouting: peers on the same L2 segment get a plain route
+	// (like host-gw); the others are reached through the tunnel.
+	DirectRouting bool
+	// MTU overrides the external interface's MTU as the base of the
+	// device MTU (0: use the interface's).
+	MTU int
+}
+
+var optionNames = []string{"Type", "VNI", "Port", "GBP", "Learning", "DirectRouting", "MTU"}
+
+func parseOptions(raw []byte) (any, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, fmt.Errorf("Backend: %w", err)
+	}
+	for k := range fields {
+		known := false
+		for _, n := range optionNames {
+			known = known || strings.EqualFold(k, n)
+		}
+		if !known {
+			return nil, fmt.Errorf("Backend.%s: unknown vxlan option; known options: %s", k, strings.Join(optionNames[1:], ", "))
+		}
+	}
+	o := Options{VNI: 1}
+	if err := json.Unmarshal(raw, &o); err != nil {
+		return nil, fmt.Errorf("Backend: %w", err)
+	}
+	o.Type = TypeName
+	switch {
+	case o.VNI < 0 || o.VNI > 1<<24-1:
+		return nil, fmt.Errorf("Backend.VNI: %d is out of range; use 0..16777215 (default 1)", o.VNI)
+	case o.Port < 0 || o.Port > 65535:
+		return nil, fmt.Errorf("Backend.Port: %d is not a UDP port; use 1..65535, or 0 for the kernel's default 8472", o.Port)
+	case o.MTU != 0 && (o.MTU < 626 || o.MTU > 65535):
+		return nil, fmt.Errorf("Backend.MTU: %d is out of range; use the underlay MTU (626..65535), or 0 to take the external interface's", o.MTU)
+	}
+	return o, nil
+}
