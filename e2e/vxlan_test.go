@@ -1,8 +1,14 @@
 package e2e_test
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/flanneld-go/flannel/e2e/testbed"
 )
@@ -14,3 +20,217 @@ func vxlanRoute(_ *testbed.Host, sn netip.Prefix) string {
 }
 
 func TestVXLANMesh(t *testing.T) { meshSuite(t, vxlanBackend, vxlanRoute) }
+
+// TestVXLANSelfHealing: neighbour and FDB entries deleted by hand come back.
+func TestVXLANSelfHealing(t *testing.T) {
+	requireTestbed(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	tb := newCluster(t, ctx, vxlanBackend, 2, 1, testbed.Options{}, "--reconcile-period", "1s")
+	h1, h2 := tb.Hosts()[0], tb.Hosts()[1]
+	sn2 := leaseSubnet(t, ctx, h2)
+	mac2 := vtepMAC(t, ctx, tb, sn2)
+	if err := h1.Pods[0].WaitPing(ctx, h2.Pods[0].Addr); err != nil {
+		t.Fatal(err)
+	}
+	h1.Exec(ctx, "ip", "neigh", "del", sn2.Addr().String(), "dev", "flannel.1")
+	h1.Exec(ctx, "bridge", "fdb", "del", mac2, "dev", "flannel.1", "dst", h2.Addr.String())
+	waitFor(t, "neighbour and fdb restored", 5*time.Second, func() bool {
+		n, _ := h1.Exec(ctx, "ip", "neigh", "show", "dev", "flannel.1")
+		f, _ := h1.Exec(ctx, "bridge", "fdb", "show", "dev", "flannel.1")
+		return strings.Contains(n, sn2.Addr().String()+" lladdr "+mac2+" PERMANENT") &&
+			strings.Contains(f, mac2+" dst "+h2.Addr.String()+" self permanent")
+	})
+	if err := h1.Pods[0].Ping(ctx, h2.Pods[0].Addr, 3); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// vtepMAC reads a lease's VtepMAC from etcd with etcdctl.
+func vtepMAC(t *testing.T, ctx context.Context, tb *testbed.Testbed, sn netip.Prefix) string {
+	t.Helper()
+	out, err := tb.Etcdctl(ctx, "get", "--print-value-only", "/coreos.com/network/subnets/"+sn.Addr().String()+"-"+strconv.Itoa(sn.Bits()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct{ BackendData struct{ VtepMAC string } }
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.BackendData.VtepMAC == "" {
+		t.Fatalf("lease value %q: %v", out, err)
+	}
+	return v.BackendData.VtepMAC
+}
+
+// TestVXLANSegments: hosts on two L2 segments joined by a router reach each
+// other over VXLAN; with DirectRouting, same-segment peers get direct
+// routes and the other segment goes through the tunnel.
+func TestVXLANSegments(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("DirectRouting=%t", direct), func(t *testing.T) {
+			requireTestbed(t)
+			ctx := ctxFor(t, 2*time.Minute)
+			be := fmt.Sprintf(`{"Type":"vxlan","DirectRouting":%t}`, direct)
+			tb := newCluster(t, ctx, be, 2, 1, testbed.Options{})
+			if err := tb.AddSegment(ctx); err != nil {
+				t.Fatal(err)
+			}
+			far, err := tb.AddHost(ctx, testbed.HostOptions{Segment: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := far.StartDaemon(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := far.WaitSubnetFile(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := far.AddPods(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			pingMesh(t, ctx, tb)
+			h1, h2 := tb.Hosts()[0], tb.Hosts()[1]
+			snFar, sn2 := leaseSubnet(t, ctx, far), leaseSubnet(t, ctx, h2)
+			if r := routeTo(ctx, h1, snFar); !strings.Contains(r, vxlanRoute(far, snFar)) {
+				t.Errorf("h1 -> far segment: %q, want the tunnel", r)
+			}
+			wantNear := vxlanRoute(h2, sn2)
+			if direct {
+				wantNear = hostGWRoute(h2, sn2)
+			}
+			if r := routeTo(ctx, h1, sn2); !strings.Contains(r, wantNear) {
+				t.Errorf("h1 -> same segment: %q, want %q", r, wantNear)
+			}
+			// The traffic really takes that path: count encapsulated
+			// packets on the underlay while pinging the same-segment pod.
+			out, err := h1.Exec(ctx, "sh", "-c", "ip -s link show flannel.1 | awk 'f{print $2; exit} /TX:/{f=1}'")
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := strings.TrimSpace(out)
+			if err := h1.Pods[0].Ping(ctx, h2.Pods[0].Addr, 5); err != nil {
+				t.Fatal(err)
+			}
+			out, _ = h1.Exec(ctx, "sh", "-c", "ip -s link show flannel.1 | awk 'f{print $2; exit} /TX:/{f=1}'")
+			after := strings.TrimSpace(out)
+			tunnelUsed := before != after
+			if tunnelUsed == direct {
+				t.Errorf("same-segment traffic through the tunnel: %t (tx packets %s -> %s), want %t", tunnelUsed, before, after, !direct)
+			}
+		})
+	}
+}
+
+// TestVXLANRestartNoLoss: a daemon restart keeps the VtepMAC and the device,
+// and a 10 ms ping stream across it loses nothing.
+func TestVXLANRestartNoLoss(t *testing.T) {
+	requireTestbed(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	tb := newCluster(t, ctx, vxlanBackend, 2, 1, testbed.Options{})
+	h1, h2 := tb.Hosts()[0], tb.Hosts()[1]
+	sn1 := leaseSubnet(t, ctx, h1)
+	mac := vtepMAC(t, ctx, tb, sn1)
+	idx, _ := h1.Exec(ctx, "cat", "/sys/class/net/flannel.1/ifindex")
+	if err := h2.Pods[0].WaitPing(ctx, h1.Pods[0].Addr); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := h2.Pods[0].Exec(ctx, "ping", "-i", "0.01", "-w", "5", "-W", "1", h1.Pods[0].Addr.String())
+		done <- result{out, err}
+	}()
+	time.Sleep(time.Second)
+	if err := h1.StopDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h1.StartDaemon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "restarted daemon ready", 20*time.Second, func() bool { return strings.Count(h1.Log(), `msg="lease ready"`) == 2 })
+	r := <-done
+	t.Logf("ping across the restart: %s", lastLines(r.out, 2))
+	if r.err != nil || !strings.Contains(r.out, " 0% packet loss") {
+		t.Errorf("packets lost across the restart: %v\n%s", r.err, lastLines(r.out, 3))
+	}
+	if got := vtepMAC(t, ctx, tb, sn1); got != mac {
+		t.Errorf("VtepMAC changed across the restart: %s -> %s", mac, got)
+	}
+	if got, _ := h1.Exec(ctx, "cat", "/sys/class/net/flannel.1/ifindex"); got != idx {
+		t.Errorf("device re-created across the restart (ifindex %s -> %s)", idx, got)
+	}
+	if got := leaseSubnet(t, ctx, h1); got != sn1 {
+		t.Errorf("subnet changed: %s -> %s", sn1, got)
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestBackendSwitch: host-gw -> vxlan -> host-gw by changing the net-conf
+// and restarting the daemons one by one, as Documentation/backends.md
+// describes; once all are restarted, pods reach each other again and
+// nothing of the old backend is left.
+func TestBackendSwitch(t *testing.T) {
+	requireTestbed(t)
+	ctx := ctxFor(t, 3*time.Minute)
+	tb := newCluster(t, ctx, hostGW, 3, 1, testbed.Options{})
+	pingMesh(t, ctx, tb)
+	subnets := map[string]netip.Prefix{}
+	for _, h := range tb.Hosts() {
+		subnets[h.Name] = leaseSubnet(t, ctx, h)
+	}
+	restartAll := func(backend string) {
+		t.Helper()
+		if err := tb.PutNetConfig(ctx, netconf(backend)); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range tb.Hosts() {
+			n := strings.Count(h.Log(), `msg="lease ready"`)
+			if err := h.StopDaemon(); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.StartDaemon(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, h.Name+" restarted", 20*time.Second, func() bool { return strings.Count(h.Log(), `msg="lease ready"`) == n+1 })
+		}
+	}
+	check := func(typ string, want expectRoute) {
+		t.Helper()
+		pingMesh(t, ctx, tb)
+		for _, h := range tb.Hosts() {
+			if got := leaseSubnet(t, ctx, h); got != subnets[h.Name] {
+				t.Errorf("%s: subnet changed %s -> %s", h.Name, subnets[h.Name], got)
+			}
+			routes, _ := h.Exec(ctx, "ip", "route", "show", "proto", "98")
+			if n := strings.Count(strings.TrimSpace(routes), "\n") + 1; n != 2 {
+				t.Errorf("%s: %d routes of ours, want 2:\n%s", h.Name, n, routes)
+			}
+			for _, p := range tb.Hosts() {
+				// `ip route show proto 98` omits the proto it filters on.
+				line := strings.Replace(want(p, subnets[p.Name]), " proto 98", "", 1)
+				if p != h && !strings.Contains(routes, line) {
+					t.Errorf("%s: no %s route to %s:\n%s", h.Name, typ, p.Name, routes)
+				}
+			}
+			links, _ := h.Exec(ctx, "ip", "-o", "link", "show")
+			if has := strings.Contains(links, "flannel.1"); has != (typ == "vxlan") {
+				t.Errorf("%s on %s: flannel.1 present = %t", h.Name, typ, has)
+			}
+			out, _ := tb.Etcdctl(ctx, "get", "--print-value-only", "/coreos.com/network/subnets/"+strings.Replace(subnets[h.Name].String(), "/", "-", 1))
+			if !strings.Contains(out, `"BackendType":"`+typ+`"`) {
+				t.Errorf("%s lease not re-published as %s: %s", h.Name, typ, out)
+			}
+		}
+	}
+	restartAll(vxlanBackend)
+	check("vxlan", vxlanRoute)
+	restartAll(hostGW)
+	check("host-gw", hostGWRoute)
+}
