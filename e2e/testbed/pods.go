@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -255,4 +256,27 @@ func waitPing(ctx context.Context, ns string, dst netip.Addr) error {
 			return fmt.Errorf("%w; last: %w", serr, err)
 		}
 	}
+}
+
+// Start runs argv in the background inside the pod namespace (a server for
+// a transfer test, say), its output appended to <host dir>/<pod>-<argv0>.log.
+// The returned stop kills it; Close kills it too if the test did not.
+// Equivalent to: ip netns exec $NS $argv &
+func (p *Pod) Start(ctx context.Context, argv ...string) (stop func(), err error) {
+	tb := p.Host.tb
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	if err := tb.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(p.Host.dir, p.Name+"-"+filepath.Base(argv[0])+".log")
+	pr, err := startProc(p.NS, logPath, nil, argv...)
+	if err != nil {
+		return nil, err
+	}
+	tb.addCleanup("kill "+argv[0]+" in "+p.Name, pr.kill)
+	return func() { _ = pr.kill() }, nil
 }
