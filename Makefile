@@ -13,10 +13,10 @@ BACKEND   ?= host-gw
 TEST_TIMEOUT ?= 18m
 
 # Debian packages the privileged and end-to-end tests use.
-DEB_PKGS  := iproute2 iptables iperf3 iputils-ping tcpdump ethtool
-DEB_BINS  := ip iptables ip6tables iperf3 ping tcpdump ethtool
+DEB_PKGS  := iproute2 iptables iperf3 iputils-ping tcpdump ethtool curl
+DEB_BINS  := ip iptables ip6tables iperf3 ping tcpdump ethtool curl
 
-.PHONY: all build deps lint test unit demo e2e-clean clean
+.PHONY: all build deps cni-plugins lint test unit demo e2e-clean clean
 
 all: build
 
@@ -37,6 +37,23 @@ deps:
 	fi
 	$(GO) mod download
 
+# cni-plugins installs the real CNI plugins and cnitool into bin/cni for
+# e2e/cni_test.go, each only when missing. The flannel plugin is the
+# containernetworking one at v0.9.1 (the same subnet.env contract, dual-stack
+# aware): github.com/flannel-io/cni-plugin is not served by the module proxy.
+CNI_BIN        := $(BIN)/cni
+CNI_MOD        := github.com/containernetworking/plugins/plugins
+cni_flannel    := $(CNI_MOD)/meta/flannel@v0.9.1
+cni_bridge     := $(CNI_MOD)/main/bridge@latest
+cni_host-local := $(CNI_MOD)/ipam/host-local@latest
+cni_loopback   := $(CNI_MOD)/main/loopback@latest
+cni_cnitool    := github.com/containernetworking/cni/cnitool@latest
+
+cni-plugins: $(addprefix $(CNI_BIN)/,flannel bridge host-local loopback cnitool)
+
+$(CNI_BIN)/%:
+	GOBIN=$(CURDIR)/$(CNI_BIN) $(GO) install $(cni_$*)
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
@@ -44,14 +61,14 @@ lint:
 
 # test runs everything: unit tests, privileged tests (each in a private
 # network namespace) and the end-to-end tests on the namespace testbed.
-test: deps build lint
+test: deps build cni-plugins lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # unit runs the tests that need neither root nor the testbed binaries.
 unit:
 	$(GO) test -count=1 -short ./...
 
-demo: deps build
+demo: deps build cni-plugins
 	$(GO) run ./e2e/cmd/demo -backend $(BACKEND)
 
 e2e-clean:
