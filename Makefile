@@ -4,6 +4,7 @@
 #   make test        install what the tests need, then run every test
 #   make lint        gofmt + go vet
 #   make e2e-clean   remove namespaces and processes left by interrupted runs
+#   make bench       data-plane benchmark on the testbed (results in bench/results/)
 
 GO        ?= go
 BIN       := bin
@@ -16,7 +17,7 @@ TEST_TIMEOUT ?= 18m
 DEB_PKGS  := iproute2 iptables iperf3 iputils-ping tcpdump ethtool curl
 DEB_BINS  := ip iptables ip6tables iperf3 ping tcpdump ethtool curl
 
-.PHONY: all build deps cni-plugins lint test unit demo e2e-clean clean
+.PHONY: all build deps cni-plugins lint test unit demo e2e-clean clean install bench
 
 all: build
 
@@ -71,8 +72,26 @@ unit:
 demo: deps build cni-plugins
 	$(GO) run ./e2e/cmd/demo -backend $(BACKEND)
 
+# bench measures throughput, CPU per GB, RSS and latency of the underlay and
+# each backend on the testbed; one at a time (a lock file), ~2 minutes.
+bench: deps build
+	$(GO) run ./e2e/cmd/bench $(BENCH_ARGS)
+
 e2e-clean:
 	$(GO) run ./e2e/cmd/testbed-clean
 
 clean:
 	rm -rf $(BIN)
+
+# install lays out the binary, the systemd unit and the samples under
+# $(DESTDIR) (empty: this machine). An existing /etc/flannel/flanneld.env is
+# kept. Then: systemctl daemon-reload && systemctl enable --now flanneld
+PREFIX ?= /usr/local
+install: build
+	install -D -m 0755 $(BIN)/flanneld $(DESTDIR)$(PREFIX)/bin/flanneld
+	install -D -m 0644 dist/flanneld.service $(DESTDIR)/etc/systemd/system/flanneld.service
+	sed -i 's|/usr/local/bin/flanneld|$(PREFIX)/bin/flanneld|' $(DESTDIR)/etc/systemd/system/flanneld.service
+	@if [ ! -e $(DESTDIR)/etc/flannel/flanneld.env ]; then \
+		install -D -m 0600 dist/flanneld.env $(DESTDIR)/etc/flannel/flanneld.env; fi
+	install -d $(DESTDIR)/usr/share/doc/flanneld
+	install -m 0644 dist/*.json Documentation/*.md $(DESTDIR)/usr/share/doc/flanneld/

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -70,13 +72,15 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	addEtcdFlags(root.PersistentFlags(), &f)
-	fl := root.Flags()
+	// Interface and file flags are shared with the cleanup subcommand.
+	fl := root.PersistentFlags()
 	fl.StringSliceVar(&f.iface.Iface, "iface", nil, "interface (name or address) for inter-host traffic; repeatable, first match wins")
 	fl.StringArrayVar(&f.iface.IfaceRegex, "iface-regex", nil, "regexp matched against interface addresses, then names; repeatable, used when --iface is not given")
 	fl.StringVar(&f.iface.CanReach, "iface-can-reach", "", "use the interface the kernel routes this address through")
 	fl.StringVar(&f.iface.PublicIP, "public-ip", "", "IPv4 address advertised to other hosts (default: the interface's address)")
 	fl.StringVar(&f.iface.PublicIPv6, "public-ipv6", "", "IPv6 address advertised to other hosts (default: the interface's global IPv6 address)")
 	fl.StringVar(&f.subnetFile, "subnet-file", "/run/flannel/subnet.env", "file the subnet variables are written to")
+	fl = root.Flags()
 	fl.IntVar(&f.renewMargin, "subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires (1..1439)")
 	fl.DurationVar(&f.leaseTTL, "subnet-lease-ttl", subnet.DefaultTTL, "life of a subnet lease (testing only; keep the default in production)")
 	fl.BoolVar(&f.ipMasq, "ip-masq", false, "masquerade traffic from pods to destinations outside the network")
@@ -98,6 +102,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		},
 		newConfigCmd(stdout, stderr),
 		newLeasesCmd(stdout, &f),
+		newCleanupCmd(stdout, &f),
 	)
 	return root
 }
@@ -117,7 +122,9 @@ func addEtcdFlags(fl *pflag.FlagSet, f *flags) {
 func applyEnv(fs *pflag.FlagSet) error {
 	var err error
 	fs.VisitAll(func(fl *pflag.Flag) {
-		if err != nil || fl.Changed {
+		// --version from the environment would turn a service into a
+		// version printer.
+		if err != nil || fl.Changed || fl.Name == "version" || fl.Name == "help" {
 			return
 		}
 		name := "FLANNELD_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
@@ -153,8 +160,16 @@ func runDaemon(ctx context.Context, f flags, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if f.healthzPort < 0 || f.healthzPort > 65535 {
+		return fmt.Errorf("--healthz-port %d: must be a TCP port, or 0 to disable the health endpoint", f.healthzPort)
+	}
+	healthz := ""
+	if f.healthzPort != 0 {
+		healthz = net.JoinHostPort(f.healthzIP, strconv.Itoa(f.healthzPort))
+	}
 	log.Info("flanneld starting", "version", version, "etcd_endpoints", strings.Join(f.etcd.Endpoints, ","), "etcd_prefix", f.etcd.Prefix)
-	return network.Run(ctx, network.Config{
+	err = network.Run(ctx, network.Config{
+		HealthzAddr:          healthz,
 		Etcd:                 f.etcd,
 		Iface:                f.iface,
 		SubnetFile:           f.subnetFile,
@@ -166,6 +181,13 @@ func runDaemon(ctx context.Context, f flags, stderr io.Writer) error {
 		ReconcilePeriod:      f.reconcile,
 		Log:                  log,
 	})
+	if ctx.Err() != nil {
+		// Stopped by a signal, possibly before the lease was ready: a
+		// clean stop, not a failure.
+		log.Info("flanneld stopped")
+		return nil
+	}
+	return err
 }
 
 func newConfigCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -208,6 +230,19 @@ func newLeasesCmd(stdout io.Writer, f *flags) *cobra.Command {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
 			defer cancel()
 			return network.PrintLeases(ctx, f.etcd, stdout)
+		},
+	}
+}
+
+func newCleanupCmd(stdout io.Writer, f *flags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cleanup",
+		Short: "Decommission this host: remove its devices, routes, iptables rules, lease and subnet file (stop the daemon first)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			return network.Cleanup(ctx, network.Config{Etcd: f.etcd, Iface: f.iface, SubnetFile: f.subnetFile}, stdout)
 		},
 	}
 }

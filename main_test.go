@@ -76,6 +76,10 @@ func TestEnvironmentAndCommandLinePrecedence(t *testing.T) {
 			t.Errorf("--%s = %q, want %q", name, got, want)
 		}
 	}
+	cmd, err = parse(t, map[string]string{"FLANNELD_VERSION": "true"})
+	if err != nil || flagValue(t, cmd, "version") != "false" {
+		t.Errorf("FLANNELD_VERSION must not be bound: %v", err)
+	}
 	if _, err := parse(t, map[string]string{"FLANNELD_IP_MASQ": "maybe"}); err == nil || !strings.Contains(err.Error(), `FLANNELD_IP_MASQ="maybe"`) {
 		t.Errorf("bad env value: %v", err)
 	}

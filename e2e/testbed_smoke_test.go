@@ -21,12 +21,10 @@ import (
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the testbed creates network namespaces")
-	}
+	requireTestbed(t)
 	for _, bin := range []string{"../bin/etcd", "../bin/etcdctl"} {
 		if _, err := os.Stat(bin); err != nil {
-			t.Skipf("needs %s: go build -o bin/%s ./e2e/cmd/%s", bin, filepath.Base(bin), filepath.Base(bin))
+			t.Fatalf("needs %s (make build does it): go build -o bin/%s ./e2e/cmd/%s", bin, filepath.Base(bin), filepath.Base(bin))
 		}
 	}
 }

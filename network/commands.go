@@ -33,9 +33,10 @@ func CheckConfig(data []byte) ([]byte, []string, error) {
 	return out, warnings, err
 }
 
-// PrintLeases writes a table of the leases in etcd.
+// PrintLeases writes a table of the leases in etcd. It does not wait for
+// an unreachable etcd.
 func PrintLeases(ctx context.Context, ec EtcdConfig, w io.Writer) error {
-	cli, err := NewEtcdClient(ec)
+	cli, err := ConnectEtcd(ctx, ec)
 	if err != nil {
 		return err
 	}

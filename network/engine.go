@@ -23,6 +23,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sync/errgroup"
 
@@ -42,7 +43,14 @@ type Config struct {
 	IPTablesResync       time.Duration
 	IPTablesForwardRules bool
 	ReconcilePeriod      time.Duration
-	Log                  *slog.Logger
+	// HealthzAddr is where /healthz, /readyz and /metrics are served
+	// ("" disables the endpoint; readiness is still tracked).
+	HealthzAddr string
+	// Health collects readiness and metrics; nil means a new one.
+	Health *Health
+	// ProbePeriod is how often etcd is checked while all is quiet (5 s).
+	ProbePeriod time.Duration
+	Log         *slog.Logger
 	// Ready is called once, after subnet.env is written and the backend and
 	// rules are in place.
 	Ready func()
@@ -56,7 +64,7 @@ func Run(ctx context.Context, c Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	cli, err := NewEtcdClient(c.Etcd)
+	cli, err := DialEtcd(ctx, c.Etcd, log)
 	if err != nil {
 		return err
 	}
@@ -87,8 +95,7 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return err
 	}
-	e := &Engine{cfg: c, log: log, sm: sm, net: netcfg, ext: ext, be: be}
-	return e.Run(ctx)
+	return NewEngine(c, sm, netcfg, ext, be).Run(ctx)
 }
 
 // Engine runs one host's lease and backend.
@@ -100,9 +107,11 @@ type Engine struct {
 	ext *backend.ExternalInterface
 	be  backend.Backend
 
-	attrs subnet.LeaseAttrs
-	lease subnet.Lease
-	fw    *firewallRunner
+	attrs  subnet.LeaseAttrs
+	lease  subnet.Lease
+	fw     *firewallRunner
+	health *Health
+	relist chan struct{}
 }
 
 // NewEngine builds an engine from parts, for tests and embedders.
@@ -111,14 +120,35 @@ func NewEngine(c Config, sm *subnet.Manager, netcfg *subnet.Config, ext *backend
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Engine{cfg: c, log: log, sm: sm, net: netcfg, ext: ext, be: be}
+	h := c.Health
+	if h == nil {
+		h = NewHealth()
+	}
+	e := &Engine{cfg: c, log: log, sm: sm, net: netcfg, ext: ext, be: be, health: h, relist: make(chan struct{}, 1)}
+	h.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_watch_restarts_total",
+		Help: "Times the lease watch was re-established (compaction, broken stream, etcd outage)."},
+		func() float64 { return float64(sm.WatchRestarts()) }))
+	if col, ok := be.(prometheus.Collector); ok {
+		if err := h.Register(col); err != nil {
+			log.Warn("cannot register the backend's metrics", "error", err)
+		}
+	}
+	return e
 }
+
+// Health returns the engine's readiness and metrics.
+func (e *Engine) Health() *Health { return e.health }
 
 // Lease returns the lease currently held (valid once Ready was called).
 func (e *Engine) Lease() subnet.Lease { return e.lease }
 
 // Run acquires the lease, starts the backend and serves until ctx is done.
 func (e *Engine) Run(ctx context.Context) error {
+	if e.cfg.HealthzAddr != "" {
+		if err := e.health.Start(ctx, e.cfg.HealthzAddr, e.log); err != nil {
+			return err
+		}
+	}
 	attrs, err := e.be.Prepare(ctx)
 	if err != nil {
 		return fmt.Errorf("preparing the %s backend: %w", e.net.BackendType, err)
@@ -126,11 +156,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	attrs.PublicIP, attrs.PublicIPv6 = e.ext.PublicIP, e.ext.PublicIPv6
 	e.attrs = attrs
 
-	hint := e.previousSubnet()
-	lease, err := e.acquire(ctx, hint)
-	if err != nil {
-		return err
-	}
+	// Host prerequisites come before the lease, so a host that cannot
+	// serve does not hold a subnet in etcd.
 	if err := EnableForwarding(e.log, e.net.EnableIPv6); err != nil {
 		return err
 	}
@@ -141,6 +168,23 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		e.fw = fw
 		defer fw.stop()
+		e.health.AddCheck("iptables", fw.fw.Status)
+		e.health.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_iptables_resyncs_total", Help: "iptables rule checks made."},
+				func() float64 { r, _ := fw.fw.Counts(); return float64(r) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_iptables_repairs_total", Help: "iptables rule checks that had to restore rules."},
+				func() float64 { _, r := fw.fw.Counts(); return float64(r) }))
+	} else if fw, err := NewFirewall(e.log); err == nil {
+		// Both rule sets are off: remove what an earlier run installed.
+		if err := fw.Remove(); err != nil {
+			e.log.Warn("cannot remove the iptables rules of an earlier run", "error", err)
+		}
+	}
+
+	hint := e.previousSubnet()
+	lease, err := e.acquire(ctx, hint)
+	if err != nil {
+		return err
 	}
 	if err := e.applyLease(ctx, lease); err != nil {
 		return err
@@ -148,10 +192,18 @@ func (e *Engine) Run(ctx context.Context) error {
 	if e.cfg.Ready != nil {
 		e.cfg.Ready()
 	}
+	if err := Notify("READY=1"); err != nil {
+		e.log.Warn("cannot tell systemd we are ready", "error", err)
+	}
+	defer func() {
+		if err := Notify("STOPPING=1"); err != nil {
+			e.log.Warn("cannot tell systemd we are stopping", "error", err)
+		}
+	}()
 
 	g, gctx := errgroup.WithContext(ctx)
 	events := make(chan []subnet.Event)
-	g.Go(func() error { return e.sm.WatchLeases(gctx, events) })
+	g.Go(func() error { return e.sm.WatchLeases(gctx, events, e.relist) })
 	if r, ok := e.be.(backend.Runner); ok {
 		g.Go(func() error { return r.Run(gctx) })
 	}
@@ -195,6 +247,7 @@ func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, e
 		if errors.Is(err, subnet.ErrNoFreeSubnet) {
 			return subnet.Lease{}, err
 		}
+		e.health.metrics.etcdErrors.WithLabelValues("acquire").Inc()
 		outage.Fail(err)
 		select {
 		case <-ctx.Done():
@@ -207,10 +260,12 @@ func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, e
 
 // applyLease configures the backend, rules and subnet.env for l.
 func (e *Engine) applyLease(ctx context.Context, l subnet.Lease) error {
+	e.setLease(l)
 	mtu, err := e.be.Start(ctx, l)
 	if err != nil {
 		return fmt.Errorf("starting the %s backend for %s: %w", e.net.BackendType, l.String(), err)
 	}
+	e.health.Set("backend", nil)
 	if e.fw != nil {
 		rc := RuleConfig{Network: e.net.Network, Subnet: l.Subnet, Masquerade: e.cfg.IPMasq, Forward: e.cfg.IPTablesForwardRules}
 		if e.net.EnableIPv6 {
@@ -227,7 +282,7 @@ func (e *Engine) applyLease(ctx context.Context, l subnet.Lease) error {
 			return err
 		}
 	}
-	e.lease = l
+	e.health.Set("subnet.env", nil)
 	e.log.Info("lease ready", "subnet", l.String(), "mtu", mtu, "subnet_file", e.cfg.SubnetFile, "backend", e.net.BackendType)
 	return nil
 }
@@ -239,23 +294,60 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 	if period <= 0 {
 		period = 10 * time.Second
 	}
+	probePeriod := e.cfg.ProbePeriod
+	if probePeriod <= 0 {
+		probePeriod = 5 * time.Second
+	}
 	tick := time.NewTicker(period)
 	defer tick.Stop()
+	probe := time.NewTicker(probePeriod)
+	defer probe.Stop()
 	renew := time.NewTimer(e.renewDelay())
 	defer renew.Stop()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	synced := false
 	renewOutage := subnet.NewOutageLog(e.log, "renewing the lease")
+	etcdOutage := subnet.NewOutageLog(e.log, "checking etcd")
+	m := e.health.metrics
 
 	reconcile := func() {
 		if !synced {
 			return
 		}
-		if err := e.be.Reconcile(ctx, sortedPeers(peers)); err != nil {
+		start := time.Now()
+		err := e.be.Reconcile(ctx, sortedPeers(peers))
+		m.reconcileDuration.WithLabelValues(e.net.BackendType).Observe(time.Since(start).Seconds())
+		m.reconciles.WithLabelValues(e.net.BackendType).Inc()
+		if err != nil {
+			m.reconcileErrors.WithLabelValues(e.net.BackendType).Inc()
+			e.health.Set("backend", fmt.Errorf("last reconcile failed: %w", err))
 			e.log.Error("reconcile failed; retrying in 1s", "backend", e.net.BackendType, "error", err)
 			retry.Reset(time.Second)
+			return
 		}
+		e.health.Set("backend", nil)
+	}
+	renewNow := func() error {
+		l, err := e.sm.Renew(ctx, e.lease)
+		switch {
+		case err == nil:
+			renewOutage.OK()
+			e.setLease(l)
+			e.log.Info("lease renewed", "subnet", l.String(), "expires", l.Expiration.Format(time.RFC3339))
+			renew.Reset(e.renewDelay())
+		case errors.Is(err, subnet.ErrLeaseLost):
+			e.log.Warn("our lease is gone from etcd; acquiring again", "subnet", e.lease.String(), "reason", err)
+			if err := e.reacquire(ctx); err != nil {
+				return err
+			}
+			renew.Reset(e.renewDelay())
+		default:
+			m.etcdErrors.WithLabelValues("renew").Inc()
+			renewOutage.Fail(err)
+			renew.Reset(min(30*time.Second, max(time.Second, time.Until(e.lease.Expiration)/4)))
+		}
+		return nil
 	}
 
 	for {
@@ -276,8 +368,17 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 					continue
 				}
 				if ev.Type == subnet.EventRemoved {
+					if _, known := peers[l.Key()]; known {
+						e.log.Info("peer left", "peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP)
+					}
 					delete(peers, l.Key())
-					e.log.Info("peer left", "peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP)
+				} else if !e.net.Network.Contains(l.Subnet.Addr()) {
+					// A lease of another network config (a host not yet
+					// restarted after a Network change): routing to it
+					// could hijack addresses outside the pod network.
+					delete(peers, l.Key())
+					e.log.Warn("ignoring peer whose subnet is outside the network; restart it so it picks up the current net-conf",
+						"peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP, "network", e.net.Network)
 				} else {
 					if _, known := peers[l.Key()]; !known {
 						e.log.Info("peer joined", "peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP, "peer_backend", l.Attrs.BackendType)
@@ -285,6 +386,7 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 					peers[l.Key()] = l
 				}
 			}
+			m.peers.Set(float64(len(peers)))
 			synced = true
 			if lost {
 				e.log.Warn("our lease was deleted from etcd (by an operator?); acquiring again", "subnet", e.lease.String())
@@ -299,24 +401,49 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 		case <-retry.C:
 			reconcile()
 		case <-renew.C:
-			l, err := e.sm.Renew(ctx, e.lease)
-			switch {
-			case err == nil:
-				renewOutage.OK()
-				e.lease = l
-				e.log.Info("lease renewed", "subnet", l.String(), "expires", l.Expiration.Format(time.RFC3339))
-				renew.Reset(e.renewDelay())
-			case errors.Is(err, subnet.ErrLeaseLost):
-				e.log.Warn("our lease is gone from etcd; acquiring again", "subnet", e.lease.String(), "reason", err)
-				if err := e.reacquire(ctx); err != nil {
+			if err := renewNow(); err != nil {
+				return err
+			}
+		case <-probe.C:
+			// The watch alone does not notice an outage (the client
+			// reconnects silently), so etcd is checked on a timer: readiness
+			// reflects it, the outage is logged once, and on recovery the
+			// leases are listed again and the lease renewed at once.
+			pctx, cancel := context.WithTimeout(ctx, min(probePeriod, 3*time.Second))
+			err := e.sm.Ping(pctx)
+			cancel()
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				m.etcdErrors.WithLabelValues("probe").Inc()
+				etcdOutage.Fail(err)
+				e.health.Set("etcd", fmt.Errorf("unreachable: %w", err))
+				continue
+			}
+			if etcdOutage.Failing() {
+				etcdOutage.OK()
+				e.health.Set("etcd", nil)
+				select {
+				case e.relist <- struct{}{}:
+				default:
+				}
+				if err := renewNow(); err != nil {
 					return err
 				}
-				renew.Reset(e.renewDelay())
-			default:
-				renewOutage.Fail(err)
-				renew.Reset(min(30*time.Second, max(time.Second, time.Until(e.lease.Expiration)/4)))
 			}
 		}
+	}
+}
+
+// setLease records the lease held now.
+func (e *Engine) setLease(l subnet.Lease) {
+	e.lease = l
+	e.health.Set("lease", nil)
+	if l.Reserved() {
+		e.health.metrics.leaseExpiry.Set(0)
+	} else {
+		e.health.metrics.leaseExpiry.Set(float64(l.Expiration.Unix()))
 	}
 }
 
@@ -329,7 +456,7 @@ func (e *Engine) reacquire(ctx context.Context) error {
 		return err
 	}
 	if l.Subnet == old.Subnet && l.IPv6Subnet == old.IPv6Subnet {
-		e.lease = l
+		e.setLease(l)
 		e.log.Info("lease re-acquired with the same subnet", "subnet", l.String())
 		return nil
 	}

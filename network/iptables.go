@@ -46,6 +46,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -444,7 +445,14 @@ type Firewall struct {
 	readyOnce sync.Once
 	statusMu  sync.Mutex
 	status    error
+
+	resyncs, repairs atomic.Uint64 // for metrics
 }
+
+// Counts returns how many resync passes Run made and how many of them had
+// to restore rules that were in place before (the first installation is
+// not a repair).
+func (f *Firewall) Counts() (resyncs, repairs uint64) { return f.resyncs.Load(), f.repairs.Load() }
 
 var errNotEnsured = errors.New("firewall rules not ensured yet")
 
@@ -622,8 +630,10 @@ func (f *Firewall) Run(ctx context.Context, cfg RuleConfig, resync time.Duration
 	)
 	for {
 		repairs, err := f.ensure(cfg)
+		f.resyncs.Add(1)
 		switch {
 		case len(repairs) > 0 && installed:
+			f.repairs.Add(1)
 			f.log.Warn("firewall rules restored", "repairs", strings.Join(repairs, "; "))
 		case len(repairs) > 0:
 			f.log.Info("firewall rules installed", "repairs", strings.Join(repairs, "; "))

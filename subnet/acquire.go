@@ -87,23 +87,19 @@ func (m *Manager) tryAcquire(ctx context.Context, cfg *Config, attrs LeaseAttrs,
 
 	taken := newTakenSet(leases, attrs.PublicIP)
 
-	// 2. The subnet from our previous subnet file.
+	// 2. The subnets from our previous subnet file, each family on its own
+	// (turning IPv6 on must not renumber the IPv4 subnet); 3. else random.
 	want := Lease{Attrs: attrs}
-	if cfg.SubnetFits(hint.Subnet) && !taken.v4[hint.Subnet] &&
-		(!cfg.EnableIPv6 || cfg.SubnetFits(hint.IPv6Subnet) && !taken.v6[hint.IPv6Subnet]) {
+	if cfg.SubnetFits(hint.Subnet) && !taken.v4[hint.Subnet] {
 		want.Subnet = hint.Subnet
-		if cfg.EnableIPv6 {
+	} else if want.Subnet, err = pickFree(cfg.Network, cfg.SubnetLen, cfg.SubnetMin, cfg.SubnetMax, taken.v4, "", taken); err != nil {
+		return Lease{}, err
+	}
+	if cfg.EnableIPv6 {
+		if cfg.SubnetFits(hint.IPv6Subnet) && !taken.v6[hint.IPv6Subnet] {
 			want.IPv6Subnet = hint.IPv6Subnet
-		}
-	} else {
-		// 3. A random free subnet.
-		if want.Subnet, err = pickFree(cfg.Network, cfg.SubnetLen, cfg.SubnetMin, cfg.SubnetMax, taken.v4, "", taken); err != nil {
+		} else if want.IPv6Subnet, err = pickFree(cfg.IPv6Network, cfg.IPv6SubnetLen, cfg.IPv6SubnetMin, cfg.IPv6SubnetMax, taken.v6, "IPv6 ", taken); err != nil {
 			return Lease{}, err
-		}
-		if cfg.EnableIPv6 {
-			if want.IPv6Subnet, err = pickFree(cfg.IPv6Network, cfg.IPv6SubnetLen, cfg.IPv6SubnetMin, cfg.IPv6SubnetMax, taken.v6, "IPv6 ", taken); err != nil {
-				return Lease{}, err
-			}
 		}
 	}
 	return m.create(ctx, want, rev)

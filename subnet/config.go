@@ -129,24 +129,32 @@ func unknownFieldWarnings(fields map[string]json.RawMessage) []string {
 	return w
 }
 
-// jsonErr turns encoding/json errors into messages that name the field.
-func jsonErr(err error) error {
+func jsonErr(err error) error { return JSONError(err, "") }
+
+// JSONError turns an encoding/json error into a message that names the
+// field (with prefix, e.g. "Backend.") and what it should hold.
+func JSONError(err error, prefix string) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		field := te.Field
-		if field == "" {
-			field = "net-conf"
+		field := prefix + te.Field
+		if te.Field == "" {
+			field = strings.TrimSuffix(prefix, ".")
+			if field == "" {
+				field = "net-conf"
+			}
 		}
-		want := te.Type.String()
+		want := "a " + te.Type.String()
 		switch te.Type.Kind() {
 		case reflect.Int, reflect.Int64, reflect.Uint, reflect.Uint32, reflect.Float64:
-			want = "number"
+			want = "a number"
 		case reflect.Bool, reflect.Pointer:
 			want = "true or false"
 		case reflect.Map, reflect.Struct:
-			want = "JSON object"
+			want = "a JSON object"
+		case reflect.String:
+			want = "a string"
 		}
-		return fmt.Errorf("%s: expected a %s, got a JSON %s", field, want, te.Value)
+		return fmt.Errorf("%s: expected %s, got a JSON %s", field, want, te.Value)
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
@@ -161,8 +169,11 @@ func parseBackend(raw json.RawMessage) (string, json.RawMessage, error) {
 		return DefaultBackend, json.RawMessage(`{"Type":"` + DefaultBackend + `"}`), nil
 	}
 	var b struct{ Type *string }
+	if trimmed[0] != '{' {
+		return "", nil, errors.New(`Backend: must be an object like {"Type": "vxlan"}`)
+	}
 	if err := json.Unmarshal(trimmed, &b); err != nil {
-		return "", nil, fmt.Errorf("Backend: must be an object like {\"Type\": \"vxlan\"}: %w", jsonErr(err))
+		return "", nil, JSONError(err, "Backend.")
 	}
 	if b.Type == nil || *b.Type == "" {
 		return DefaultBackend, trimmed, nil

@@ -58,7 +58,7 @@ func TestParseConfigErrors(t *testing.T) {
 	tests := []struct{ name, json, want string }{
 		{"not json", `{"Network":`, "not a JSON object"},
 		{"array", `[1]`, "not a JSON object"},
-		{"bool as string", `{"Network":"10.244.0.0/16","EnableIPv6":"yes"}`, "EnableIPv6: expected a true or false, got a JSON string"},
+		{"bool as string", `{"Network":"10.244.0.0/16","EnableIPv6":"yes"}`, "EnableIPv6: expected true or false, got a JSON string"},
 		{"missing network", `{"SubnetLen":24}`, `Network: missing; set it to the pod network in CIDR form, e.g. "Network": "10.244.0.0/16"`},
 		{"bad cidr", `{"Network":"10.244.0.0/33"}`, `Network: "10.244.0.0/33" is not a CIDR prefix`},
 		{"no length", `{"Network":"10.244.0.0"}`, `Network: "10.244.0.0" is not a CIDR prefix`},

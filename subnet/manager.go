@@ -2,12 +2,15 @@ package subnet
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -43,6 +46,17 @@ type Manager struct {
 	prefix string
 	ttl    time.Duration
 	log    *slog.Logger
+
+	watchRestarts atomic.Uint64
+}
+
+// WatchRestarts counts how often the lease watch was re-established.
+func (m *Manager) WatchRestarts() uint64 { return m.watchRestarts.Load() }
+
+// Ping checks that etcd answers, with a cheap read of the config key.
+func (m *Manager) Ping(ctx context.Context) error {
+	_, err := m.cli.Get(ctx, m.ConfigKey(), clientv3.WithCountOnly())
+	return err
 }
 
 // NewManager returns a manager for the keys under prefix. A zero ttl means
@@ -85,14 +99,28 @@ func (m *Manager) GetConfig(ctx context.Context) (*Config, []string, error) {
 	return cfg, warnings, nil
 }
 
+// configReadTimeout bounds one read of the net-conf in WaitConfig: the etcd
+// client waits for a ready connection, so without it a read during an
+// outage would block silently until etcd is back.
+const configReadTimeout = 5 * time.Second
+
 // WaitConfig reads the net-conf, waiting while the key is missing or etcd
 // is unreachable, with a log line every few seconds that names the key to
-// create. An invalid config is returned as an error at once: retrying
-// cannot fix it and the operator must see it.
+// create. An invalid config, and an etcd error that retrying cannot fix
+// (authentication, permission, TLS), is returned as an error at once: the
+// operator must see it.
 func (m *Manager) WaitConfig(ctx context.Context) (*Config, error) {
 	var lastLog time.Time
 	for {
-		cfg, warnings, err := m.GetConfig(ctx)
+		rctx, cancel := context.WithTimeout(ctx, configReadTimeout)
+		cfg, warnings, err := m.GetConfig(rctx)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("etcd did not answer a read of %s within %v: %w", m.ConfigKey(), configReadTimeout, err)
+		}
 		for _, w := range warnings {
 			m.log.Warn("net-conf warning", "key", m.ConfigKey(), "warning", w)
 		}
@@ -137,7 +165,22 @@ func isTransient(err error) bool {
 	}
 	// Authentication and permission failures do not heal by retrying.
 	if errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrPermissionDenied) ||
-		errors.Is(err, rpctypes.ErrGRPCAuthFailed) || errors.Is(err, rpctypes.ErrGRPCPermissionDenied) {
+		errors.Is(err, rpctypes.ErrGRPCAuthFailed) || errors.Is(err, rpctypes.ErrGRPCPermissionDenied) ||
+		errors.Is(err, rpctypes.ErrGRPCUserEmpty) {
+		return false
+	}
+	// Neither do TLS failures: a certificate that fails verification, or a
+	// handshake etcd rejects. (The etcd client itself reports them only as
+	// a timeout, since requests wait for a ready connection; the network
+	// package probes the endpoints before it creates the client to tell
+	// them apart. gRPC calls that fail fast name them "authentication
+	// handshake failed".)
+	var verr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &verr) || errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalid) ||
+		strings.Contains(err.Error(), "authentication handshake failed") {
 		return false
 	}
 	return true

@@ -169,6 +169,25 @@ func TestAcquireUsesSubnetFileHintWhenFree(t *testing.T) {
 	}
 }
 
+func TestEnablingIPv6KeepsTheIPv4Subnet(t *testing.T) {
+	m, cli, cfg := testManager(t, `{"Network":"10.244.0.0/16"}`, time.Hour)
+	ctx := ctxT(t)
+	l, err := m.Acquire(ctx, cfg, hostAttrs(1), Hint{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.Put(ctx, m.ConfigKey(), `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56"}`)
+	cfg6, _, _ := m.GetConfig(ctx)
+	a := hostAttrs(1)
+	a.PublicIPv6 = netip.MustParseAddr("fd00:50::1")
+	// The old lease has no IPv6 part: it is replaced, but the subnet file's
+	// IPv4 subnet is kept.
+	l6, err := m.Acquire(ctx, cfg6, a, Hint{Subnet: l.Subnet})
+	if err != nil || l6.Subnet != l.Subnet || !cfg6.SubnetFits(l6.IPv6Subnet) {
+		t.Fatalf("got %s, want %s plus an IPv6 subnet (%v)", l6, l.Subnet, err)
+	}
+}
+
 func TestReservationIsHonoured(t *testing.T) {
 	m, cli, cfg := testManager(t, `{"Network":"10.0.0.0/24","SubnetLen":28}`, time.Hour)
 	ctx := ctxT(t)
@@ -339,7 +358,7 @@ func TestWatchSeesAddsAndRemoves(t *testing.T) {
 	}
 	ch := make(chan []Event)
 	done := make(chan error, 1)
-	go func() { done <- m.WatchLeases(ctx, ch) }()
+	go func() { done <- m.WatchLeases(ctx, ch, nil) }()
 	first := recv(t, ch)
 	if len(first) != 1 || first[0].Type != EventAdded || first[0].Lease.Subnet != a.Subnet {
 		t.Fatalf("initial batch %+v", first)
@@ -394,7 +413,7 @@ func TestWatchRecoversFromCompaction(t *testing.T) {
 	out := make(chan []Event, 4)
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	m.watchFrom(wctx, rev+1, known, out)
+	m.watchFrom(wctx, rev+1, known, out, nil)
 	if wctx.Err() != nil {
 		t.Fatal("watchFrom did not return on compaction")
 	}

@@ -12,7 +12,8 @@ import (
 )
 
 // WatchLeases sends batches of lease changes to out until ctx is done, and
-// closes out when it returns. The first batch holds every current lease as
+// closes out when it returns. A signal on relist (may be nil) makes it drop
+// the watch and list again, e.g. after an etcd outage. The first batch holds every current lease as
 // EventAdded (it is sent even when empty, so the receiver knows the initial
 // state is complete).
 //
@@ -20,7 +21,7 @@ import (
 // watch breaks (compaction, lost leader, etcd restart) it lists again and
 // emits only the difference from what it had sent, so the receiver's view
 // is always exact. Malformed keys or values are logged and skipped.
-func (m *Manager) WatchLeases(ctx context.Context, out chan<- []Event) error {
+func (m *Manager) WatchLeases(ctx context.Context, out chan<- []Event, relist <-chan struct{}) error {
 	defer close(out)
 	known := map[string]Lease{}
 	outage := NewOutageLog(m.log, "watching leases")
@@ -47,18 +48,31 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- []Event) error {
 				return nil
 			}
 		}
-		m.watchFrom(ctx, rev+1, known, out)
+		m.watchFrom(ctx, rev+1, known, out, relist)
 		if ctx.Err() != nil {
 			return nil
 		}
+		m.watchRestarts.Add(1)
 	}
 }
 
 // watchFrom follows changes from rev until the watch breaks or ctx ends.
-func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]Lease, out chan<- []Event) {
+func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]Lease, out chan<- []Event, relist <-chan struct{}) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for resp := range m.cli.Watch(wctx, m.subnetsDir(), clientv3.WithPrefix(), clientv3.WithRev(rev)) {
+	wch := m.cli.Watch(wctx, m.subnetsDir(), clientv3.WithPrefix(), clientv3.WithRev(rev))
+	for {
+		var resp clientv3.WatchResponse
+		var ok bool
+		select {
+		case <-relist:
+			m.log.Info("re-listing leases on request")
+			return
+		case resp, ok = <-wch:
+		}
+		if !ok {
+			break
+		}
 		if resp.CompactRevision != 0 {
 			m.log.Warn("lease watch fell behind a compaction; re-listing", "compact_revision", resp.CompactRevision)
 			return

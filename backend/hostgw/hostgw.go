@@ -106,7 +106,7 @@ func (b *HostGW) Reconcile(_ context.Context, peers []subnet.Lease) error {
 	desired := b.Desired(peers)
 	ch, err := dataplane.SyncRoutes(b.Kernel, desired)
 	if ch.Replaced > 0 || ch.Deleted > 0 {
-		b.log.Info("routes updated", "installed", ch.Replaced, "removed", ch.Deleted, "peers", len(desired))
+		b.log.Info("routes updated", "installed", ch.Replaced, "removed", ch.Deleted, "routes", len(desired))
 	}
 	return err
 }

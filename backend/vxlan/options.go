@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/flanneld-go/flannel/subnet"
 )
 
 // Options are the net-conf Backend options of the vxlan backend, with
@@ -45,7 +47,7 @@ func parseOptions(raw []byte) (any, error) {
 	}
 	o := Options{VNI: 1}
 	if err := json.Unmarshal(raw, &o); err != nil {
-		return nil, fmt.Errorf("Backend: %w", err)
+		return nil, subnet.JSONError(err, "Backend.")
 	}
 	o.Type = TypeName
 	switch {

@@ -30,7 +30,7 @@ func TestOptions(t *testing.T) {
 	for raw, want := range map[string]string{
 		`{"Type":"vxlan","VNI":16777216}`:  "Backend.VNI: 16777216 is out of range",
 		`{"Type":"vxlan","Port":70000}`:    "Backend.Port: 70000 is not a UDP port",
-		`{"Type":"vxlan","Vni":"1"}`:       "Backend:",
+		`{"Type":"vxlan","Vni":"1"}`:       "Backend.VNI: expected a number, got a JSON string",
 		`{"Type":"vxlan","DirectRoute":1}`: "Backend.DirectRoute: unknown vxlan option; known options: VNI, Port, GBP, Learning, DirectRouting, MTU",
 		`{"Type":"vxlan","MTU":100}`:       "Backend.MTU: 100 is out of range",
 	} {

@@ -41,7 +41,7 @@ func (h *Host) StartDaemonEnv(ctx context.Context, env []string, extraArgs ...st
 		return fmt.Errorf("testbed: %w (build it: go build -o %s .)", err, tb.opts.FlanneldBin)
 	}
 	argv := append([]string{tb.opts.FlanneldBin,
-		"--etcd-endpoints", etcdEndpoint,
+		"--etcd-endpoints", tb.EtcdEndpoint(),
 		"--iface", "eth0",
 		"--subnet-file", h.SubnetFile(),
 	}, extraArgs...)
@@ -140,3 +140,14 @@ func (tb *Testbed) AddPodsAll(ctx context.Context, n int) error {
 // FlanneldBin is the path of the flanneld binary the testbed runs, for
 // running its subcommands (flanneld leases) in a namespace.
 func (tb *Testbed) FlanneldBin() string { return tb.opts.FlanneldBin }
+
+// DaemonPID returns the process id of the running daemon (0 when none
+// runs), for reading its CPU time and memory from /proc.
+func (h *Host) DaemonPID() int {
+	if d := h.getDaemon(); d != nil {
+		if ok, _ := d.exited(); !ok {
+			return d.cmd.Process.Pid
+		}
+	}
+	return 0
+}

@@ -13,19 +13,27 @@ import (
 // default etcd prefix.
 const netConfigKey = "/coreos.com/network/config"
 
-// EtcdEndpoint returns the client URL of etcd, "http://192.168.50.1:2379",
-// reachable from every host namespace (segment 2 through the router).
-func (tb *Testbed) EtcdEndpoint() string { return etcdEndpoint }
+// EtcdEndpoint returns the client URL of etcd, "http://192.168.50.1:2379"
+// ("https://..." with Options.EtcdTLS), reachable from every host namespace
+// (segment 2 through the router).
+func (tb *Testbed) EtcdEndpoint() string {
+	if tb.opts.EtcdTLS {
+		return etcdEndpointTLS
+	}
+	return etcdEndpoint
+}
 
 // Etcdctl runs etcdctl with --endpoints set to the testbed etcd, inside the
-// switch namespace, and returns its standard output.
+// switch namespace, and returns its standard output. With Options.EtcdTLS
+// it passes the client certificate, after EnableEtcdAuth the root user.
 // Equivalent to: ip netns exec <prefix>-sw etcdctl --endpoints $ep $args
 func (tb *Testbed) Etcdctl(ctx context.Context, args ...string) (string, error) {
 	return tb.etcdctl(ctx, "", args...)
 }
 
 func (tb *Testbed) etcdctl(ctx context.Context, stdin string, args ...string) (string, error) {
-	argv := append([]string{"ip", "netns", "exec", tb.ns("sw"), tb.opts.EtcdctlBin, "--endpoints", etcdEndpoint}, args...)
+	argv := append([]string{"ip", "netns", "exec", tb.ns("sw"), tb.opts.EtcdctlBin, "--endpoints", tb.EtcdEndpoint()}, tb.etcdctlSecurityFlags()...)
+	argv = append(argv, args...)
 	return runSplit(ctx, stdin, argv...)
 }
 
@@ -75,11 +83,15 @@ func (tb *Testbed) startEtcd(ctx context.Context) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	p, err := startProc(tb.ns("sw"), tb.etcdLogPath(), nil, tb.opts.EtcdBin,
+	tlsFlags, err := tb.etcdTLSServerFlags()
+	if err != nil {
+		return err
+	}
+	argv := append([]string{tb.opts.EtcdBin,
 		"--name", "sw",
 		"--data-dir", filepath.Join(dir, "data"),
-		"--listen-client-urls", etcdEndpoint,
-		"--advertise-client-urls", etcdEndpoint,
+		"--listen-client-urls", tb.EtcdEndpoint(),
+		"--advertise-client-urls", tb.EtcdEndpoint(),
 		"--listen-peer-urls", "http://127.0.0.1:2380",
 		"--initial-advertise-peer-urls", "http://127.0.0.1:2380",
 		"--initial-cluster", "sw=http://127.0.0.1:2380",
@@ -87,7 +99,8 @@ func (tb *Testbed) startEtcd(ctx context.Context) error {
 		// Tests need speed, not durability against power loss; a stopped
 		// process still leaves its writes in the page cache.
 		"--unsafe-no-fsync",
-	)
+	}, tlsFlags...)
+	p, err := startProc(tb.ns("sw"), tb.etcdLogPath(), nil, argv...)
 	if err != nil {
 		return err
 	}
@@ -96,7 +109,7 @@ func (tb *Testbed) startEtcd(ctx context.Context) error {
 	if err := tb.waitEtcd(ctx, p); err != nil {
 		return err
 	}
-	tb.logf("testbed %s: etcd answers at %s", tb.prefix, etcdEndpoint)
+	tb.logf("testbed %s: etcd answers at %s", tb.prefix, tb.EtcdEndpoint())
 	return nil
 }
 

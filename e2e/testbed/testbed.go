@@ -33,6 +33,10 @@ type Options struct {
 	// IPv6 adds IPv6 underlay addresses (fd00:50::/64, fd00:60::/64) next to
 	// the IPv4 ones.
 	IPv6 bool
+	// EtcdTLS serves etcd over TLS with client certificate authentication,
+	// at https://192.168.50.1:2379, with certificates the testbed makes
+	// (see EtcdPKI and EtcdTLSFlags).
+	EtcdTLS bool
 	// Log receives progress lines (t.Logf, or a Printf for the demo). It may
 	// be nil.
 	Log func(format string, args ...any)
@@ -66,6 +70,7 @@ type Testbed struct {
 	cleanups []cleanup // run in reverse order by Close
 	hosts    []*Host
 	etcd     *proc
+	etcdSec  etcdSecurity
 	segment2 bool
 	outside  *Outside
 }

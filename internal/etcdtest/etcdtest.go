@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -26,7 +27,23 @@ type Server struct {
 
 // Start runs an etcd listening on a free loopback port, with its data in a
 // temporary directory. Call Close when done.
-func Start() (*Server, error) {
+func Start() (*Server, error) { return start(nil) }
+
+// TLSFiles are the PEM files of an etcd serving TLS.
+type TLSFiles struct {
+	CertFile, KeyFile string // server certificate (for 127.0.0.1) and key
+	TrustedCAFile     string // CA that signs the accepted client certificates
+}
+
+// StartTLS is Start with an https:// client URL that requires a client
+// certificate signed by TrustedCAFile, as "etcd --cert-file --key-file
+// --trusted-ca-file --client-cert-auth". Server.Client does not work with
+// it: connect with the client under test.
+func StartTLS(f TLSFiles) (*Server, error) {
+	return start(&transport.TLSInfo{CertFile: f.CertFile, KeyFile: f.KeyFile, TrustedCAFile: f.TrustedCAFile, ClientCertAuth: true})
+}
+
+func start(tlsInfo *transport.TLSInfo) (*Server, error) {
 	dir, err := os.MkdirTemp("", "etcdtest-")
 	if err != nil {
 		return nil, err
@@ -39,6 +56,10 @@ func Start() (*Server, error) {
 	clientURL, err := freeURL()
 	if err != nil {
 		return nil, err
+	}
+	if tlsInfo != nil {
+		clientURL.Scheme = "https"
+		cfg.ClientTLSInfo = *tlsInfo
 	}
 	peerURL, err := freeURL()
 	if err != nil {

@@ -1,0 +1,113 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/flanneld-go/flannel/backend/dataplane"
+	"github.com/flanneld-go/flannel/subnet"
+)
+
+// Cleanup decommissions this host: it deletes the devices our backends
+// create (flannel.N, flannel-v6.N, flannel0), the routes marked proto 98,
+// the FLANNEL-* iptables chains and their jumps, this host's lease in etcd
+// (found by its public IP; reservations are kept: they are the operator's)
+// and the subnet file, printing one line per thing removed. Run it with the
+// daemon stopped. Local cleanup goes on when etcd cannot be reached; the
+// error then says what is left.
+func Cleanup(ctx context.Context, c Config, w io.Writer) error {
+	log := c.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	var errs []error
+	h := &netlink.Handle{}
+
+	// The lease first: while it exists, other hosts keep routing to us.
+	ext, err := FindExternal(h, c.Iface)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("finding this host's address to delete its lease: %w", err))
+	} else if err := deleteOwnLeases(ctx, c, ext.PublicIP, w, log); err != nil {
+		errs = append(errs, err)
+	}
+
+	links, err := h.LinkList()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("listing links: %w", err))
+	}
+	for _, l := range links {
+		if name := l.Attrs().Name; ourDevice.MatchString(name) {
+			if err := h.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("ip link del %s: %w", name, err))
+				continue
+			}
+			fmt.Fprintf(w, "removed device %s\n", name)
+		}
+	}
+
+	k := dataplane.NewNetlink(h)
+	routes, err := k.RouteList()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("listing routes: %w", err))
+	}
+	for _, r := range routes {
+		if r.Proto != dataplane.Proto {
+			continue
+		}
+		if err := k.RouteDelete(r); err != nil {
+			errs = append(errs, fmt.Errorf("ip route del %s: %w", r.Dst, err))
+			continue
+		}
+		fmt.Fprintf(w, "removed route %s\n", r.Dst)
+	}
+
+	if fw, err := NewFirewall(log); err != nil {
+		errs = append(errs, err)
+	} else if err := fw.Remove(); err != nil {
+		errs = append(errs, fmt.Errorf("removing iptables rules: %w", err))
+	} else {
+		fmt.Fprintln(w, "removed iptables chains FLANNEL-POSTRTG and FLANNEL-FWD (if present) and their jumps")
+	}
+
+	if c.SubnetFile != "" {
+		if err := os.Remove(c.SubnetFile); err == nil {
+			fmt.Fprintf(w, "removed %s\n", c.SubnetFile)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func deleteOwnLeases(ctx context.Context, c Config, public interface{ String() string }, w io.Writer, log *slog.Logger) error {
+	cli, err := NewEtcdClient(c.Etcd)
+	if err != nil {
+		return fmt.Errorf("the lease of %s stays in etcd: %w", public, err)
+	}
+	defer cli.Close()
+	sm := subnet.NewManager(cli, c.Etcd.Prefix, 0, log)
+	leases, _, err := sm.List(ctx, false)
+	if err != nil {
+		return fmt.Errorf("the lease of %s stays in etcd: %w", public, err)
+	}
+	for _, l := range leases {
+		if l.Attrs.PublicIP.String() != public.String() {
+			continue
+		}
+		if l.Reserved() {
+			fmt.Fprintf(w, "kept reservation %s (delete it with etcdctl del %s if it should go)\n", sm.LeaseKey(l), sm.LeaseKey(l))
+			continue
+		}
+		if _, err := cli.Delete(ctx, sm.LeaseKey(l)); err != nil {
+			return fmt.Errorf("deleting lease %s: %w", sm.LeaseKey(l), err)
+		}
+		fmt.Fprintf(w, "removed lease %s\n", sm.LeaseKey(l))
+	}
+	return nil
+}
