@@ -107,6 +107,26 @@ type expectRoute func(peer *testbed.Host, sn netip.Prefix) string
 // meshSuite: ping mesh across 3 hosts, a 4th host joining, a lease deleted
 // with etcdctl, and a route deleted by hand coming back.
 func meshSuite(t *testing.T, backend string, want expectRoute) {
+	meshSuiteWith(t, backend, meshChecks{want: want})
+}
+
+// meshChecks adapt the mesh suite to a backend.
+type meshChecks struct {
+	// want is the route to a peer. nil means the backend has no per-peer
+	// route (udp): a host has programmed a peer when its pod reaches the
+	// peer's pod, and has dropped it when pings get ICMP net unreachable.
+	want expectRoute
+	// needsDaemon: the data plane is in the daemon (udp), so traffic stops
+	// with it; the suite checks it flows again after the restart instead.
+	needsDaemon bool
+	// handRoute, when valid, is the route deleted by hand, expected back
+	// containing handWant (default: the route to the new host's subnet).
+	handRoute netip.Prefix
+	handWant  string
+}
+
+func meshSuiteWith(t *testing.T, backend string, m meshChecks) {
+	want := m.want
 	requireTestbed(t)
 	ctx := ctxFor(t, 3*time.Minute)
 	tb := newCluster(t, ctx, backend, 3, 2, testbed.Options{}, "--reconcile-period", "2s")
@@ -114,7 +134,7 @@ func meshSuite(t *testing.T, backend string, want expectRoute) {
 	pingMesh(t, ctx, tb)
 	for _, h := range hosts {
 		for _, p := range hosts {
-			if h == p {
+			if h == p || want == nil {
 				continue
 			}
 			sn := leaseSubnet(t, ctx, p)
@@ -133,14 +153,27 @@ func meshSuite(t *testing.T, backend string, want expectRoute) {
 		t.Fatal(err)
 	}
 	sn4 := waitLease(t, ctx, tb, h4.Addr)
+	programmed := func(h *testbed.Host) bool { return strings.Contains(routeTo(ctx, h, sn4), want(h4, sn4)) }
+	if want == nil {
+		if _, err := h4.WaitSubnetFile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := h4.AddPods(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
+		programmed = func(h *testbed.Host) bool { return h.Pods[0].Ping(ctx, h4.Pods[0].Addr, 1) == nil }
+	}
 	for _, h := range hosts {
-		took := waitFor(t, h.Name+" routes to the new host", 2*time.Second, func() bool {
-			return strings.Contains(routeTo(ctx, h, sn4), want(h4, sn4))
-		})
+		took := waitFor(t, h.Name+" routes to the new host", 2*time.Second, func() bool { return programmed(h) })
 		t.Logf("%s programmed the new host %s in %v", h.Name, sn4, took.Round(time.Millisecond))
 	}
-	if err := h4.AddPods(ctx, 2); err != nil {
-		t.Fatal(err)
+	if want != nil {
+		if _, err := h4.WaitSubnetFile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := h4.AddPods(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
 	}
 	pingMesh(t, ctx, tb)
 
@@ -150,11 +183,15 @@ func meshSuite(t *testing.T, backend string, want expectRoute) {
 	if err := hosts[0].StopDaemon(); err != nil {
 		t.Fatal(err)
 	}
-	if err := hosts[0].Pods[0].Ping(ctx, hosts[1].Pods[0].Addr, 3); err != nil {
-		t.Fatalf("traffic broke while the daemon was stopped: %v", err)
-	}
-	if err := hosts[1].Pods[0].Ping(ctx, hosts[0].Pods[0].Addr, 3); err != nil {
-		t.Fatalf("traffic broke while the daemon was stopped: %v", err)
+	if m.needsDaemon {
+		t.Logf("%s: the data plane stops with the daemon; checking that it comes back after the restart", backend)
+	} else {
+		if err := hosts[0].Pods[0].Ping(ctx, hosts[1].Pods[0].Addr, 3); err != nil {
+			t.Fatalf("traffic broke while the daemon was stopped: %v", err)
+		}
+		if err := hosts[1].Pods[0].Ping(ctx, hosts[0].Pods[0].Addr, 3); err != nil {
+			t.Fatalf("traffic broke while the daemon was stopped: %v", err)
+		}
 	}
 	if err := hosts[0].StartDaemon(ctx, "--reconcile-period", "2s"); err != nil {
 		t.Fatal(err)
@@ -165,13 +202,23 @@ func meshSuite(t *testing.T, backend string, want expectRoute) {
 	if got := leaseSubnet(t, ctx, hosts[0]); got != sn1 {
 		t.Fatalf("restart changed the subnet from %s to %s", sn1, got)
 	}
+	if m.needsDaemon {
+		pingMesh(t, ctx, tb)
+	}
 
 	// A route deleted by hand comes back at the next reconcile (2 s here).
-	if _, err := hosts[0].Exec(ctx, "ip", "route", "del", sn4.String()); err != nil {
+	handRoute, handWant := sn4, ""
+	if want != nil {
+		handWant = want(h4, sn4)
+	}
+	if m.handRoute.IsValid() {
+		handRoute, handWant = m.handRoute, m.handWant
+	}
+	if _, err := hosts[0].Exec(ctx, "ip", "route", "del", handRoute.String()); err != nil {
 		t.Fatal(err)
 	}
 	took := waitFor(t, "hand-deleted route restored", 5*time.Second, func() bool {
-		return strings.Contains(routeTo(ctx, hosts[0], sn4), want(h4, sn4))
+		return strings.Contains(routeTo(ctx, hosts[0], handRoute), handWant)
 	})
 	t.Logf("hand-deleted route restored after %v", took.Round(time.Millisecond))
 
@@ -184,8 +231,15 @@ func meshSuite(t *testing.T, backend string, want expectRoute) {
 	if out, err := tb.Etcdctl(ctx, "del", key); err != nil || strings.TrimSpace(out) != "1" {
 		t.Fatalf("etcdctl del %s: %q %v", key, out, err)
 	}
+	dropped := func(h *testbed.Host) bool { return routeTo(ctx, h, sn4) == "" }
+	if want == nil {
+		dropped = func(h *testbed.Host) bool {
+			out, _ := h.Pods[0].Exec(ctx, "ping", "-c", "1", "-W", "1", h4.Pods[0].Addr.String())
+			return strings.Contains(out, "Net Unreachable")
+		}
+	}
 	for _, h := range hosts {
-		took := waitFor(t, h.Name+" drops the departed host", 2*time.Second, func() bool { return routeTo(ctx, h, sn4) == "" })
+		took := waitFor(t, h.Name+" drops the departed host", 2*time.Second, func() bool { return dropped(h) })
 		t.Logf("%s dropped %s in %v", h.Name, sn4, took.Round(time.Millisecond))
 	}
 	for _, h := range hosts {

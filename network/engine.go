@@ -306,6 +306,12 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 	defer renew.Stop()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
+	// Lease changes are coalesced for a moment, so a burst (a hundred hosts
+	// restarting, a re-list after an outage) costs one reconcile, not one
+	// per event.
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	pending := false
 	synced := false
 	renewOutage := subnet.NewOutageLog(e.log, "renewing the lease")
 	etcdOutage := subnet.NewOutageLog(e.log, "checking etcd")
@@ -395,6 +401,12 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 				}
 				renew.Reset(e.renewDelay())
 			}
+			if !pending {
+				pending = true
+				debounce.Reset(coalesceWindow)
+			}
+		case <-debounce.C:
+			pending = false
 			reconcile()
 		case <-tick.C:
 			reconcile()
@@ -435,6 +447,9 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 		}
 	}
 }
+
+// coalesceWindow is how long lease events are gathered before a reconcile.
+const coalesceWindow = 20 * time.Millisecond
 
 // setLease records the lease held now.
 func (e *Engine) setLease(l subnet.Lease) {

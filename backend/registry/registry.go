@@ -9,11 +9,13 @@ import (
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/hostgw"
+	"github.com/flanneld-go/flannel/backend/udp"
 	"github.com/flanneld-go/flannel/backend/vxlan"
 )
 
 var types = map[string]backend.Type{
 	hostgw.TypeName: hostgw.Type,
+	udp.TypeName:    udp.Type,
 	vxlan.TypeName:  vxlan.Type,
 }
 

@@ -1,0 +1,145 @@
+package udp
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// IP header facts the packet path needs. The decoder is family-neutral: it
+// dispatches on the version nibble, and addresses are netip.Addr.
+const (
+	ipv4HeaderLen = 20
+	ipv6HeaderLen = 40
+	protoTCP      = 6
+	protoICMP     = 1
+	tcpHeaderLen  = 20
+)
+
+// inner is a decoded inner IP packet.
+type inner struct {
+	version  int
+	hdrLen   int // IPv4 header length; 40 for IPv6
+	proto    uint8
+	src, dst netip.Addr
+}
+
+// decode validates the IP header of b, which must be exactly one packet,
+// and returns its addresses. On failure it returns a drop reason.
+func decode(b []byte) (inner, int, bool) {
+	if len(b) < 1 {
+		return inner{}, dropTruncated, false
+	}
+	switch b[0] >> 4 {
+	case 4:
+		if len(b) < ipv4HeaderLen {
+			return inner{}, dropTruncated, false
+		}
+		hl := int(b[0]&0x0f) * 4
+		tl := int(binary.BigEndian.Uint16(b[2:4]))
+		if hl < ipv4HeaderLen || tl < hl {
+			return inner{}, dropMalformed, false
+		}
+		if tl > len(b) || hl > len(b) {
+			return inner{}, dropTruncated, false
+		}
+		if tl != len(b) {
+			return inner{}, dropMalformed, false
+		}
+		return inner{version: 4, hdrLen: hl, proto: b[9],
+			src: netip.AddrFrom4([4]byte(b[12:16])), dst: netip.AddrFrom4([4]byte(b[16:20]))}, 0, true
+	case 6:
+		if len(b) < ipv6HeaderLen {
+			return inner{}, dropTruncated, false
+		}
+		pl := int(binary.BigEndian.Uint16(b[4:6]))
+		if ipv6HeaderLen+pl > len(b) {
+			return inner{}, dropTruncated, false
+		}
+		if ipv6HeaderLen+pl != len(b) {
+			return inner{}, dropMalformed, false
+		}
+		return inner{version: 6, hdrLen: ipv6HeaderLen, proto: b[6],
+			src: netip.AddrFrom16([16]byte(b[8:24])), dst: netip.AddrFrom16([16]byte(b[24:40]))}, 0, true
+	}
+	return inner{}, dropNotIP, false
+}
+
+// acceptFromWire is the receive decision for one datagram payload from
+// src: forward it to the TUN (ok) or drop it for the returned reason.
+func acceptFromWire(t *table, src netip.Addr, b []byte) (inner, int, bool) {
+	if !t.isPeer(src) {
+		return inner{}, dropNotPeer, false
+	}
+	return acceptInner(t, b)
+}
+
+// acceptInner is acceptFromWire once the source was checked (the receive
+// path checks it once per GRO run).
+func acceptInner(t *table, b []byte) (inner, int, bool) {
+	in, reason, ok := decode(b)
+	if !ok {
+		return in, reason, false
+	}
+	if !t.ours(in.dst) {
+		return in, dropNotOurSubnet, false
+	}
+	return in, 0, true
+}
+
+// routeFromTun is the send decision for one packet read from the TUN: the
+// peer to send it to, or a drop reason (dropNoRoute means: answer with an
+// ICMP destination unreachable).
+func routeFromTun(t *table, b []byte) (*peer, inner, int) {
+	in, reason, ok := decode(b)
+	if !ok {
+		return nil, in, reason
+	}
+	if p := t.lookup(in.dst); p != nil {
+		return p, in, 0
+	}
+	if t.inNetwork(in.dst) {
+		return nil, in, dropNoRoute
+	}
+	return nil, in, dropOutsideNetwork
+}
+
+// icmpUnreachable writes into out an ICMPv4 destination unreachable (net
+// unreachable, code 0) from the address from to the sender of pkt,
+// quoting pkt's IP header and first 8 bytes of payload (RFC 792), and
+// returns its length; 0 when no message may be sent (RFC 1122: not for
+// ICMP errors, fragments other than the first, or broadcast sources).
+func icmpUnreachable(out []byte, from netip.Addr, pkt []byte, in inner) int {
+	if in.version != 4 || !from.Is4() || !in.src.IsGlobalUnicast() {
+		return 0
+	}
+	if binary.BigEndian.Uint16(pkt[6:8])&0x1fff != 0 {
+		return 0
+	}
+	if in.proto == protoICMP && len(pkt) > in.hdrLen {
+		switch pkt[in.hdrLen] { // only echo request/reply and other queries get errors
+		case 3, 4, 5, 11, 12:
+			return 0
+		}
+	}
+	quote := min(len(pkt), in.hdrLen+8)
+	n := ipv4HeaderLen + 8 + quote
+	if len(out) < n {
+		return 0
+	}
+	h := out[:n]
+	clear(h[:ipv4HeaderLen+8])
+	h[0] = 0x45
+	binary.BigEndian.PutUint16(h[2:4], uint16(n))
+	h[8] = 64
+	h[9] = protoICMP
+	f := from.As4()
+	copy(h[12:16], f[:])
+	copy(h[16:20], pkt[12:16])
+	binary.BigEndian.PutUint16(h[10:12], checksum(h[:ipv4HeaderLen], 0))
+	icmp := h[ipv4HeaderLen:]
+	icmp[0] = 3 // destination unreachable
+	icmp[1] = 0 // net unreachable
+	copy(icmp[8:], pkt[:quote])
+	binary.BigEndian.PutUint16(icmp[2:4], checksum(icmp, 0))
+	return n
+}

@@ -1,0 +1,189 @@
+package udp
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+)
+
+func TestChecksumMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for n := range 300 {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(r.IntN(256))
+		}
+		if got, want := checksum(b, 0), refChecksum(b); got != want {
+			t.Fatalf("len %d: checksum %#04x, reference %#04x", n, got, want)
+		}
+	}
+	ff := bytes.Repeat([]byte{0xff}, 70000) // carries on every add
+	if got, want := checksum(ff, 0), refChecksum(ff); got != want {
+		t.Fatalf("all ones: %#04x, want %#04x", got, want)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	echo := icmpEcho(podA, podB, 56)
+	v6 := make([]byte, 48)
+	v6[0] = 0x60
+	binary.BigEndian.PutUint16(v6[4:], 8)
+	v6[6] = 58
+	copy(v6[8:], netip.MustParseAddr("fd00:244:0:2::5").AsSlice())
+	copy(v6[24:], netip.MustParseAddr("fd00:244:0:1::7").AsSlice())
+	long := append(append([]byte{}, echo...), 0)
+	badHL := append([]byte{}, echo...)
+	badHL[0] = 0x44
+	for _, c := range []struct {
+		name   string
+		b      []byte
+		reason int
+	}{
+		{"echo", echo, -1},
+		{"ipv6", v6, -1},
+		{"empty", nil, dropTruncated},
+		{"short ipv4 header", echo[:19], dropTruncated},
+		{"cut payload", echo[:40], dropTruncated},
+		{"trailing bytes", long, dropMalformed},
+		{"header length 16", badHL, dropMalformed},
+		{"not ip", []byte("zzz, not a packet"), dropNotIP},
+		{"short ipv6", v6[:39], dropTruncated},
+	} {
+		in, reason, ok := decode(c.b)
+		if c.reason < 0 {
+			if !ok {
+				t.Errorf("%s: dropped as %s", c.name, dropNames[reason])
+			}
+			continue
+		}
+		if ok || reason != c.reason {
+			t.Errorf("%s: ok=%v reason %d (%+v), want %s", c.name, ok, reason, in, dropNames[c.reason])
+		}
+	}
+	in, _, _ := decode(v6)
+	if in.version != 6 || in.dst != netip.MustParseAddr("fd00:244:0:1::7") {
+		t.Errorf("ipv6 decoded as %+v", in)
+	}
+}
+
+func TestAcceptFromWire(t *testing.T) {
+	tb := testTable()
+	peerIP, stranger := netip.MustParseAddr("192.168.50.12"), netip.MustParseAddr("192.168.50.200")
+	toUs := icmpEcho(podB, podA, 10)
+	elsewhere := icmpEcho(podB, netip.MustParseAddr("10.244.3.9"), 10)
+	for _, c := range []struct {
+		name   string
+		src    netip.Addr
+		b      []byte
+		reason int
+	}{
+		{"peer to our pod", peerIP, toUs, -1},
+		{"stranger", stranger, toUs, dropNotPeer},
+		{"peer to another subnet", peerIP, elsewhere, dropNotOurSubnet},
+		{"peer junk", peerIP, []byte{0x45, 0, 0}, dropTruncated},
+	} {
+		_, reason, ok := acceptFromWire(tb, c.src, c.b)
+		if (c.reason < 0) != ok || (!ok && reason != c.reason) {
+			t.Errorf("%s: ok=%v reason=%s", c.name, ok, dropNames[reason])
+		}
+	}
+}
+
+func TestRouteFromTun(t *testing.T) {
+	tb := testTable()
+	p, _, reason := routeFromTun(tb, icmpEcho(podA, podB, 10))
+	if p == nil || p.addr.String() != "192.168.50.12:8285" {
+		t.Fatalf("to podB: peer %v reason %d", p, reason)
+	}
+	if _, _, reason := routeFromTun(tb, icmpEcho(podA, netip.MustParseAddr("10.244.9.1"), 10)); reason != dropNoRoute {
+		t.Errorf("no lease: reason %s", dropNames[reason])
+	}
+	if _, _, reason := routeFromTun(tb, icmpEcho(podA, netip.MustParseAddr("8.8.8.8"), 10)); reason != dropOutsideNetwork {
+		t.Errorf("outside: reason %s", dropNames[reason])
+	}
+	if p := tb.lookup(netip.MustParseAddr("fd00:244:0:2::9")); p == nil || p.addr.Addr() != netip.MustParseAddr("192.168.50.12") {
+		t.Errorf("ipv6 lookup: %v", p)
+	}
+	if p := tb.lookup(netip.MustParseAddr("fd00:244:0:9::9")); p != nil {
+		t.Errorf("ipv6 lookup of an unknown subnet: %v", p)
+	}
+}
+
+func TestICMPUnreachable(t *testing.T) {
+	from := netip.MustParseAddr("10.244.1.0")
+	pkt := icmpEcho(podA, netip.MustParseAddr("10.244.9.1"), 56)
+	in, _, _ := decode(pkt)
+	out := make([]byte, 128)
+	n := icmpUnreachable(out, from, pkt, in)
+	if n != 20+8+28 {
+		t.Fatalf("length %d", n)
+	}
+	m := out[:n]
+	rin, _, ok := decode(m)
+	if !ok || rin.src != from || rin.dst != podA || rin.proto != protoICMP || !ipv4Valid(m) {
+		t.Fatalf("reply header %+v ok=%v", rin, ok)
+	}
+	ic := m[20:]
+	if ic[0] != 3 || ic[1] != 0 || refChecksum(ic) != 0 || !bytes.Equal(ic[8:], pkt[:28]) {
+		t.Fatalf("icmp % x", ic)
+	}
+	// No error about an error.
+	if n := icmpUnreachable(out, from, m, rin); n != 0 {
+		t.Errorf("answered an ICMP error")
+	}
+}
+
+func TestStatsString(t *testing.T) {
+	var c counters
+	c.drop(dropNotPeer)
+	c.drop(dropNotPeer)
+	c.txPackets.Add(3)
+	s := Stats{Drops: map[string]uint64{}}
+	c.addTo(&s)
+	if got := s.String(); got != "tx_packets=3 tx_bytes=0 rx_packets=0 rx_bytes=0 icmp_unreachable=0 drop_not_peer=2" {
+		t.Errorf("%q", got)
+	}
+}
+
+func TestParseOptions(t *testing.T) {
+	o, err := parseOptions([]byte(`{"Type":"udp"}`))
+	if err != nil || o.(Options).Port != DefaultPort {
+		t.Fatalf("%v %v", o, err)
+	}
+	if o, err := parseOptions([]byte(`{"Type":"udp","port":9000}`)); err != nil || o.(Options).Port != 9000 {
+		t.Fatalf("%v %v", o, err)
+	}
+	for _, bad := range []string{`{"Type":"udp","Port":70000}`, `{"Type":"udp","Port":"x"}`, `{"Type":"udp","VNI":1}`} {
+		if _, err := parseOptions([]byte(bad)); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
+func TestNoAllocations(t *testing.T) {
+	tb := testTable()
+	h, super := tsoPacket(pattern(30000), 1420)
+	hdr := make([]byte, 128)
+	echo := icmpEcho(podB, podA, 56)
+	segs := segments(t, super, h)
+	co := newCoalescer()
+	src := netip.MustParseAddr("192.168.50.12")
+	allocs := testing.AllocsPerRun(100, func() {
+		s, _ := splitTCP(super, h)
+		for i := range s.count {
+			s.header(super, i, hdr)
+		}
+		routeFromTun(tb, echo)
+		acceptFromWire(tb, src, echo)
+		co.start(segs[0])
+		for _, s := range segs[1:] {
+			co.add(s)
+		}
+		co.finish()
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per packet batch", allocs)
+	}
+}

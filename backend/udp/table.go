@@ -1,0 +1,124 @@
+package udp
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"slices"
+
+	"golang.org/x/sys/unix"
+)
+
+// peer is where packets for one lease go: the peer's PublicIP and port,
+// with the socket address prebuilt for sendmmsg.
+type peer struct {
+	addr   netip.AddrPort
+	subnet netip.Prefix
+	sa     sockaddr
+}
+
+// table is the forwarding table: immutable once published, swapped as a
+// whole (atomic.Pointer), so the packet path reads it without locks. It is
+// family-neutral: lookups go by netip.Addr and the prefix lengths present.
+type table struct {
+	network4, network6 netip.Prefix // the Network (invalid when absent)
+	own4, own6         netip.Prefix // our lease
+	lens4, lens6       []int        // distinct subnet lengths of the routes, longest first
+	routes             map[netip.Prefix]*peer
+	sources            map[netip.Addr]struct{} // peers' PublicIPs
+}
+
+func newTable(network4, network6, own4, own6 netip.Prefix, peers []*peer) *table {
+	t := &table{network4: network4, network6: network6, own4: own4, own6: own6,
+		routes: make(map[netip.Prefix]*peer, len(peers)), sources: make(map[netip.Addr]struct{}, len(peers))}
+	for _, p := range peers {
+		t.routes[p.subnet] = p
+		t.sources[p.addr.Addr()] = struct{}{}
+		lens := &t.lens4
+		if p.subnet.Addr().Is6() {
+			lens = &t.lens6
+		}
+		if !slices.Contains(*lens, p.subnet.Bits()) {
+			*lens = append(*lens, p.subnet.Bits())
+		}
+	}
+	for _, l := range []*[]int{&t.lens4, &t.lens6} {
+		slices.Sort(*l)
+		slices.Reverse(*l)
+	}
+	return t
+}
+
+// lookup returns the peer whose subnet holds dst, or nil.
+func (t *table) lookup(dst netip.Addr) *peer {
+	lens := t.lens4
+	if dst.Is6() {
+		lens = t.lens6
+	}
+	for _, l := range lens {
+		p, err := dst.Prefix(l)
+		if err != nil {
+			continue
+		}
+		if r := t.routes[p]; r != nil {
+			return r
+		}
+	}
+	return nil
+}
+
+// isPeer reports whether a datagram's source address belongs to a peer.
+func (t *table) isPeer(src netip.Addr) bool {
+	_, ok := t.sources[src]
+	return ok
+}
+
+// inNetwork reports whether dst is inside the cluster Network.
+func (t *table) inNetwork(dst netip.Addr) bool {
+	if dst.Is4() {
+		return t.network4.IsValid() && t.network4.Contains(dst)
+	}
+	return t.network6.IsValid() && t.network6.Contains(dst)
+}
+
+// ours reports whether dst is inside our own lease.
+func (t *table) ours(dst netip.Addr) bool {
+	if dst.Is4() {
+		return t.own4.IsValid() && t.own4.Contains(dst)
+	}
+	return t.own6.IsValid() && t.own6.Contains(dst)
+}
+
+// sockaddr is a socket address in kernel layout, big enough for IPv6.
+type sockaddr struct {
+	raw [unix.SizeofSockaddrInet6]byte
+	len uint32
+}
+
+func newSockaddr(ap netip.AddrPort) sockaddr {
+	var s sockaddr
+	if ap.Addr().Is4() {
+		binary.NativeEndian.PutUint16(s.raw[0:], unix.AF_INET)
+		binary.BigEndian.PutUint16(s.raw[2:], ap.Port())
+		a := ap.Addr().As4()
+		copy(s.raw[4:8], a[:])
+		s.len = unix.SizeofSockaddrInet4
+		return s
+	}
+	binary.NativeEndian.PutUint16(s.raw[0:], unix.AF_INET6)
+	binary.BigEndian.PutUint16(s.raw[2:], ap.Port())
+	a := ap.Addr().As16()
+	copy(s.raw[8:24], a[:])
+	s.len = unix.SizeofSockaddrInet6
+	return s
+}
+
+// addr decodes a socket address filled in by the kernel.
+func (s *sockaddr) addr() netip.Addr {
+	switch binary.NativeEndian.Uint16(s.raw[0:]) {
+	case unix.AF_INET:
+		return netip.AddrFrom4([4]byte(s.raw[4:8]))
+	case unix.AF_INET6:
+		return netip.AddrFrom16([16]byte(s.raw[8:24])).Unmap()
+	}
+	return netip.Addr{}
+}

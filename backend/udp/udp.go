@@ -1,0 +1,437 @@
+// Package udp is the udp backend: pod packets travel as the payload of UDP
+// datagrams between hosts, encapsulated in user space through a TUN device.
+//
+// Design notes.
+//
+// Wire format and device. The wire format is upstream flannel's: the UDP
+// payload (port 8285 by default, bound on the external address) is the
+// inner IP packet, unmodified, so hosts running upstream flannel's udp
+// backend and this one can share a cluster. The TUN device flannel0 gets
+// the network address of our lease as a /32 (10.244.3.0/32 for
+// 10.244.3.0/24), MTU = external MTU − 28 (IPv4 + UDP headers), and one
+// route, "<Network> dev flannel0 proto 98", reconciled like the routes of
+// the other backends. The kernel sends every packet for another host's
+// subnet into flannel0; the daemon picks the peer from the forwarding table
+// and sends it on. The device is not persistent: it exists while the
+// daemon runs, so unlike host-gw and vxlan this backend stops forwarding
+// while the daemon is down (as upstream's udp does).
+//
+// Forwarding table. Reconcile turns the peer leases into a table (lease
+// subnet -> PublicIP:Port, and the set of peer addresses allowed to send to
+// us) and publishes it with one atomic pointer store. The packet path loads
+// the pointer once per batch: no locks, no allocation. Leases of other
+// backend types are skipped with one log line per peer. Lookups are by
+// netip.Addr and prefix length, so the table, like the decoder (which
+// dispatches on the IP version nibble), is ready for IPv6 inner packets;
+// only IPv4 leases are served until the dual-stack issue.
+//
+// Safety. Datagrams whose source is not a current peer's PublicIP are
+// dropped, as are truncated or malformed packets, non-IP payloads and
+// inner packets not addressed to our lease. A packet from the TUN to a
+// Network address no lease covers gets an ICMP net unreachable written back
+// into the TUN (from that address: the kernel would drop one from a local
+// address). Every drop has a reason and a counter (Stats); the daemon
+// logs the counters within statsPeriod of a drop, and every logPeriod
+// (FLANNEL_UDP_LOG_PERIOD) while traffic flows. Inner TCP/UDP
+// checksums are not re-verified on receive: the outer UDP checksum, checked
+// by the kernel, covers the whole inner packet.
+//
+// Speed (see send.go and recv.go for the packet flow). Upstream moves one
+// packet per system call each way; here every step is batched and the
+// kernel's offloads do the per-packet work where it offers them:
+//
+//   - TUN with IFF_VNET_HDR and TUNSETOFFLOAD(CSUM|TSO4|TSO6): the kernel
+//     hands over TCP super-packets of up to 64 KiB with the checksum left
+//     to us; we cut them into MTU-sized packets (segmentTCP).
+//   - sendmmsg with UDP_SEGMENT: the segments of one super-packet leave in
+//     one message, the kernel (or the NIC) splits them into datagrams.
+//   - UDP_GRO on the socket and recvmmsg: a run of datagrams of one flow
+//     arrives in one buffer; consecutive TCP segments are merged back into
+//     a super-packet (coalescer) and written to the TUN with a GSO virtio
+//     header, so the kernel's TCP stack sees few large packets. Neither
+//     side copies payload in user space: the sender writes only segment
+//     headers (the payload goes out through iovecs into the read buffer),
+//     the receiver writes a super-packet with one writev of its parts.
+//   - IFF_MULTI_QUEUE: one TUN queue and one SO_REUSEPORT socket per CPU
+//     (up to maxQueues), with one goroutine per direction per queue.
+//
+// Each offload falls back cleanly when refused (no vnet header: plain
+// packets; no GSO: one message per datagram; no GRO: no coalescing; no
+// multi-queue: one queue), and the daemon logs once which are active.
+// FLANNEL_UDP_OFFLOAD=off in the daemon's environment turns them all off
+// (for comparisons and troubleshooting).
+//
+// water (github.com/songgao/water) is not used: IFF_VNET_HDR has to be
+// given when the device is opened and water's configuration cannot express
+// it; see openTun.
+package udp
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flanneld-go/flannel/backend"
+	"github.com/flanneld-go/flannel/backend/dataplane"
+	"github.com/flanneld-go/flannel/subnet"
+)
+
+// TypeName is the net-conf Backend.Type of this backend.
+const TypeName = "udp"
+
+// DeviceName is the TUN device's name, as upstream.
+const DeviceName = "flannel0"
+
+// DefaultPort is the UDP port when the net-conf sets none.
+const DefaultPort = 8285
+
+// encapOverhead is what the outer IPv4 and UDP headers take from the MTU.
+const encapOverhead = 28
+
+const (
+	maxQueues   = 4
+	statsPeriod = 5 * time.Second // how soon a drop shows in the log
+	logPeriod   = time.Minute     // how often traffic alone is logged
+)
+
+// Options are the backend's net-conf options.
+type Options struct {
+	Type string
+	Port int
+}
+
+// Type registers the backend.
+var Type = backend.Type{Name: TypeName, ParseOptions: parseOptions, New: newBackend}
+
+func parseOptions(raw []byte) (any, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, fmt.Errorf("Backend: %w", err)
+	}
+	o := Options{Type: TypeName, Port: DefaultPort}
+	for k, v := range fields {
+		switch {
+		case strings.EqualFold(k, "Type"):
+		case strings.EqualFold(k, "Port"):
+			if err := json.Unmarshal(v, &o.Port); err != nil {
+				return nil, fmt.Errorf("Backend.Port: %w", err)
+			}
+			if o.Port == 0 {
+				o.Port = DefaultPort
+			}
+			if o.Port < 1 || o.Port > 65535 {
+				return nil, fmt.Errorf("Backend.Port: %d is not a port number", o.Port)
+			}
+		default:
+			return nil, fmt.Errorf("Backend.%s: unknown udp option (known: Type, Port); remove it", k)
+		}
+	}
+	return o, nil
+}
+
+// Backend is the udp backend.
+type Backend struct {
+	ext  *backend.ExternalInterface
+	cfg  *subnet.Config
+	opts Options
+	log  *slog.Logger
+	want offloadsWanted
+
+	logPeriod time.Duration
+
+	table atomic.Pointer[table]
+	gso   atomic.Bool // UDP_SEGMENT usable; cleared on the first refusal
+
+	dev      *device
+	socks    []*udpSock
+	counters []*counters
+
+	sendErrLogged, tunErrLogged atomic.Bool
+
+	mu     sync.Mutex
+	own    subnet.Lease
+	peers  []*peer
+	warned map[string]string // peer key -> reason already logged
+}
+
+func newBackend(p backend.Params) (backend.Backend, error) {
+	o, _ := p.Options.(Options)
+	if o.Port == 0 {
+		o.Port = DefaultPort
+	}
+	return New(p.Ext, p.Config, o, p.Log), nil
+}
+
+// New returns a backend; it does not touch the kernel until Prepare.
+func New(ext *backend.ExternalInterface, cfg *subnet.Config, o Options, log *slog.Logger) *Backend {
+	w := offloadsWanted{vnet: true, multiQueue: true, queues: min(runtime.NumCPU(), maxQueues)}
+	if os.Getenv("FLANNEL_UDP_OFFLOAD") == "off" {
+		w = offloadsWanted{queues: 1}
+	}
+	b := &Backend{ext: ext, cfg: cfg, opts: o, log: log.With("backend", TypeName), want: w, warned: map[string]string{}, logPeriod: logPeriod}
+	if d, err := time.ParseDuration(os.Getenv("FLANNEL_UDP_LOG_PERIOD")); err == nil && d > 0 {
+		b.logPeriod = d
+	}
+	b.table.Store(newTable(cfg.Network, netip.Prefix{}, netip.Prefix{}, netip.Prefix{}, nil))
+	return b
+}
+
+// Prepare implements backend.Backend: it creates flannel0 and binds the
+// UDP port, so a port in use fails before a lease is taken.
+func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
+	dev, err := openTun(DeviceName, b.want, b.log)
+	if err != nil {
+		return subnet.LeaseAttrs{}, err
+	}
+	b.dev = dev
+	addr := netip.AddrPortFrom(b.ext.Addr, uint16(b.opts.Port))
+	for i := range dev.queues {
+		s, err := listenUDP(ctx, addr, len(dev.queues) > 1)
+		if err != nil {
+			dev.close()
+			b.closeSockets()
+			return subnet.LeaseAttrs{}, fmt.Errorf("udp backend: listening on %s: %w", addr, err)
+		}
+		if b.want.vnet {
+			if err := s.enableGRO(); err != nil && i == 0 {
+				b.log.Warn("UDP GRO refused by the kernel; received datagrams are not coalesced", "error", err)
+			}
+		}
+		b.socks = append(b.socks, s)
+	}
+	b.gso.Store(b.want.vnet)
+	for range 2 * len(dev.queues) {
+		b.counters = append(b.counters, &counters{})
+	}
+	b.log.Info("udp backend ready", "dev", DeviceName, "listen", addr, "queues", len(dev.queues),
+		"vnet_hdr", dev.vnet, "tso", dev.tso, "udp_gso", b.gso.Load(), "udp_gro", b.socks[0].gro && dev.vnet)
+	return subnet.LeaseAttrs{BackendType: TypeName}, nil
+}
+
+func (b *Backend) closeSockets() {
+	for _, s := range b.socks {
+		s.conn.Close()
+	}
+	b.socks = nil
+}
+
+// Devices implements backend.DeviceOwner.
+func (b *Backend) Devices() []string { return []string{DeviceName} }
+
+// MTU is the pod MTU: the external MTU less the outer headers.
+func (b *Backend) MTU() int { return b.ext.MTU - encapOverhead }
+
+// Start implements backend.Backend: flannel0 gets our lease's network
+// address as a /32, the MTU and the route for the whole Network.
+// Equivalent to: ip addr replace <subnet>.0/32 dev flannel0; ip link set
+// flannel0 mtu <mtu> up; ip route replace <Network> dev flannel0 proto 98
+func (b *Backend) Start(_ context.Context, own subnet.Lease) (int, error) {
+	link, err := netlink.LinkByName(DeviceName)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", DeviceName, err)
+	}
+	if err := netlink.LinkSetMTU(link, b.MTU()); err != nil {
+		return 0, fmt.Errorf("ip link set %s mtu %d: %w", DeviceName, b.MTU(), err)
+	}
+	want := netip.PrefixFrom(own.Subnet.Masked().Addr(), 32)
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return 0, fmt.Errorf("ip addr show dev %s: %w", DeviceName, err)
+	}
+	for _, a := range addrs {
+		if a.IPNet.String() != want.String() {
+			if err := netlink.AddrDel(link, &a); err != nil {
+				return 0, fmt.Errorf("ip addr del %s dev %s: %w", a.IPNet, DeviceName, err)
+			}
+		}
+	}
+	na, _ := netlink.ParseAddr(want.String())
+	if err := netlink.AddrReplace(link, na); err != nil {
+		return 0, fmt.Errorf("ip addr replace %s dev %s: %w", want, DeviceName, err)
+	}
+	if !b.cfg.EnableIPv6 {
+		// No IPv6 over udp yet: keep the kernel from sending router
+		// solicitations into flannel0 (they would only be counted as drops).
+		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/disable_ipv6", []byte("1"), 0o644)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return 0, fmt.Errorf("ip link set %s up: %w", DeviceName, err)
+	}
+	b.mu.Lock()
+	b.own = own
+	b.publish()
+	b.mu.Unlock()
+	if err := b.syncRoute(); err != nil {
+		return 0, err
+	}
+	return b.MTU(), nil
+}
+
+// syncRoute installs the Network route via flannel0 and removes routes of
+// ours (proto 98) that are not it, such as a previous backend's.
+func (b *Backend) syncRoute() error {
+	link, err := netlink.LinkByName(DeviceName)
+	if err != nil {
+		return fmt.Errorf("%s: %w", DeviceName, err)
+	}
+	desired := []dataplane.Route{{Dst: b.cfg.Network, LinkIndex: link.Attrs().Index, Proto: dataplane.Proto}}
+	ch, err := dataplane.SyncRoutes(dataplane.NewNetlink(nil), desired)
+	if ch.Replaced > 0 || ch.Deleted > 0 {
+		b.log.Info("routes updated", "installed", ch.Replaced, "removed", ch.Deleted)
+	}
+	return err
+}
+
+// Reconcile implements backend.Backend: it rebuilds the forwarding table
+// from peers and makes sure the Network route is in place.
+func (b *Backend) Reconcile(_ context.Context, peers []subnet.Lease) error {
+	b.mu.Lock()
+	b.peers = b.desired(peers)
+	b.publish()
+	b.mu.Unlock()
+	return b.syncRoute()
+}
+
+// desired turns the leases into peers, logging once per skipped peer. The
+// caller holds b.mu.
+func (b *Backend) desired(leases []subnet.Lease) []*peer {
+	var out []*peer
+	present := map[string]bool{}
+	for _, l := range leases {
+		key := l.Key()
+		present[key] = true
+		if l.Attrs.BackendType != TypeName {
+			b.warnOnce(key, "type:"+l.Attrs.BackendType, "ignoring peer of another backend type; restart it with the same net-conf",
+				"peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP, "peer_backend", l.Attrs.BackendType)
+			continue
+		}
+		if !l.Subnet.IsValid() || !l.Attrs.PublicIP.Is4() {
+			b.warnOnce(key, "v4", "ignoring peer without an IPv4 subnet and PublicIP (IPv6 over udp is planned)",
+				"peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP)
+			continue
+		}
+		ap := netip.AddrPortFrom(l.Attrs.PublicIP, uint16(b.opts.Port))
+		out = append(out, &peer{addr: ap, subnet: l.Subnet.Masked(), sa: newSockaddr(ap)})
+		delete(b.warned, key)
+	}
+	for key := range b.warned {
+		if !present[key] {
+			delete(b.warned, key)
+		}
+	}
+	return out
+}
+
+// publish swaps in a table for the current lease and peers. The caller
+// holds b.mu.
+func (b *Backend) publish() {
+	var own4 netip.Prefix
+	if b.own.Subnet.IsValid() {
+		own4 = b.own.Subnet.Masked()
+	}
+	b.table.Store(newTable(b.cfg.Network, netip.Prefix{}, own4, netip.Prefix{}, b.peers))
+}
+
+func (b *Backend) warnOnce(key, reason, msg string, args ...any) {
+	if b.warned[key] == reason {
+		return
+	}
+	b.warned[key] = reason
+	b.log.Warn(msg, args...)
+}
+
+// firstError logs the first failure of a kind; the counters count them all.
+func (b *Backend) firstError(flag *atomic.Bool, msg string, err error) {
+	if flag.CompareAndSwap(false, true) {
+		b.log.Warn(msg+" (logged once; see the drop counters)", "error", err)
+	}
+}
+
+// Stats returns the counters summed over all queues.
+func (b *Backend) Stats() Stats {
+	s := Stats{Drops: make(map[string]uint64, numDrops)}
+	for _, c := range b.counters {
+		c.addTo(&s)
+	}
+	return s
+}
+
+// Run implements backend.Runner: the packet path, one sender and one
+// receiver goroutine per queue, until ctx is done; then the device and
+// sockets are closed (flannel0 goes away with them).
+func (b *Backend) Run(ctx context.Context) error {
+	if b.dev == nil {
+		return fmt.Errorf("udp backend: Run before Prepare")
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for i, q := range b.dev.queues {
+		snd := newSender(b, q, b.socks[i], b.counters[2*i], b.dev.vnet)
+		rcv := newReceiver(b, q, b.socks[i], b.counters[2*i+1], b.dev.vnet)
+		g.Go(func() error { return b.packetLoop(gctx, "send", snd.run) })
+		g.Go(func() error { return b.packetLoop(gctx, "receive", rcv.run) })
+	}
+	g.Go(func() error { b.logStats(gctx); return nil })
+	g.Go(func() error {
+		<-gctx.Done()
+		b.closeSockets()
+		return b.dev.close()
+	})
+	err := g.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (b *Backend) packetLoop(ctx context.Context, dir string, run func() error) error {
+	err := run()
+	if ctx.Err() != nil || closedErr(err) {
+		return nil
+	}
+	if !linkExists(DeviceName) {
+		// The queues die with the device; flanneld exits so that the
+		// service manager restarts it, which recreates flannel0.
+		return fmt.Errorf("udp backend: %s was deleted (by hand?); exiting so that a restart recreates it: %w", DeviceName, err)
+	}
+	return fmt.Errorf("udp backend %s loop: %w", dir, err)
+}
+
+// logStats logs the counters: within statsPeriod when a drop counter
+// changed, else at most every logPeriod while traffic flows, with the
+// number of goroutines and the heap in use (flat in a healthy daemon).
+func (b *Backend) logStats(ctx context.Context) {
+	t := time.NewTicker(statsPeriod)
+	defer t.Stop()
+	last := b.Stats()
+	var lastLog time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s := b.Stats()
+		dropped := !maps.Equal(s.Drops, last.Drops)
+		moved := s.TxPackets != last.TxPackets || s.RxPackets != last.RxPackets || s.ICMPSent != last.ICMPSent
+		// Half a tick of slack: the ticks jitter around the period.
+		if !dropped && !(moved && time.Since(lastLog) >= b.logPeriod-statsPeriod/2) {
+			continue
+		}
+		last, lastLog = s, time.Now()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		b.log.Info("udp counters: "+s.String(), "goroutines", runtime.NumGoroutine(), "heap_inuse_kib", ms.HeapInuse>>10)
+	}
+}
