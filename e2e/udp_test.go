@@ -52,7 +52,7 @@ func udpCounter(log, name string) int {
 func TestUDPJunk(t *testing.T) {
 	requireTestbed(t)
 	ctx := ctxFor(t, 2*time.Minute)
-	tb := newCluster(t, ctx, udpBackend, 2, 1, testbed.Options{})
+	tb := newCluster(t, ctx, udpBackend, 2, 1, testbed.Options{}, "--healthz-port", "9100")
 	out, err := tb.AddOutside(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -88,6 +88,14 @@ func TestUDPJunk(t *testing.T) {
 		return true
 	})
 	t.Logf("h1 counters: %s", lastLine(h1.Log(), "udp counters"))
+	// The same counters on /metrics.
+	_, metrics := get(ctx, h1, "/metrics")
+	for _, want := range []string{`flannel_udp_drops_total{reason="not_peer"} 20`, `flannel_udp_drops_total{reason="truncated"} 1`,
+		`flannel_udp_packets_total{direction="tx"}`, `flannel_udp_bytes_total{direction="rx"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 	if err := p1.Ping(ctx, p2.Addr, 3); err != nil {
 		t.Fatalf("traffic stopped after the junk: %v", err)
 	}

@@ -12,7 +12,12 @@ const (
 	ipv6HeaderLen = 40
 	protoTCP      = 6
 	protoICMP     = 1
-	tcpHeaderLen  = 20
+	protoICMPv6   = 58
+	// icmp6Quote bounds how much of the refused packet an ICMPv6 error
+	// quotes (RFC 4443 asks for as much as fits in 1280 bytes; the start,
+	// headers included, is what the sender needs).
+	icmp6Quote   = 256
+	tcpHeaderLen = 20
 )
 
 // inner is a decoded inner IP packet.
@@ -141,5 +146,40 @@ func icmpUnreachable(out []byte, from netip.Addr, pkt []byte, in inner) int {
 	icmp[1] = 0 // net unreachable
 	copy(icmp[8:], pkt[:quote])
 	binary.BigEndian.PutUint16(icmp[2:4], checksum(icmp, 0))
+	return n
+}
+
+// icmp6Unreachable is icmpUnreachable for IPv6: an ICMPv6 destination
+// unreachable (type 1, code 0 "no route") from the address from to the
+// sender of pkt, quoting up to icmp6Quote bytes of it. 0 when no message
+// may be sent (RFC 4443 2.4: not for ICMPv6 errors, nor to multicast or
+// unspecified sources).
+func icmp6Unreachable(out []byte, from netip.Addr, pkt []byte, in inner) int {
+	if in.version != 6 || !from.Is6() || !in.src.IsGlobalUnicast() || in.dst.IsMulticast() {
+		return 0
+	}
+	if in.proto == protoICMPv6 && len(pkt) > in.hdrLen && pkt[in.hdrLen] < 128 {
+		return 0 // an error message (types 0..127) never gets an error back
+	}
+	quote := min(len(pkt), icmp6Quote)
+	plen := 8 + quote
+	n := ipv6HeaderLen + plen
+	if len(out) < n {
+		return 0
+	}
+	h := out[:n]
+	clear(h[:ipv6HeaderLen+8])
+	h[0] = 0x60
+	binary.BigEndian.PutUint16(h[4:6], uint16(plen))
+	h[6] = protoICMPv6
+	h[7] = 64
+	f := from.As16()
+	copy(h[8:24], f[:])
+	copy(h[24:40], pkt[8:24]) // to the refused packet's source
+	icmp := h[ipv6HeaderLen:]
+	icmp[0] = 1 // destination unreachable
+	icmp[1] = 0 // no route to destination
+	copy(icmp[8:], pkt[:quote])
+	binary.BigEndian.PutUint16(icmp[2:4], checksum(icmp, pseudoHeaderSum(h[8:24], h[24:40], protoICMPv6, plen)))
 	return n
 }

@@ -187,3 +187,46 @@ func TestNoAllocations(t *testing.T) {
 		t.Errorf("%v allocations per packet batch", allocs)
 	}
 }
+
+func icmp6Echo(src, dst netip.Addr, payload int) []byte {
+	p := make([]byte, 40+8+payload)
+	p[0] = 0x60
+	binary.BigEndian.PutUint16(p[4:6], uint16(8+payload))
+	p[6], p[7] = protoICMPv6, 64
+	s, d := src.As16(), dst.As16()
+	copy(p[8:24], s[:])
+	copy(p[24:40], d[:])
+	p[40] = 128 // echo request
+	binary.BigEndian.PutUint16(p[42:44], checksum(p[40:], pseudoHeaderSum(p[8:24], p[24:40], protoICMPv6, 8+payload)))
+	return p
+}
+
+func TestICMP6Unreachable(t *testing.T) {
+	from := netip.MustParseAddr("fd00:244:0:9::1")
+	src := netip.MustParseAddr("fd00:244:0:1::2")
+	pkt := icmp6Echo(src, from, 400)
+	in, _, ok := decode(pkt)
+	if !ok {
+		t.Fatal("echo does not decode")
+	}
+	out := make([]byte, 40+8+icmp6Quote)
+	n := icmp6Unreachable(out, from, pkt, in)
+	if n != 40+8+icmp6Quote {
+		t.Fatalf("length %d", n)
+	}
+	m := out[:n]
+	rin, _, ok := decode(m)
+	if !ok || rin.src != from || rin.dst != src || rin.proto != protoICMPv6 {
+		t.Fatalf("reply header %+v ok=%v", rin, ok)
+	}
+	ic := m[40:]
+	if ic[0] != 1 || ic[1] != 0 || !bytes.Equal(ic[8:], pkt[:icmp6Quote]) {
+		t.Fatalf("icmp6 % x", ic[:16])
+	}
+	if checksumFold(checksumSum(ic, pseudoHeaderSum(m[8:24], m[24:40], protoICMPv6, len(ic)))) != 0xffff {
+		t.Error("bad ICMPv6 checksum")
+	}
+	if n := icmp6Unreachable(out, from, m, rin); n != 0 {
+		t.Error("answered an ICMPv6 error")
+	}
+}

@@ -70,7 +70,7 @@ type sender struct {
 
 func newSender(b *Backend, q *tunQueue, s *udpSock, c *counters, vnet bool) *sender {
 	x := &sender{b: b, q: q, s: s, c: c, vnet: vnet, m: newMmsgs(maxMsgs), iovs: make([]unix.Iovec, maxIovs), hdrs: make([]byte, hdrArena),
-		icmp: make([]byte, vnetHdrLen+ipv4HeaderLen+8+60+8)}
+		icmp: make([]byte, vnetHdrLen+ipv6HeaderLen+8+icmp6Quote)}
 	for i := range x.bufs {
 		x.bufs[i] = make([]byte, vnetHdrLen+maxPacket)
 	}
@@ -292,7 +292,12 @@ func (x *sender) refuse(t *table, pkt []byte, in inner, reason, count int) {
 	// The message comes from the unreachable address itself: a source
 	// address of this host would be dropped by the kernel as martian when
 	// the message comes in through flannel0.
-	n := icmpUnreachable(x.icmp[vnetHdrLen:], in.dst, pkt, in)
+	var n int
+	if in.version == 4 {
+		n = icmpUnreachable(x.icmp[vnetHdrLen:], in.dst, pkt, in)
+	} else {
+		n = icmp6Unreachable(x.icmp[vnetHdrLen:], in.dst, pkt, in)
+	}
 	if n == 0 {
 		return
 	}

@@ -22,8 +22,11 @@
 // the pointer once per batch: no locks, no allocation. Leases of other
 // backend types are skipped with one log line per peer. Lookups are by
 // netip.Addr and prefix length, so the table, like the decoder (which
-// dispatches on the IP version nibble), is ready for IPv6 inner packets;
-// only IPv4 leases are served until the dual-stack issue.
+// dispatches on the IP version nibble), serves IPv4 and IPv6 inner packets
+// alike. With dual-stack, flannel0 also gets <IPv6 subnet>::/128 and a
+// route for the IPv6 Network, and a peer's IPv6 subnet maps to the same
+// IPv4 PublicIP:Port: the underlay stays IPv4, as in upstream's udp
+// backend (which carries IPv4 only).
 //
 // Safety. Datagrams whose source is not a current peer's PublicIP are
 // dropped, as are truncated or malformed packets, non-IP payloads and
@@ -82,6 +85,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/dataplane"
@@ -261,9 +265,31 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (int, error) {
 	if err := netlink.AddrReplace(link, na); err != nil {
 		return 0, fmt.Errorf("ip addr replace %s dev %s: %w", want, DeviceName, err)
 	}
-	if !b.cfg.EnableIPv6 {
-		// No IPv6 over udp yet: keep the kernel from sending router
-		// solicitations into flannel0 (they would only be counted as drops).
+	if b.cfg.EnableIPv6 && own.IPv6Subnet.IsValid() {
+		// IPv6 pods over the IPv4 underlay: flannel0 carries both families
+		// (the version nibble tells them apart on the wire).
+		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/disable_ipv6", []byte("0"), 0o644)
+		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/accept_ra", []byte("0"), 0o644)
+		want6 := netip.PrefixFrom(own.IPv6Subnet.Masked().Addr(), 128)
+		addrs6, err := netlink.AddrList(link, netlink.FAMILY_V6)
+		if err != nil {
+			return 0, fmt.Errorf("ip -6 addr show dev %s: %w", DeviceName, err)
+		}
+		for _, a := range addrs6 {
+			if a.IPNet.String() != want6.String() && !a.IP.IsLinkLocalUnicast() {
+				if err := netlink.AddrDel(link, &a); err != nil {
+					return 0, fmt.Errorf("ip addr del %s dev %s: %w", a.IPNet, DeviceName, err)
+				}
+			}
+		}
+		na6, _ := netlink.ParseAddr(want6.String())
+		na6.Flags = unix.IFA_F_NODAD
+		if err := netlink.AddrReplace(link, na6); err != nil {
+			return 0, fmt.Errorf("ip addr replace %s dev %s: %w", want6, DeviceName, err)
+		}
+	} else {
+		// No IPv6: keep the kernel from sending router solicitations into
+		// flannel0 (they would only be counted as drops).
 		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/disable_ipv6", []byte("1"), 0o644)
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
@@ -287,6 +313,9 @@ func (b *Backend) syncRoute() error {
 		return fmt.Errorf("%s: %w", DeviceName, err)
 	}
 	desired := []dataplane.Route{{Dst: b.cfg.Network, LinkIndex: link.Attrs().Index, Proto: dataplane.Proto}}
+	if b.cfg.EnableIPv6 {
+		desired = append(desired, dataplane.Route{Dst: b.cfg.IPv6Network, LinkIndex: link.Attrs().Index, Proto: dataplane.Proto})
+	}
 	ch, err := dataplane.SyncRoutes(dataplane.NewNetlink(nil), desired)
 	if ch.Replaced > 0 || ch.Deleted > 0 {
 		b.log.Info("routes updated", "installed", ch.Replaced, "removed", ch.Deleted)
@@ -318,12 +347,17 @@ func (b *Backend) desired(leases []subnet.Lease) []*peer {
 			continue
 		}
 		if !l.Subnet.IsValid() || !l.Attrs.PublicIP.Is4() {
-			b.warnOnce(key, "v4", "ignoring peer without an IPv4 subnet and PublicIP (IPv6 over udp is planned)",
+			b.warnOnce(key, "v4", "ignoring peer without an IPv4 subnet and PublicIP",
 				"peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP)
 			continue
 		}
+		// Both families go to the peer's IPv4 PublicIP: the underlay of
+		// this backend is IPv4, as upstream's.
 		ap := netip.AddrPortFrom(l.Attrs.PublicIP, uint16(b.opts.Port))
 		out = append(out, &peer{addr: ap, subnet: l.Subnet.Masked(), sa: newSockaddr(ap)})
+		if b.cfg.EnableIPv6 && l.IPv6Subnet.IsValid() {
+			out = append(out, &peer{addr: ap, subnet: l.IPv6Subnet.Masked(), sa: newSockaddr(ap)})
+		}
 		delete(b.warned, key)
 	}
 	for key := range b.warned {
@@ -337,11 +371,17 @@ func (b *Backend) desired(leases []subnet.Lease) []*peer {
 // publish swaps in a table for the current lease and peers. The caller
 // holds b.mu.
 func (b *Backend) publish() {
-	var own4 netip.Prefix
+	var own4, own6, net6 netip.Prefix
 	if b.own.Subnet.IsValid() {
 		own4 = b.own.Subnet.Masked()
 	}
-	b.table.Store(newTable(b.cfg.Network, netip.Prefix{}, own4, netip.Prefix{}, b.peers))
+	if b.cfg.EnableIPv6 {
+		net6 = b.cfg.IPv6Network
+		if b.own.IPv6Subnet.IsValid() {
+			own6 = b.own.IPv6Subnet.Masked()
+		}
+	}
+	b.table.Store(newTable(b.cfg.Network, net6, own4, own6, b.peers))
 }
 
 func (b *Backend) warnOnce(key, reason, msg string, args ...any) {
