@@ -10,7 +10,7 @@ GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
-BACKEND   ?= host-gw
+BACKEND   ?= vxlan
 TEST_TIMEOUT ?= 18m
 
 # Debian packages the privileged and end-to-end tests use.

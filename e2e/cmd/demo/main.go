@@ -18,7 +18,7 @@ import (
 )
 
 func main() {
-	backend := flag.String("backend", "host-gw", "backend type to run (net-conf Backend.Type)")
+	backend := flag.String("backend", "vxlan", "backend type to run: vxlan, host-gw or udp (net-conf Backend.Type)")
 	hosts := flag.Int("hosts", 3, "number of simulated hosts")
 	pods := flag.Int("pods", 2, "pods per host")
 	keep := flag.Bool("keep", false, "keep the testbed running until Ctrl-C, to explore it")
@@ -84,6 +84,13 @@ func run(ctx context.Context, backend string, nHosts, nPods int, keep bool) erro
 	section("ip route on " + h1.Name)
 	out, _ = h1.Exec(ctx, "ip", "route")
 	fmt.Print(indent(out))
+	if backend == "vxlan" {
+		section("VXLAN neighbour and FDB entries on " + h1.Name)
+		out, _ = h1.Exec(ctx, "sh", "-c", "ip neigh show dev flannel.1; bridge fdb show dev flannel.1")
+		fmt.Print(indent(out))
+	}
+	section("flanneld log of " + h1.Name)
+	fmt.Print(indent(h1.Log()))
 
 	section("pods pinging pods on other hosts")
 	failed := 0
