@@ -245,6 +245,26 @@ func TestExhaustionMessage(t *testing.T) {
 	}
 }
 
+func TestIPv6ExhaustionNamesTheFamily(t *testing.T) {
+	m, _, cfg := testManager(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/124"}`, time.Hour)
+	ctx := ctxT(t)
+	// fd00::/124 in /126s: 3 leasable IPv6 subnets, plenty of IPv4 ones.
+	for i := 1; i <= 3; i++ {
+		a := hostAttrs(i)
+		a.PublicIPv6 = netip.MustParseAddr(fmt.Sprintf("fd00:50::%d", i))
+		if _, err := m.Acquire(ctx, cfg, a, Hint{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := hostAttrs(4)
+	a.PublicIPv6 = netip.MustParseAddr("fd00:50::4")
+	_, err := m.Acquire(ctx, cfg, a, Hint{})
+	want := "no free subnet in IPv6 fd00::/124 (SubnetLen 126): 3 leased, 0 reserved"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+}
+
 func TestDualStackAcquire(t *testing.T) {
 	m, _, cfg := testManager(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`, time.Hour)
 	ctx := ctxT(t)

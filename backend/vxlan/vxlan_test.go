@@ -170,3 +170,55 @@ func TestDeviceLifecycle(t *testing.T) {
 		t.Errorf("entries left after the peer left:\n%s", out)
 	}
 }
+
+// TestDirectRoutingPeerMoves: a peer that moves onto our segment switches
+// from tunnel entries to a direct route, and back, leaving nothing of the
+// other kind.
+func TestDirectRoutingPeerMoves(t *testing.T) {
+	netnstest.Require(t)
+	sh(t, "ip link add ul0 type veth peer name ul0p && ip addr add 192.168.50.11/24 dev ul0 && ip link set ul0 up && ip link set ul0p up")
+	t.Cleanup(func() { exec.Command("sh", "-c", "ip link del ul0; ip link del flannel.1").Run() })
+	link, _ := netlink.LinkByName("ul0")
+	ext := &backend.ExternalInterface{Name: "ul0", Index: link.Attrs().Index, MTU: 1500,
+		Addr: netip.MustParseAddr("192.168.50.11"), PublicIP: netip.MustParseAddr("192.168.50.11")}
+	cfg, _, _ := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}`))
+	opts, _ := parseOptions([]byte(`{"Type":"vxlan","DirectRouting":true}`))
+	be, _ := newBackend(backend.Params{Ext: ext, Config: cfg, Options: opts, Log: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))})
+	b := be.(*VXLAN)
+	ctx := context.Background()
+	if _, err := b.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Start(ctx, subnet.Lease{Subnet: netip.MustParsePrefix("10.244.3.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	peerAt := func(ip string) subnet.Lease {
+		return subnet.Lease{Subnet: netip.MustParsePrefix("10.244.2.0/24"), Attrs: subnet.LeaseAttrs{
+			PublicIP: netip.MustParseAddr(ip), BackendType: "vxlan", BackendData: []byte(`{"VNI":1,"VtepMAC":"0a:00:00:00:00:02"}`)}}
+	}
+	state := func() string {
+		return sh(t, "ip route show proto 98; ip neigh show dev flannel.1 nud permanent; bridge fdb show dev flannel.1 | grep dst || true")
+	}
+	// Behind a router: the tunnel.
+	if err := b.Reconcile(ctx, []subnet.Lease{peerAt("192.168.60.12")}); err != nil {
+		t.Fatal(err)
+	}
+	s := state()
+	if !strings.Contains(s, "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink") || !strings.Contains(s, "dst 192.168.60.12") || !strings.Contains(s, "10.244.2.0 lladdr") {
+		t.Fatalf("tunnel entries:\n%s", s)
+	}
+	// On our segment now: a direct route and no tunnel entries.
+	if err := b.Reconcile(ctx, []subnet.Lease{peerAt("192.168.50.12")}); err != nil {
+		t.Fatal(err)
+	}
+	if s := strings.TrimSpace(state()); s != "10.244.2.0/24 via 192.168.50.12 dev ul0" {
+		t.Fatalf("after moving onto the segment:\n%s", s)
+	}
+	// And back behind the router.
+	if err := b.Reconcile(ctx, []subnet.Lease{peerAt("192.168.60.12")}); err != nil {
+		t.Fatal(err)
+	}
+	if s := state(); strings.Contains(s, "dev ul0") || !strings.Contains(s, "dst 192.168.60.12") {
+		t.Fatalf("after moving away:\n%s", s)
+	}
+}
