@@ -22,11 +22,8 @@ package hostgw
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"sync"
 
 	"github.com/flanneld-go/flannel/backend"
@@ -47,14 +44,8 @@ type Options struct {
 var Type = backend.Type{Name: TypeName, ParseOptions: parseOptions, New: newBackend}
 
 func parseOptions(raw []byte) (any, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return nil, fmt.Errorf("Backend: %w", err)
-	}
-	for k := range fields {
-		if !strings.EqualFold(k, "Type") {
-			return nil, fmt.Errorf("Backend.%s: host-gw has no options; remove it", k)
-		}
+	if err := backend.CheckOptionNames(raw, TypeName); err != nil {
+		return nil, err
 	}
 	return Options{Type: TypeName}, nil
 }
@@ -71,8 +62,8 @@ type HostGW struct {
 	Kernel    dataplane.RouteKernel
 	Connected Connected
 
-	mu     sync.Mutex
-	warned map[string]string // peer key -> reason already logged
+	mu    sync.Mutex
+	peers *backend.PeerLog
 }
 
 func newBackend(p backend.Params) (backend.Backend, error) {
@@ -81,13 +72,13 @@ func newBackend(p backend.Params) (backend.Backend, error) {
 		ext: p.Ext, cfg: p.Config, log: p.Log.With("backend", TypeName),
 		Kernel:    k,
 		Connected: LinkConnected(k, p.Ext.Index),
-		warned:    map[string]string{},
+		peers:     backend.NewPeerLog(p.Log.With("backend", TypeName)),
 	}, nil
 }
 
 // New returns a backend over the given kernel, for tests.
 func New(ext *backend.ExternalInterface, cfg *subnet.Config, log *slog.Logger, k dataplane.RouteKernel, c Connected) *HostGW {
-	return &HostGW{ext: ext, cfg: cfg, log: log, Kernel: k, Connected: c, warned: map[string]string{}}
+	return &HostGW{ext: ext, cfg: cfg, log: log, Kernel: k, Connected: c, peers: backend.NewPeerLog(log)}
 }
 
 // Prepare implements backend.Backend: host-gw has no device and no data.
@@ -121,9 +112,7 @@ func (b *HostGW) Desired(peers []subnet.Lease) []dataplane.Route {
 	for _, p := range peers {
 		key := p.Key()
 		present[key] = true
-		if p.Attrs.BackendType != TypeName {
-			b.warnOnce(key, "type:"+p.Attrs.BackendType, "ignoring peer of another backend type; restart it with the same net-conf",
-				"peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP, "peer_backend", p.Attrs.BackendType)
+		if !b.peers.OfType(p, TypeName) {
 			continue
 		}
 		if r, ok := b.route(key, p.Subnet, p.Attrs.PublicIP); ok {
@@ -135,37 +124,23 @@ func (b *HostGW) Desired(peers []subnet.Lease) []dataplane.Route {
 			}
 		}
 	}
-	for key := range b.warned {
-		if !present[key] {
-			delete(b.warned, key)
-		}
-	}
+	b.peers.Prune(present)
 	return out
 }
 
 func (b *HostGW) route(key string, dst netip.Prefix, gw netip.Addr) (dataplane.Route, bool) {
 	ok, err := b.Connected(gw)
 	if err != nil {
-		b.warnOnce(key, "err:"+err.Error(), "cannot check whether the peer is directly reachable; skipping it",
+		b.peers.Warn(key, "err:"+err.Error(), "cannot check whether the peer is directly reachable; skipping it",
 			"peer_subnet", dst, "peer_ip", gw, "error", err)
 		return dataplane.Route{}, false
 	}
 	if !ok {
-		b.warnOnce(key, "l2:"+gw.String(), "peer is not on this host's L2 segment, host-gw cannot route to it; use the vxlan backend (with DirectRouting to keep direct routes for same-segment peers)",
+		b.peers.Warn(key, "l2:"+gw.String(), "peer is not on this host's L2 segment, host-gw cannot route to it; use the vxlan backend (with DirectRouting to keep direct routes for same-segment peers)",
 			"peer_subnet", dst, "peer_ip", gw, "iface", b.ext.Name)
 		return dataplane.Route{}, false
 	}
 	return dataplane.Route{Dst: dst, Gw: gw, LinkIndex: b.ext.Index, Proto: dataplane.Proto}, true
-}
-
-// warnOnce logs a problem with a peer the first time it is seen, and again
-// only if the reason changes.
-func (b *HostGW) warnOnce(key, reason, msg string, args ...any) {
-	if b.warned[key] == reason {
-		return
-	}
-	b.warned[key] = reason
-	b.log.Warn(msg, args...)
 }
 
 // LinkConnected checks directness against the addresses of the link.

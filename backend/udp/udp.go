@@ -78,7 +78,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,27 +119,19 @@ type Options struct {
 var Type = backend.Type{Name: TypeName, ParseOptions: parseOptions, New: newBackend}
 
 func parseOptions(raw []byte) (any, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return nil, fmt.Errorf("Backend: %w", err)
+	if err := backend.CheckOptionNames(raw, TypeName, "Port"); err != nil {
+		return nil, err
 	}
-	o := Options{Type: TypeName, Port: DefaultPort}
-	for k, v := range fields {
-		switch {
-		case strings.EqualFold(k, "Type"):
-		case strings.EqualFold(k, "Port"):
-			if err := json.Unmarshal(v, &o.Port); err != nil {
-				return nil, fmt.Errorf("Backend.Port: %w", err)
-			}
-			if o.Port == 0 {
-				o.Port = DefaultPort
-			}
-			if o.Port < 1 || o.Port > 65535 {
-				return nil, fmt.Errorf("Backend.Port: %d is not a port number", o.Port)
-			}
-		default:
-			return nil, fmt.Errorf("Backend.%s: unknown udp option (known: Type, Port); remove it", k)
-		}
+	o := Options{Port: DefaultPort}
+	if err := json.Unmarshal(raw, &o); err != nil {
+		return nil, subnet.JSONError(err, "Backend.")
+	}
+	o.Type = TypeName
+	if o.Port == 0 {
+		o.Port = DefaultPort
+	}
+	if o.Port < 1 || o.Port > 65535 {
+		return nil, fmt.Errorf("Backend.Port: %d is not a UDP port; use 1..65535 (default 8285)", o.Port)
 	}
 	return o, nil
 }
@@ -164,10 +155,10 @@ type Backend struct {
 
 	sendErrLogged, tunErrLogged atomic.Bool
 
-	mu     sync.Mutex
-	own    subnet.Lease
-	peers  []*peer
-	warned map[string]string // peer key -> reason already logged
+	mu      sync.Mutex
+	own     subnet.Lease
+	peers   []*peer
+	peerLog *backend.PeerLog
 }
 
 func newBackend(p backend.Params) (backend.Backend, error) {
@@ -184,7 +175,8 @@ func New(ext *backend.ExternalInterface, cfg *subnet.Config, o Options, log *slo
 	if os.Getenv("FLANNEL_UDP_OFFLOAD") == "off" {
 		w = offloadsWanted{queues: 1}
 	}
-	b := &Backend{ext: ext, cfg: cfg, opts: o, log: log.With("backend", TypeName), want: w, warned: map[string]string{}, logPeriod: logPeriod}
+	b := &Backend{ext: ext, cfg: cfg, opts: o, log: log.With("backend", TypeName), want: w, logPeriod: logPeriod}
+	b.peerLog = backend.NewPeerLog(b.log)
 	if d, err := time.ParseDuration(os.Getenv("FLANNEL_UDP_LOG_PERIOD")); err == nil && d > 0 {
 		b.logPeriod = d
 	}
@@ -341,13 +333,11 @@ func (b *Backend) desired(leases []subnet.Lease) []*peer {
 	for _, l := range leases {
 		key := l.Key()
 		present[key] = true
-		if l.Attrs.BackendType != TypeName {
-			b.warnOnce(key, "type:"+l.Attrs.BackendType, "ignoring peer of another backend type; restart it with the same net-conf",
-				"peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP, "peer_backend", l.Attrs.BackendType)
+		if !b.peerLog.OfType(l, TypeName) {
 			continue
 		}
 		if !l.Subnet.IsValid() || !l.Attrs.PublicIP.Is4() {
-			b.warnOnce(key, "v4", "ignoring peer without an IPv4 subnet and PublicIP",
+			b.peerLog.Warn(key, "v4", "ignoring peer without an IPv4 subnet and PublicIP",
 				"peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP)
 			continue
 		}
@@ -358,13 +348,9 @@ func (b *Backend) desired(leases []subnet.Lease) []*peer {
 		if b.cfg.EnableIPv6 && l.IPv6Subnet.IsValid() {
 			out = append(out, &peer{addr: ap, subnet: l.IPv6Subnet.Masked(), sa: newSockaddr(ap)})
 		}
-		delete(b.warned, key)
+		b.peerLog.Clear(key)
 	}
-	for key := range b.warned {
-		if !present[key] {
-			delete(b.warned, key)
-		}
-	}
+	b.peerLog.Prune(present)
 	return out
 }
 
@@ -382,14 +368,6 @@ func (b *Backend) publish() {
 		}
 	}
 	b.table.Store(newTable(b.cfg.Network, net6, own4, own6, b.peers))
-}
-
-func (b *Backend) warnOnce(key, reason, msg string, args ...any) {
-	if b.warned[key] == reason {
-		return
-	}
-	b.warned[key] = reason
-	b.log.Warn(msg, args...)
 }
 
 // firstError logs the first failure of a kind; the counters count them all.

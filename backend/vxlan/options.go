@@ -3,8 +3,8 @@ package vxlan
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 
+	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -29,21 +29,9 @@ type Options struct {
 	MTU int
 }
 
-var optionNames = []string{"Type", "VNI", "Port", "GBP", "Learning", "DirectRouting", "MTU"}
-
 func parseOptions(raw []byte) (any, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return nil, fmt.Errorf("Backend: %w", err)
-	}
-	for k := range fields {
-		known := false
-		for _, n := range optionNames {
-			known = known || strings.EqualFold(k, n)
-		}
-		if !known {
-			return nil, fmt.Errorf("Backend.%s: unknown vxlan option; known options: %s", k, strings.Join(optionNames[1:], ", "))
-		}
+	if err := backend.CheckOptionNames(raw, TypeName, "VNI", "Port", "GBP", "Learning", "DirectRouting", "MTU"); err != nil {
+		return nil, err
 	}
 	o := Options{VNI: 1}
 	if err := json.Unmarshal(raw, &o); err != nil {

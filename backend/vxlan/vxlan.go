@@ -45,7 +45,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -86,14 +85,14 @@ type VXLAN struct {
 	k    *dataplane.Netlink
 	fams []*family
 
-	mu     sync.Mutex
-	warned map[string]string
+	mu    sync.Mutex
+	peers *backend.PeerLog
 }
 
 func newBackend(p backend.Params) (backend.Backend, error) {
 	opts := p.Options.(Options)
-	b := &VXLAN{ext: p.Ext, cfg: p.Config, opts: opts, log: p.Log.With("backend", TypeName),
-		h: &netlink.Handle{}, warned: map[string]string{}}
+	b := &VXLAN{ext: p.Ext, cfg: p.Config, opts: opts, log: p.Log.With("backend", TypeName), h: &netlink.Handle{}}
+	b.peers = backend.NewPeerLog(b.log)
 	b.k = dataplane.NewNetlink(b.h)
 	base := p.Ext.MTU
 	if opts.MTU > 0 {
@@ -232,9 +231,7 @@ func (b *VXLAN) Desired(peers []subnet.Lease) Desired {
 	for _, p := range peers {
 		key := p.Key()
 		present[key] = true
-		if p.Attrs.BackendType != TypeName {
-			b.warnOnce(key, "type:"+p.Attrs.BackendType, "ignoring peer of another backend type; restart it with the same net-conf",
-				"peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP, "peer_backend", p.Attrs.BackendType)
+		if !b.peers.OfType(p, TypeName) {
 			continue
 		}
 		for _, f := range b.fams {
@@ -242,7 +239,7 @@ func (b *VXLAN) Desired(peers []subnet.Lease) Desired {
 			if f.name == "IPv6" {
 				sn, pub, data = p.IPv6Subnet, p.Attrs.PublicIPv6, p.Attrs.BackendV6Data
 				if !sn.IsValid() || !pub.IsValid() {
-					b.warnOnce(key+"/v6", "nov6", "peer has no IPv6 subnet or address; reaching it over IPv4 only", "peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP)
+					b.peers.Warn(key+"/v6", "nov6", "peer has no IPv6 subnet or address; reaching it over IPv4 only", "peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP)
 					continue
 				}
 			}
@@ -256,7 +253,7 @@ func (b *VXLAN) Desired(peers []subnet.Lease) Desired {
 			}
 			mac, err := parseMAC(data)
 			if err != nil {
-				b.warnOnce(key+"/"+f.name, "data:"+string(data), "skipping peer with unusable vxlan data in its lease", "peer_subnet", p.String(),
+				b.peers.Warn(key+"/"+f.name, "data:"+string(data), "skipping peer with unusable vxlan data in its lease", "peer_subnet", p.String(),
 					"peer_ip", pub, "family", f.name, "error", err)
 				continue
 			}
@@ -267,12 +264,7 @@ func (b *VXLAN) Desired(peers []subnet.Lease) Desired {
 			d.Tunnel++
 		}
 	}
-	for key := range b.warned {
-		k, _, _ := strings.Cut(key, "/")
-		if !present[k] {
-			delete(b.warned, key)
-		}
-	}
+	b.peers.Prune(present)
 	return d
 }
 
@@ -289,12 +281,4 @@ func parseMAC(data json.RawMessage) (net.HardwareAddr, error) {
 		return nil, fmt.Errorf("VtepMAC %q is not a MAC address", ld.VtepMAC)
 	}
 	return mac, nil
-}
-
-func (b *VXLAN) warnOnce(key, reason, msg string, args ...any) {
-	if b.warned[key] == reason {
-		return
-	}
-	b.warned[key] = reason
-	b.log.Warn(msg, args...)
 }
