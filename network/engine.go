@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -107,11 +108,14 @@ type Engine struct {
 	ext *backend.ExternalInterface
 	be  backend.Backend
 
-	attrs  subnet.LeaseAttrs
-	lease  subnet.Lease
-	fw     *firewallRunner
-	health *Health
-	relist chan struct{}
+	attrs subnet.LeaseAttrs
+	// lease is written only by the engine's goroutine (under leaseMu) and
+	// read there freely; other goroutines use Lease().
+	lease   subnet.Lease
+	leaseMu sync.Mutex
+	fw      *firewallRunner
+	health  *Health
+	relist  chan struct{}
 }
 
 // NewEngine builds an engine from parts, for tests and embedders.
@@ -140,7 +144,12 @@ func NewEngine(c Config, sm *subnet.Manager, netcfg *subnet.Config, ext *backend
 func (e *Engine) Health() *Health { return e.health }
 
 // Lease returns the lease currently held (valid once Ready was called).
-func (e *Engine) Lease() subnet.Lease { return e.lease }
+// Safe to call from any goroutine.
+func (e *Engine) Lease() subnet.Lease {
+	e.leaseMu.Lock()
+	defer e.leaseMu.Unlock()
+	return e.lease
+}
 
 // Run acquires the lease, starts the backend and serves until ctx is done.
 func (e *Engine) Run(ctx context.Context) error {
@@ -453,7 +462,9 @@ const coalesceWindow = 20 * time.Millisecond
 
 // setLease records the lease held now.
 func (e *Engine) setLease(l subnet.Lease) {
+	e.leaseMu.Lock()
 	e.lease = l
+	e.leaseMu.Unlock()
 	e.health.Set("lease", nil)
 	if l.Reserved() {
 		e.health.metrics.leaseExpiry.Set(0)
