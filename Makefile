@@ -4,7 +4,7 @@
 #   make test        install what the tests need, then run every test
 #   make lint        gofmt + go vet
 #   make e2e-clean   remove namespaces and processes left by interrupted runs
-#   make bench       data-plane benchmark on the testbed (results in bench/results/)
+#   make bench       data- and control-plane benchmark on the testbed (results in bench/results/)
 
 GO        ?= go
 BIN       := bin
@@ -72,8 +72,12 @@ unit:
 demo: deps build cni-plugins
 	$(GO) run ./e2e/cmd/demo -backend $(BACKEND)
 
-# bench measures throughput, CPU per GB, RSS and latency of the underlay and
-# each backend on the testbed; one at a time (a lock file), ~2 minutes.
+# bench measures, on the testbed, the throughput, latency, RSS and CPU of
+# the underlay and each backend, then the control plane: convergence of a
+# join over 5 hosts, 1,000 leases and their churn, an acquisition storm of
+# 250 managers. One at a time (a lock file), ~5 minutes; see
+# Documentation/performance.md. Parts: make bench BENCH_ARGS='-only control'
+# (or data, convergence, scale, storm, a scenario name).
 bench: deps build
 	$(GO) run ./e2e/cmd/bench $(BENCH_ARGS)
 

@@ -12,7 +12,8 @@ import (
 
 // Netlink is the real kernel, through one netlink handle.
 type Netlink struct {
-	h *netlink.Handle
+	h     *netlink.Handle
+	addrs addrSnapshot // for OnLink
 }
 
 // NewNetlink wraps h; nil means the network namespace of the process.
@@ -30,8 +31,10 @@ func (n *Netlink) Handle() *netlink.Handle { return n.h }
 // table changed under them (netlink.ErrDumpInterrupted).
 const dumpRetries = 5
 
-// RouteList implements RouteKernel.
+// RouteList implements RouteKernel. It also marks the address snapshot
+// of OnLink stale: the next reconcile dumps the addresses afresh.
 func (n *Netlink) RouteList() ([]Route, error) {
+	n.addrs.invalidate()
 	var rs []netlink.Route
 	var err error
 	for i := 0; i < dumpRetries; i++ {

@@ -1,16 +1,21 @@
-// Command bench measures the data plane on the namespace testbed: iperf3
-// TCP throughput, the daemons' CPU time per GB and RSS, and ping latency,
-// for the bare underlay and each backend, and writes the table to
-// bench/results/ as Markdown and JSON (make bench).
+// Command bench measures flanneld on the namespace testbed (make bench)
+// and writes the results to bench/results/ as Markdown, JSON and a PNG bar
+// chart of the throughput.
 //
-// Flow:
+// Data plane (one table): for the bare underlay and each backend, iperf3
+// TCP throughput pod to pod, its ratio to the underlay of the same run,
+// ping latency, and the daemons' RSS and CPU time during the transfers.
 //
 //	lock (one benchmark at a time) -> per scenario: a testbed with 2 hosts
 //	and 1 pod each, daemons started with the scenario's net-conf, iperf3
 //	server -> runs x scenarios, interleaved (iperf3 -t duration, /proc CPU
 //	before/after) -> per scenario 200 pings, RSS -> testbeds removed (also
 //	on error or Ctrl-C) -> ratios to the underlay and to kernel VXLAN
-//	-> table on stdout, bench/results/<name>.{md,json}
+//
+// Control plane (control.go): convergence of a join over 5 hosts, one
+// daemon with 1,000 leases and their churn, and an acquisition storm of
+// 250 subnet managers. Select parts with -only: scenario names, "data",
+// "control", "convergence", "scale", "storm".
 //
 // Scenarios are a list, so more rows (more backends, multi-stream, UDP
 // throughput) are one entry each.
@@ -33,6 +38,8 @@ import (
 	"syscall"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/flanneld-go/flannel/e2e/testbed"
 )
 
@@ -48,6 +55,7 @@ type scenario struct {
 
 var scenarios = []scenario{
 	{Name: "underlay", Backend: ""},
+	{Name: "host-gw", Backend: `{"Type":"host-gw"}`},
 	{Name: "vxlan", Backend: `{"Type":"vxlan"}`},
 	{Name: "udp", Backend: `{"Type":"udp"}`},
 	{Name: "udp-no-offload", Backend: `{"Type":"udp"}`, Env: []string{"FLANNEL_UDP_OFFLOAD=off"}},
@@ -88,10 +96,14 @@ type Result struct {
 	// calls and the kernel work they do in the daemon's context).
 	TxUserPerGB float64 `json:"tx_daemon_user_s_per_gb,omitempty"`
 	RxUserPerGB float64 `json:"rx_daemon_user_s_per_gb,omitempty"`
-	TxRSSMiB    float64 `json:"tx_daemon_rss_mib,omitempty"`
-	RxRSSMiB    float64 `json:"rx_daemon_rss_mib,omitempty"`
-	PingMs      Stat    `json:"ping_ms"`
-	Error       string  `json:"error,omitempty"`
+	// CPU seconds (user+system) of each daemon during one transfer.
+	TxCPUSec *Stat   `json:"tx_daemon_cpu_s_per_run,omitempty"`
+	RxCPUSec *Stat   `json:"rx_daemon_cpu_s_per_run,omitempty"`
+	TxRSSMiB float64 `json:"tx_daemon_rss_mib,omitempty"`
+	RxRSSMiB float64 `json:"rx_daemon_rss_mib,omitempty"`
+	PingMs   Stat    `json:"ping_ms"`
+	PingP99  float64 `json:"ping_p99_ms"`
+	Error    string  `json:"error,omitempty"`
 }
 
 // Report is the whole benchmark.
@@ -103,6 +115,10 @@ type Report struct {
 	Duration string    `json:"duration"`
 	Pings    int       `json:"pings"`
 	Results  []Result  `json:"results"`
+	// Control plane.
+	Convergence []ConvergenceResult `json:"convergence,omitempty"`
+	Scale       []ScaleResult       `json:"scale,omitempty"`
+	Storm       []StormResult       `json:"storm,omitempty"`
 }
 
 func main() {
@@ -112,15 +128,69 @@ func main() {
 	}
 }
 
+var stderr = os.Stderr
+
+// options are the command-line settings.
+type options struct {
+	runs, pings       int
+	dur               time.Duration
+	only              map[string]bool
+	verbose           bool
+	hosts, joins      int
+	peers, churn      int
+	churnRate         float64
+	stormN            int
+	perfDir           string
+	convergeBackends  []string
+	dataScenarioNames []string
+}
+
+// want reports whether a part runs: all by default, else when -only
+// names it or one of its groups.
+func (o *options) want(names ...string) bool {
+	if len(o.only) == 0 {
+		return true
+	}
+	for _, n := range names {
+		if o.only[n] {
+			return true
+		}
+	}
+	return false
+}
+
 func run() error {
-	runs := flag.Int("runs", 3, "iperf3 runs per scenario")
-	dur := flag.Duration("duration", 5*time.Second, "length of one iperf3 run")
-	pings := flag.Int("pings", 200, "pings for the latency figure")
-	only := flag.String("only", "", "comma-separated scenario names (default: all)")
-	out := flag.String("out", "bench/results", "directory for the Markdown and JSON results")
+	var o options
+	flag.IntVar(&o.runs, "runs", 3, "iperf3 runs per scenario")
+	flag.DurationVar(&o.dur, "duration", 5*time.Second, "length of one iperf3 run")
+	flag.IntVar(&o.pings, "pings", 200, "pings for the latency figure")
+	only := flag.String("only", "", "comma-separated parts to run: scenario names (underlay, host-gw, vxlan, udp, udp-no-offload), data, control, convergence, scale, storm (default: all)")
+	out := flag.String("out", "bench/results", "directory for the Markdown, JSON and PNG results")
 	name := flag.String("name", "latest", "base name of the result files")
-	verbose := flag.Bool("v", false, "log testbed progress")
+	flag.BoolVar(&o.verbose, "v", false, "log testbed progress")
+	flag.IntVar(&o.hosts, "hosts", 5, "convergence: hosts running a daemon")
+	flag.IntVar(&o.joins, "joins", 20, "convergence: simulated hosts joining, one at a time")
+	flag.IntVar(&o.peers, "leases", 1000, "scale: leases in etcd (one is the daemon's own)")
+	flag.IntVar(&o.churn, "churn", 1000, "scale: leases deleted and re-added after start-up")
+	flag.Float64Var(&o.churnRate, "churn-rate", 100, "scale: churned leases per second")
+	flag.IntVar(&o.stormN, "storm", 250, "storm: subnet managers acquiring at once")
+	flag.StringVar(&o.perfDir, "perf", "", "scale: record a perf profile of the daemon during the churn into this directory")
 	flag.Parse()
+	o.only = map[string]bool{}
+	for _, n := range strings.Split(*only, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			o.only[n] = true
+		}
+	}
+	known := []string{"data", "control", "convergence", "scale", "storm"}
+	for _, sc := range scenarios {
+		known = append(known, sc.Name)
+	}
+	for n := range o.only {
+		if !slices.Contains(known, n) {
+			return fmt.Errorf("-only %s: unknown part; known: %s", n, strings.Join(known, ", "))
+		}
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces)")
 	}
@@ -132,7 +202,27 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep := Report{Time: time.Now().UTC(), Kernel: kernel(), CPUs: runtime.NumCPU(), Runs: *runs, Duration: dur.String(), Pings: *pings}
+	rep := Report{Time: time.Now().UTC(), Kernel: kernel(), CPUs: runtime.NumCPU(), Runs: o.runs, Duration: o.dur.String(), Pings: o.pings}
+	if err := dataPlane(ctx, &o, &rep); err != nil {
+		return err
+	}
+	if err := controlPlane(ctx, &o, &rep); err != nil {
+		return err
+	}
+	md := markdown(rep)
+	fmt.Print(md)
+	if err := write(*out, *name, md, rep); err != nil {
+		return err
+	}
+	if fails := checks(rep); len(fails) > 0 {
+		return fmt.Errorf("%d check(s) failed:\n  %s", len(fails), strings.Join(fails, "\n  "))
+	}
+	return nil
+}
+
+// dataPlane measures the selected scenarios; their testbeds are removed
+// before it returns.
+func dataPlane(ctx context.Context, o *options, rep *Report) error {
 	var rigs []*rig
 	defer func() {
 		for _, r := range rigs {
@@ -140,11 +230,11 @@ func run() error {
 		}
 	}()
 	for _, sc := range scenarios {
-		if *only != "" && !slices.Contains(strings.Split(*only, ","), sc.Name) {
+		if !o.want("data", sc.Name) {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "bench: setting up %s\n", sc.Name)
-		r, err := setup(ctx, sc, *verbose)
+		r, err := setup(ctx, sc, o.verbose)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -156,16 +246,16 @@ func run() error {
 	// Runs are interleaved (run 1 of every scenario, then run 2, ...) so
 	// that a change in the machine's load hits every scenario alike and
 	// the ratios stay fair.
-	for i := range *runs {
+	for i := range o.runs {
 		for _, r := range rigs {
 			if r.res.Error == "" {
-				r.runOnce(ctx, i, *dur)
+				r.runOnce(ctx, i, o.dur)
 			}
 		}
 	}
 	for _, r := range rigs {
 		if r.res.Error == "" {
-			r.finish(ctx, *pings)
+			r.finish(ctx, o.pings)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -173,9 +263,86 @@ func run() error {
 		rep.Results = append(rep.Results, r.res)
 	}
 	ratios(rep.Results)
-	md := markdown(rep)
-	fmt.Print(md)
-	return write(*out, *name, md, rep)
+	return nil
+}
+
+// controlPlane runs the selected control-plane measurements, each on its
+// own testbed, one after the other.
+func controlPlane(ctx context.Context, o *options, rep *Report) error {
+	for _, typ := range []string{"host-gw", "vxlan"} {
+		if o.want("control", "convergence") {
+			rep.Convergence = append(rep.Convergence, convergence(ctx, typ, o.hosts, o.joins, o.verbose))
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	for _, typ := range []string{"host-gw", "vxlan"} {
+		if o.want("control", "scale") {
+			rep.Scale = append(rep.Scale, scale(ctx, typ, o.peers, o.churn, o.churnRate, o.perfDir, o.verbose))
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if o.want("control", "storm") {
+		rs, err := storms(ctx, o.stormN, o.verbose)
+		if err != nil {
+			return err
+		}
+		rep.Storm = rs
+	}
+	return ctx.Err()
+}
+
+// storms runs the acquisition storm on a testbed with only etcd: once in a
+// /16 (room for all), once in a /24 split into /28s (15 subnets).
+func storms(ctx context.Context, n int, verbose bool) ([]StormResult, error) {
+	tctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	tb, err := newTestbed(tctx, 0, netConf("10.0.0.0/16", "vxlan"), verbose)
+	if err != nil {
+		return nil, err
+	}
+	defer tb.Close()
+	dial := func() (*clientv3.Client, error) { return tbClient(tb) }
+	var out []StormResult
+	for _, conf := range []string{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan"}}`, `{"Network":"10.0.0.0/24","SubnetLen":28,"Backend":{"Type":"vxlan"}}`} {
+		out = append(out, storm(tctx, dial, conf, n))
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+	}
+	return out, nil
+}
+
+// checks lists what did not meet its target or failed outright.
+func checks(rep Report) []string {
+	var out []string
+	for _, r := range rep.Results {
+		if r.Error != "" {
+			out = append(out, r.Name+": "+r.Error)
+		}
+	}
+	for _, c := range rep.Convergence {
+		if c.Error != "" {
+			out = append(out, "convergence "+c.Backend+": "+c.Error)
+		}
+	}
+	for _, s := range rep.Scale {
+		switch {
+		case s.Error != "":
+			out = append(out, "scale "+s.Backend+": "+s.Error)
+		case !s.FinalExact:
+			out = append(out, "scale "+s.Backend+": final state not exact: "+s.FinalDiff)
+		}
+	}
+	for _, s := range rep.Storm {
+		if err := stormOK(s); err != nil {
+			out = append(out, fmt.Sprintf("storm %s/%d: %v", s.Network, s.SubnetLen, err))
+		}
+	}
+	return out
 }
 
 // lock takes an exclusive flock on a file in /run: a second benchmark
@@ -213,6 +380,7 @@ type rig struct {
 	res            Result
 	txCPU, rxCPU   []float64
 	txUser, rxUser []float64
+	txSec, rxSec   []float64
 }
 
 func (r *rig) fail(err error) {
@@ -279,6 +447,8 @@ func (r *rig) runOnce(ctx context.Context, i int, dur time.Duration) {
 	fmt.Fprintf(os.Stderr, "bench: %s run %d: %.2f Gbit/s\n", r.sc.Name, i+1, gbps)
 	if r.sc.Backend != "" && bytes > 0 {
 		gb := float64(bytes) / 1e9
+		r.txSec = append(r.txSec, (after[0].CPU - before[0].CPU).Seconds())
+		r.rxSec = append(r.rxSec, (after[1].CPU - before[1].CPU).Seconds())
 		r.txCPU = append(r.txCPU, (after[0].CPU-before[0].CPU).Seconds()/gb)
 		r.rxCPU = append(r.rxCPU, (after[1].CPU-before[1].CPU).Seconds()/gb)
 		r.txUser = append(r.txUser, (after[0].User-before[0].User).Seconds()/gb)
@@ -293,6 +463,8 @@ func (r *rig) finish(ctx context.Context, pings int) {
 	if r.sc.Backend != "" {
 		tx, rx := stat(r.txCPU), stat(r.rxCPU)
 		r.res.TxCPUPerGB, r.res.RxCPUPerGB = &tx, &rx
+		txs, rxs := stat(r.txSec), stat(r.rxSec)
+		r.res.TxCPUSec, r.res.RxCPUSec = &txs, &rxs
 		r.res.TxUserPerGB, r.res.RxUserPerGB = stat(r.txUser).Median, stat(r.rxUser).Median
 		if s, err := testbed.ReadProcStat(r.h1.DaemonPID()); err == nil {
 			r.res.TxRSSMiB = float64(s.RSS) / (1 << 20)
@@ -307,6 +479,9 @@ func (r *rig) finish(ctx context.Context, pings int) {
 		return
 	}
 	r.res.PingMs = stat(rtts)
+	sorted := slices.Clone(rtts)
+	slices.Sort(sorted)
+	r.res.PingP99 = rank(sorted, 0.99)
 }
 
 // close stops the iperf3 server and removes the testbed.
@@ -424,39 +599,104 @@ func ratios(rs []Result) {
 
 func markdown(rep Report) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Data-plane benchmark\n\n%s, kernel %s, %d CPUs; iperf3 TCP single stream, pod to pod across two hosts (the underlay row: host to host), %d runs of %s, median [min–max]; ping: %d pings 10 ms apart, median [min–max]. CPU: the daemon's user+system seconds per GB received, on the sending (tx) and receiving (rx) host.\n\n",
-		rep.Time.Format(time.RFC3339), rep.Kernel, rep.CPUs, rep.Runs, rep.Duration, rep.Pings)
-	b.WriteString("| scenario | Gbit/s | vs underlay | vs vxlan | tx CPU s/GB | rx CPU s/GB | RSS MiB tx/rx | ping ms |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
-	pct := func(v float64) string {
-		if v == 0 {
-			return "–"
-		}
-		return fmt.Sprintf("%.0f%%", v*100)
+	fmt.Fprintf(&b, "# flanneld benchmark\n\n%s, kernel %s, %d CPUs.\n", rep.Time.Format(time.RFC3339), rep.Kernel, rep.CPUs)
+	if len(rep.Results) > 0 {
+		dataTable(&b, rep)
 	}
-	st := func(s *Stat, f string) string {
-		if s == nil {
-			return "–"
-		}
-		return fmt.Sprintf(f+" ["+f+"–"+f+"]", s.Median, s.Min, s.Max)
+	if len(rep.Convergence) > 0 {
+		convergenceTable(&b, rep.Convergence)
 	}
-	for _, r := range rep.Results {
-		if r.Error != "" {
-			fmt.Fprintf(&b, "| %s | error: %s | | | | | | |\n", r.Name, strings.ReplaceAll(r.Error, "\n", " "))
-			continue
-		}
-		rss := "–"
-		if r.TxRSSMiB > 0 {
-			rss = fmt.Sprintf("%.0f / %.0f", r.TxRSSMiB, r.RxRSSMiB)
-		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Name, st(&r.Gbps, "%.2f"), pct(r.VsUnderlay), pct(r.VsVXLAN),
-			st(r.TxCPUPerGB, "%.2f"), st(r.RxCPUPerGB, "%.2f"), rss, st(&r.PingMs, "%.3f"))
+	if len(rep.Scale) > 0 {
+		scaleTable(&b, rep.Scale)
+	}
+	if len(rep.Storm) > 0 {
+		stormTable(&b, rep.Storm)
 	}
 	return b.String()
 }
 
-// write stores the report as name.md and name.json in dir, each through a
-// temporary file and a rename.
+func dataTable(b *strings.Builder, rep Report) {
+	fmt.Fprintf(b, "\n## Data plane\n\niperf3 TCP, one stream, pod to pod across two hosts (underlay: host to host), %d runs of %s, median [min–max]; "+
+		"the ratio is to the underlay of the same run. Ping: %d pings 10 ms apart, median and p99. Daemon: RSS after the runs and "+
+		"user+system CPU seconds during one run (median), on the sending (tx) and receiving (rx) host; CPU per GB received in the JSON.\n\n",
+		rep.Runs, rep.Duration, rep.Pings)
+	b.WriteString("| scenario | Gbit/s | vs underlay | ping ms median / p99 | daemon RSS MiB tx / rx | daemon CPU s per run tx / rx |\n")
+	b.WriteString("|---|---|---|---|---|---|\n")
+	for _, r := range rep.Results {
+		if r.Error != "" {
+			fmt.Fprintf(b, "| %s | error: %s | | | | |\n", r.Name, strings.ReplaceAll(r.Error, "\n", " "))
+			continue
+		}
+		ratio, rss, cpu := "–", "–", "–"
+		if r.VsUnderlay > 0 {
+			ratio = fmt.Sprintf("%.0f%%", r.VsUnderlay*100)
+		}
+		if r.TxRSSMiB > 0 {
+			rss = fmt.Sprintf("%.1f / %.1f", r.TxRSSMiB, r.RxRSSMiB)
+		}
+		if r.TxCPUSec != nil {
+			cpu = fmt.Sprintf("%.2f / %.2f", r.TxCPUSec.Median, r.RxCPUSec.Median)
+		}
+		fmt.Fprintf(b, "| %s | %.2f [%.2f–%.2f] | %s | %.3f / %.3f | %s | %s |\n", r.Name, r.Gbps.Median, r.Gbps.Min, r.Gbps.Max,
+			ratio, r.PingMs.Median, r.PingP99, rss, cpu)
+	}
+}
+
+func convergenceTable(b *strings.Builder, cs []ConvergenceResult) {
+	b.WriteString("\n## Convergence\n\nA simulated host's lease is written to etcd; time until every daemon host has its route " +
+		"(vxlan: neighbour, FDB entry and route), seen with ip/bridge monitor. Per join: the slowest host.\n\n")
+	b.WriteString("| backend | hosts | joins | median ms | p90 ms | max ms | per host median / max ms | etcd put ms |\n|---|---|---|---|---|---|---|---|\n")
+	for _, c := range cs {
+		if c.Error != "" {
+			fmt.Fprintf(b, "| %s | %d | %d | error: %s | | | | |\n", c.Backend, c.Hosts, c.Joins, c.Error)
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %d | %d | %.1f | %.1f | %.1f | %.1f / %.1f | %.1f |\n", c.Backend, c.Hosts, c.Joins,
+			c.Join.Median, c.Join.P90, c.Join.Max, c.PerHost.Median, c.PerHost.Max, c.PutMs)
+	}
+}
+
+func scaleTable(b *strings.Builder, ss []ScaleResult) {
+	b.WriteString("\n## Control-plane scale\n\nOne daemon, the other leases simulated peers written to etcd beforehand. Program: daemon start " +
+		"to every peer's entries in the kernel. Churn: each op deletes a lease and re-adds it with a new address and MAC; lag is per op, " +
+		"from the delete to the new entries in the kernel; settle is from the last write to the final state; exact: one dump of the " +
+		"kernel tables equals the lease set.\n\n")
+	b.WriteString("| backend | peers | entries | program ms | CPU s at start | RSS MiB | churn ops @ /s | lag median / max ms | settle ms | churn CPU s | exact | peak RSS MiB |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, s := range ss {
+		if s.Error != "" {
+			fmt.Fprintf(b, "| %s | %d | error: %s | | | | | | | | | |\n", s.Backend, s.Peers, s.Error)
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %d | %d | %.0f | %.2f | %.1f | %d @ %.0f | %.1f / %.1f | %.0f | %.2f | %v | %.1f |\n", s.Backend, s.Peers, s.Entries,
+			s.ProgramMs, s.StartCPU, s.StartRSS, s.ChurnOps, s.ChurnRate, s.ChurnLag.Median, s.ChurnLag.Max, s.SettleMs, s.ChurnCPU, s.FinalExact, s.PeakRSS)
+	}
+}
+
+func stormTable(b *strings.Builder, ss []StormResult) {
+	b.WriteString("\n## Acquisition storm\n\nSubnet managers (one etcd client each) call Acquire at the same instant against the testbed etcd.\n\n")
+	b.WriteString("| network | SubnetLen | leasable | managers | acquired | distinct | wall ms | per call median / max ms | out of subnets | other errors |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, s := range ss {
+		if s.Error != "" {
+			fmt.Fprintf(b, "| %s | %d | error: %s | | | | | | | |\n", s.Network, s.SubnetLen, s.Error)
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %d | %d | %d | %d | %v | %.0f | %.0f / %.0f | %d | %d |\n", s.Network, s.SubnetLen, s.Leasable, s.Managers,
+			s.Acquired, s.Distinct, s.WallMs, s.PerCall.Median, s.PerCall.Max, s.Exhausted, s.OtherErrs)
+	}
+	for _, s := range ss {
+		if s.ExhaustedMsg != "" {
+			fmt.Fprintf(b, "\nExhaustion error (%s/%d): `%s`\n", s.Network, s.SubnetLen, s.ExhaustedMsg)
+		}
+		if s.OtherMsg != "" {
+			fmt.Fprintf(b, "\nOther error (%s/%d): `%s`\n", s.Network, s.SubnetLen, s.OtherMsg)
+		}
+	}
+}
+
+// write stores the report as name.md, name.json and, with data-plane
+// results, name.png in dir, each through a temporary file and a rename.
 func write(dir, name, md string, rep Report) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -465,7 +705,16 @@ func write(dir, name, md string, rep Report) error {
 	if err != nil {
 		return err
 	}
-	for ext, data := range map[string][]byte{".md": []byte(md), ".json": append(js, '\n')} {
+	files := map[string][]byte{".md": []byte(md), ".json": append(js, '\n')}
+	if len(rep.Results) > 0 {
+		img, err := chartPNG(rep)
+		if err != nil {
+			return err
+		}
+		files[".png"] = img
+	}
+	var exts []string
+	for ext, data := range files {
 		path := filepath.Join(dir, name+ext)
 		if err := os.WriteFile(path+".tmp", data, 0o644); err != nil {
 			return err
@@ -473,7 +722,9 @@ func write(dir, name, md string, rep Report) error {
 		if err := os.Rename(path+".tmp", path); err != nil {
 			return err
 		}
+		exts = append(exts, ext[1:])
 	}
-	fmt.Fprintf(os.Stderr, "bench: wrote %s/%s.{md,json}\n", dir, name)
+	slices.Sort(exts)
+	fmt.Fprintf(os.Stderr, "bench: wrote %s/%s.{%s}\n", dir, name, strings.Join(exts, ","))
 	return nil
 }

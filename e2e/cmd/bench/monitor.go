@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// kernelWatch follows one host's routes (proto 98), permanent neighbours
+// and FDB entries of one device as the kernel announces them, with
+//
+//	ip monitor route | ip monitor neigh | bridge monitor fdb
+//
+// started before the change under test; each line is timestamped when it
+// is read (the pipe is flushed per message by iproute2), so no polling
+// adds latency. The state is a map kind/key -> value with the time the
+// value appeared:
+//
+//	route  key dst       value gateway
+//	neigh  key IP        value MAC
+//	fdb    key MAC       value VTEP address
+type kernelWatch struct {
+	dev  string // VXLAN device whose neighbours and FDB are followed ("" for none)
+	mu   sync.Mutex
+	cond *sync.Cond
+	seen map[item]time.Time // present items and when they appeared
+	val  map[string]string  // kind/key -> value present now
+	cmds []*exec.Cmd
+	wg   sync.WaitGroup
+}
+
+// item is one kernel entry: kind ("route", "neigh", "fdb"), key, value.
+type item struct{ Kind, Key, Val string }
+
+// watchKernel starts the monitors in namespace ns and returns once they
+// run. dev is the VXLAN device, or "" (host-gw: routes only).
+func watchKernel(ns, dev string) (*kernelWatch, error) {
+	w := &kernelWatch{dev: dev, seen: map[item]time.Time{}, val: map[string]string{}}
+	w.cond = sync.NewCond(&w.mu)
+	argvs := [][]string{{"ip", "monitor", "route"}}
+	if dev != "" {
+		argvs = append(argvs, []string{"ip", "monitor", "neigh"}, []string{"bridge", "monitor", "fdb"})
+	}
+	for _, a := range argvs {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, a...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			w.close()
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			w.close()
+			return nil, fmt.Errorf("%s: %w", strings.Join(cmd.Args, " "), err)
+		}
+		w.cmds = append(w.cmds, cmd)
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				w.line(time.Now(), sc.Text())
+			}
+		}()
+	}
+	// The monitors subscribe right after exec; give them a moment so the
+	// first change is not missed.
+	time.Sleep(200 * time.Millisecond)
+	return w, nil
+}
+
+// line parses one monitor line and updates the state.
+func (w *kernelWatch) line(at time.Time, s string) {
+	deleted := strings.HasPrefix(s, "Deleted ")
+	s = strings.TrimPrefix(s, "Deleted ")
+	f := strings.Fields(s)
+	if len(f) < 3 {
+		return
+	}
+	arg := func(name string) string {
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == name {
+				return f[i+1]
+			}
+		}
+		return ""
+	}
+	var kind, key, val string
+	switch {
+	case arg("proto") == "98" && arg("dev") != "": // a route of ours
+		kind, key, val = "route", f[0], arg("via")
+		if !strings.Contains(key, "/") {
+			key += "/32"
+		}
+	case w.dev != "" && arg("dev") == w.dev && arg("lladdr") != "" && strings.Contains(s, "PERMANENT"):
+		kind, key, val = "neigh", f[0], arg("lladdr")
+	case w.dev != "" && arg("dev") == w.dev && arg("dst") != "" && strings.Contains(s, "self"):
+		kind, key, val = "fdb", f[0], arg("dst")
+	default:
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	k := kind + "/" + key
+	if old, ok := w.val[k]; ok {
+		delete(w.seen, item{kind, key, old})
+		delete(w.val, k)
+	}
+	if !deleted {
+		w.val[k] = val
+		w.seen[item{kind, key, val}] = at
+	}
+	w.cond.Broadcast()
+}
+
+// wait blocks until every item is present, and returns the latest time
+// one of them appeared (items present before since count as since). It
+// gives up after timeout or when ctx is done, returning how many are
+// missing.
+func (w *kernelWatch) wait(ctx context.Context, items []item, since time.Time, timeout time.Duration) (time.Time, int) {
+	deadline := time.Now().Add(timeout)
+	wake := func() {
+		w.mu.Lock()
+		w.cond.Broadcast()
+		w.mu.Unlock()
+	}
+	t := time.AfterFunc(timeout, wake)
+	defer t.Stop()
+	defer context.AfterFunc(ctx, wake)()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		last, missing := since, 0
+		for _, it := range items {
+			at, ok := w.seen[it]
+			if !ok {
+				missing++
+				continue
+			}
+			if at.After(last) {
+				last = at
+			}
+		}
+		if missing == 0 || !time.Now().Before(deadline) || ctx.Err() != nil {
+			return last, missing
+		}
+		w.cond.Wait()
+	}
+}
+
+// close stops the monitors.
+func (w *kernelWatch) close() {
+	for _, c := range w.cmds {
+		c.Process.Kill()
+	}
+	w.wg.Wait()
+	for _, c := range w.cmds {
+		c.Wait()
+	}
+}
