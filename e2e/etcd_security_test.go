@@ -112,9 +112,6 @@ func TestEtcdTLS(t *testing.T) {
 	if err := tb.StartEtcd(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h3.WaitSubnetFile(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if err := h3.AddPods(ctx, 1); err != nil {
 		t.Fatal(err)
 	}

@@ -135,9 +135,6 @@ func TestHostGWOtherSegment(t *testing.T) {
 	if err := far.StartDaemon(ctx, "--reconcile-period", "1s"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := far.WaitSubnetFile(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if err := far.AddPods(ctx, 1); err != nil {
 		t.Fatal(err)
 	}

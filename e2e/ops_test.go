@@ -108,9 +108,6 @@ func TestEtcdOutage(t *testing.T) {
 			if err := h3.StartDaemon(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := h3.WaitSubnetFile(ctx); err != nil {
-				t.Fatal(err)
-			}
 			if err := h3.AddPods(ctx, 1); err != nil {
 				t.Fatal(err)
 			}

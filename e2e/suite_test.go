@@ -155,9 +155,6 @@ func meshSuiteWith(t *testing.T, backend string, m meshChecks) {
 	sn4 := waitLease(t, ctx, tb, h4.Addr)
 	programmed := func(h *testbed.Host) bool { return strings.Contains(routeTo(ctx, h, sn4), want(h4, sn4)) }
 	if want == nil {
-		if _, err := h4.WaitSubnetFile(ctx); err != nil {
-			t.Fatal(err)
-		}
 		if err := h4.AddPods(ctx, 2); err != nil {
 			t.Fatal(err)
 		}
@@ -168,9 +165,6 @@ func meshSuiteWith(t *testing.T, backend string, m meshChecks) {
 		t.Logf("%s programmed the new host %s in %v", h.Name, sn4, took.Round(time.Millisecond))
 	}
 	if want != nil {
-		if _, err := h4.WaitSubnetFile(ctx); err != nil {
-			t.Fatal(err)
-		}
 		if err := h4.AddPods(ctx, 2); err != nil {
 			t.Fatal(err)
 		}

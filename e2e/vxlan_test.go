@@ -79,9 +79,6 @@ func TestVXLANSegments(t *testing.T) {
 			if err := far.StartDaemon(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := far.WaitSubnetFile(ctx); err != nil {
-				t.Fatal(err)
-			}
 			if err := far.AddPods(ctx, 1); err != nil {
 				t.Fatal(err)
 			}

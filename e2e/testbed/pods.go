@@ -83,8 +83,12 @@ func readPodNet(path string) (podNet, error) {
 // cni0 (up, the FLANNEL_SUBNET and FLANNEL_IPV6_SUBNET addresses, mtu
 // FLANNEL_MTU) if missing, then per pod a namespace <prefix>-h<i>p<j> with
 // eth0 (peer vp<j> on cni0), the next free address of the subnet (.2, .3,
-// ...; ::2, ::3, ...) and a default route via the cni0 address.
+// ...; ::2, ::3, ...) and a default route via the cni0 address. It first
+// waits for the daemon's subnet file, so it can follow StartDaemon at once.
 func (h *Host) AddPods(ctx context.Context, n int) error {
+	if _, err := h.WaitSubnetFile(ctx); err != nil {
+		return err
+	}
 	tb := h.tb
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
