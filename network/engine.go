@@ -111,11 +111,12 @@ type Engine struct {
 	attrs subnet.LeaseAttrs
 	// lease is written only by the engine's goroutine (under leaseMu) and
 	// read there freely; other goroutines use Lease().
-	lease   subnet.Lease
-	leaseMu sync.Mutex
-	fw      *firewallRunner
-	health  *Health
-	relist  chan struct{}
+	lease    subnet.Lease
+	leaseGen uint64 // counts setLease calls, to spot stale renewals
+	leaseMu  sync.Mutex
+	fw       *firewallRunner
+	health   *Health
+	relist   chan struct{}
 }
 
 // NewEngine builds an engine from parts, for tests and embedders.
@@ -245,7 +246,11 @@ func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, e
 	outage := subnet.NewOutageLog(e.log, "acquiring a lease")
 	delay := time.Second
 	for {
-		l, err := e.sm.Acquire(ctx, e.net, e.attrs, hint)
+		// Each attempt is bounded: the etcd client waits for a connection
+		// without limit, and an outage must be logged, not waited on.
+		actx, cancel := context.WithTimeout(ctx, etcdRequestTimeout)
+		l, err := e.sm.Acquire(actx, e.net, e.attrs, hint)
+		cancel()
 		if err == nil {
 			outage.OK()
 			return l, nil
@@ -343,24 +348,58 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 		}
 		e.health.Set("backend", nil)
 	}
-	renewNow := func() error {
-		l, err := e.sm.Renew(ctx, e.lease)
+	// Renewal runs in its own goroutine and reports back, so an etcd that
+	// does not answer never stalls the loop (and with it the reconcile
+	// timer and the etcd check).
+	type renewResult struct {
+		lease subnet.Lease
+		err   error
+		gen   uint64 // e.leaseGen when the renewal started
+	}
+	renewDone := make(chan renewResult, 1)
+	renewing := false
+	startRenew := func() {
+		if renewing {
+			return
+		}
+		renewing = true
+		l, gen := e.lease, e.leaseGen
+		go func() {
+			rctx, cancel := context.WithTimeout(ctx, etcdRequestTimeout)
+			defer cancel()
+			nl, err := e.sm.Renew(rctx, l)
+			renewDone <- renewResult{nl, err, gen}
+		}()
+	}
+	renewed := func(r renewResult) error {
+		renewing = false
 		switch {
-		case err == nil:
-			renewOutage.OK()
-			e.setLease(l)
-			e.log.Info("lease renewed", "subnet", l.String(), "expires", l.Expiration.Format(time.RFC3339))
+		case ctx.Err() != nil:
+			return nil
+		case r.gen != e.leaseGen:
+			// The lease was replaced (re-acquired) while this renewal ran.
 			renew.Reset(e.renewDelay())
-		case errors.Is(err, subnet.ErrLeaseLost):
-			e.log.Warn("our lease is gone from etcd; acquiring again", "subnet", e.lease.String(), "reason", err)
+		case r.err == nil:
+			renewOutage.OK()
+			e.setLease(r.lease)
+			e.log.Info("lease renewed", "subnet", r.lease.String(), "expires", r.lease.Expiration.Format(time.RFC3339))
+			renew.Reset(e.renewDelay())
+		case errors.Is(r.err, subnet.ErrLeaseLost):
+			e.log.Warn("our lease is gone from etcd; acquiring again", "subnet", e.lease.String(), "reason", r.err)
 			if err := e.reacquire(ctx); err != nil {
 				return err
 			}
 			renew.Reset(e.renewDelay())
 		default:
 			m.etcdErrors.WithLabelValues("renew").Inc()
-			renewOutage.Fail(err)
-			renew.Reset(min(30*time.Second, max(time.Second, time.Until(e.lease.Expiration)/4)))
+			renewOutage.Fail(r.err)
+			delay := min(30*time.Second, max(time.Second, time.Until(e.lease.Expiration)/4))
+			if !etcdOutage.Failing() {
+				// etcd answers the check again (this renewal was started
+				// before it came back): try again at once.
+				delay = time.Second
+			}
+			renew.Reset(delay)
 		}
 		return nil
 	}
@@ -422,7 +461,9 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 		case <-retry.C:
 			reconcile()
 		case <-renew.C:
-			if err := renewNow(); err != nil {
+			startRenew()
+		case r := <-renewDone:
+			if err := renewed(r); err != nil {
 				return err
 			}
 		case <-probe.C:
@@ -449,13 +490,15 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 				case e.relist <- struct{}{}:
 				default:
 				}
-				if err := renewNow(); err != nil {
-					return err
-				}
+				startRenew()
 			}
 		}
 	}
 }
+
+// etcdRequestTimeout bounds the engine's own etcd requests (acquire,
+// renew).
+const etcdRequestTimeout = 10 * time.Second
 
 // coalesceWindow is how long lease events are gathered before a reconcile.
 const coalesceWindow = 20 * time.Millisecond
@@ -464,6 +507,7 @@ const coalesceWindow = 20 * time.Millisecond
 func (e *Engine) setLease(l subnet.Lease) {
 	e.leaseMu.Lock()
 	e.lease = l
+	e.leaseGen++
 	e.leaseMu.Unlock()
 	e.health.Set("lease", nil)
 	if l.Reserved() {
