@@ -141,9 +141,6 @@ func NewEngine(c Config, sm *subnet.Manager, netcfg *subnet.Config, ext *backend
 	return e
 }
 
-// Health returns the engine's readiness and metrics.
-func (e *Engine) Health() *Health { return e.health }
-
 // Lease returns the lease currently held (valid once Ready was called).
 // Safe to call from any goroutine.
 func (e *Engine) Lease() subnet.Lease {

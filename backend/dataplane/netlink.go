@@ -24,9 +24,6 @@ func NewNetlink(h *netlink.Handle) *Netlink {
 	return &Netlink{h: h}
 }
 
-// Handle returns the underlying netlink handle.
-func (n *Netlink) Handle() *netlink.Handle { return n.h }
-
 // dumpRetries bounds retries of dumps the kernel interrupted because the
 // table changed under them (netlink.ErrDumpInterrupted).
 const dumpRetries = 5

@@ -63,16 +63,26 @@ func sh(t *testing.T, cmd string) string {
 	return string(out)
 }
 
+// underlay gives the private namespace an external interface ul0
+// (192.168.50.11/24, a veth) and removes it and flannel.1 afterwards.
+func underlay(t *testing.T) *backend.ExternalInterface {
+	t.Helper()
+	netnstest.Require(t)
+	sh(t, "ip link add ul0 type veth peer name ul0p && ip addr add 192.168.50.11/24 dev ul0 && ip link set ul0 up && ip link set ul0p up")
+	t.Cleanup(func() { exec.Command("sh", "-c", "ip link del ul0; ip link del flannel.1").Run() })
+	link, err := netlink.LinkByName("ul0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &backend.ExternalInterface{Name: "ul0", Index: link.Attrs().Index, MTU: 1500,
+		Addr: netip.MustParseAddr("192.168.50.11"), PublicIP: netip.MustParseAddr("192.168.50.11")}
+}
+
 // TestDeviceLifecycle runs against the real kernel in a private namespace:
 // idempotent adoption, re-creation when incompatible, self-healing after
 // deletion, and the entries for a peer.
 func TestDeviceLifecycle(t *testing.T) {
-	netnstest.Require(t)
-	sh(t, "ip link add ul0 type veth peer name ul0p && ip addr add 192.168.50.11/24 dev ul0 && ip link set ul0 up && ip link set ul0p up")
-	t.Cleanup(func() { exec.Command("sh", "-c", "ip link del ul0; ip link del flannel.1").Run() })
-	link, _ := netlink.LinkByName("ul0")
-	ext := &backend.ExternalInterface{Name: "ul0", Index: link.Attrs().Index, MTU: 1500,
-		Addr: netip.MustParseAddr("192.168.50.11"), PublicIP: netip.MustParseAddr("192.168.50.11")}
+	ext := underlay(t)
 	cfg, _, _ := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16"}`))
 	var logs bytes.Buffer
 	newB := func() *VXLAN {
@@ -175,12 +185,7 @@ func TestDeviceLifecycle(t *testing.T) {
 // from tunnel entries to a direct route, and back, leaving nothing of the
 // other kind.
 func TestDirectRoutingPeerMoves(t *testing.T) {
-	netnstest.Require(t)
-	sh(t, "ip link add ul0 type veth peer name ul0p && ip addr add 192.168.50.11/24 dev ul0 && ip link set ul0 up && ip link set ul0p up")
-	t.Cleanup(func() { exec.Command("sh", "-c", "ip link del ul0; ip link del flannel.1").Run() })
-	link, _ := netlink.LinkByName("ul0")
-	ext := &backend.ExternalInterface{Name: "ul0", Index: link.Attrs().Index, MTU: 1500,
-		Addr: netip.MustParseAddr("192.168.50.11"), PublicIP: netip.MustParseAddr("192.168.50.11")}
+	ext := underlay(t)
 	cfg, _, _ := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}`))
 	opts, _ := parseOptions([]byte(`{"Type":"vxlan","DirectRouting":true}`))
 	be, _ := newBackend(backend.Params{Ext: ext, Config: cfg, Options: opts, Log: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))})
