@@ -123,6 +123,22 @@ func PlanL2(k NeighKernel, links []int, neighs []Neigh, fdbs []FDB) (*L2Plan, er
 			}
 		}
 	}
+	// Deletions in a fixed order (address, MAC) whatever order the kernel
+	// (or a fake's map) listed them in: logs and tests stay reproducible.
+	sort.Slice(p.neighDel, func(i, j int) bool {
+		a, b := p.neighDel[i], p.neighDel[j]
+		if a.LinkIndex != b.LinkIndex {
+			return a.LinkIndex < b.LinkIndex
+		}
+		return a.IP.Less(b.IP)
+	})
+	sort.Slice(p.fdbDel, func(i, j int) bool {
+		a, b := p.fdbDel[i], p.fdbDel[j]
+		if a.LinkIndex != b.LinkIndex {
+			return a.LinkIndex < b.LinkIndex
+		}
+		return bytes.Compare(a.MAC, b.MAC) < 0
+	})
 	return p, nil
 }
 
