@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+var prefixSeq atomic.Int64
+
+// testPrefix is an etcd prefix no other test (nor another -count round of
+// this one) uses, so tests can share the server.
+func testPrefix(t *testing.T) string {
+	return fmt.Sprintf("/test/%s-%d", strings.ReplaceAll(t.Name(), "/", "_"), prefixSeq.Add(1))
+}
+
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // testManager returns a manager under a prefix of its own, with the config
@@ -38,7 +47,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 func testManager(t *testing.T, netconf string, ttl time.Duration) (*Manager, *clientv3.Client, *Config) {
 	t.Helper()
 	cli := etcdSrv.Client(t)
-	prefix := "/test/" + strings.ReplaceAll(t.Name(), "/", "_")
+	prefix := testPrefix(t)
 	m := NewManager(cli, prefix, ttl, quiet)
 	ctx := context.Background()
 	if _, err := cli.Put(ctx, m.ConfigKey(), netconf); err != nil {
@@ -461,7 +470,7 @@ func TestWatchRecoversFromCompaction(t *testing.T) {
 
 func TestWaitConfig(t *testing.T) {
 	cli := etcdSrv.Client(t)
-	m := NewManager(cli, "/test/waitconfig", time.Hour, quiet)
+	m := NewManager(cli, testPrefix(t), time.Hour, quiet)
 	ctx := ctxT(t)
 	go func() {
 		time.Sleep(1500 * time.Millisecond)
@@ -472,7 +481,7 @@ func TestWaitConfig(t *testing.T) {
 		t.Fatalf("WaitConfig: %v %v", cfg, err)
 	}
 	cli.Put(ctx, m.ConfigKey(), `{"Network":"10.9.0.0/33"}`)
-	if _, err := m.WaitConfig(ctx); err == nil || !strings.Contains(err.Error(), "invalid net-conf at /test/waitconfig/config: Network:") {
+	if _, err := m.WaitConfig(ctx); err == nil || !strings.Contains(err.Error(), "invalid net-conf at "+m.ConfigKey()+": Network:") {
 		t.Fatalf("bad config: %v", err)
 	}
 }

@@ -56,14 +56,14 @@ func TestWaitConfigLogsOutage(t *testing.T) {
 	}
 	defer cli.Close()
 	var buf lockedBuffer
-	m := NewManager(cli, "/test/waitconfig-outage", time.Hour, slog.New(slog.NewTextHandler(&buf, nil)))
+	m := NewManager(cli, testPrefix(t), time.Hour, slog.New(slog.NewTextHandler(&buf, nil)))
 	ctx, cancel := context.WithTimeout(context.Background(), configReadTimeout+2*time.Second)
 	defer cancel()
 	_, err = m.WaitConfig(ctx)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("WaitConfig = %v, want the context's deadline", err)
 	}
-	want := `msg="waiting for etcd to read the network config" key=/test/waitconfig-outage/config error="etcd did not answer a read of /test/waitconfig-outage/config within 5s`
+	want := `msg="waiting for etcd to read the network config" key=` + m.ConfigKey() + ` error="etcd did not answer a read of ` + m.ConfigKey() + ` within 5s`
 	if !strings.Contains(buf.String(), want) {
 		t.Errorf("log lacks %s:\n%s", want, buf.String())
 	}
