@@ -333,7 +333,9 @@ func (b *Backend) desired(leases []subnet.Lease) []*peer {
 	for _, l := range leases {
 		key := l.Key()
 		present[key] = true
-		if !b.peerLog.OfType(l, TypeName) {
+		// Upstream flannel's udp backend publishes its lease without a
+		// BackendType (and accepts any peer): an empty type is such a host.
+		if l.Attrs.BackendType != "" && !b.peerLog.OfType(l, TypeName) {
 			continue
 		}
 		if !l.Subnet.IsValid() || !l.Attrs.PublicIP.Is4() {

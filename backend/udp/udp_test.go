@@ -31,6 +31,7 @@ func TestReconcileTable(t *testing.T) {
 	peers := []subnet.Lease{
 		lease("10.244.2.0/24", "192.168.50.12", TypeName),
 		lease("10.244.3.0/24", "192.168.50.13", "vxlan"),
+		lease("10.244.4.0/24", "192.168.50.14", ""), // upstream's udp writes no type
 	}
 	for range 3 {
 		b.peers = b.desired(peers)
@@ -40,6 +41,9 @@ func TestReconcileTable(t *testing.T) {
 	tb := b.table.Load()
 	if p := tb.lookup(netip.MustParseAddr("10.244.2.7")); p == nil || p.addr.String() != "192.168.50.12:9000" {
 		t.Errorf("lookup 10.244.2.7: %v", p)
+	}
+	if p := tb.lookup(netip.MustParseAddr("10.244.4.7")); p == nil || p.addr.String() != "192.168.50.14:9000" {
+		t.Errorf("an upstream udp peer (no BackendType) is not in the table: %v", p)
 	}
 	if p := tb.lookup(netip.MustParseAddr("10.244.3.7")); p != nil {
 		t.Errorf("a vxlan peer is in the table: %v", p)
@@ -59,7 +63,7 @@ func TestReconcileTable(t *testing.T) {
 	b.publish()
 	b.mu.Unlock()
 	tb = b.table.Load()
-	if tb.lookup(netip.MustParseAddr("10.244.2.7")) != nil || tb.isPeer(netip.MustParseAddr("192.168.50.12")) {
+	if tb.lookup(netip.MustParseAddr("10.244.2.7")) != nil || tb.isPeer(netip.MustParseAddr("192.168.50.12")) || !tb.isPeer(netip.MustParseAddr("192.168.50.14")) {
 		t.Error("departed peer still in the table")
 	}
 }
