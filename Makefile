@@ -17,7 +17,7 @@ TEST_TIMEOUT ?= 18m
 DEB_PKGS  := iproute2 iptables iperf3 iputils-ping tcpdump ethtool curl
 DEB_BINS  := ip iptables ip6tables iperf3 ping tcpdump ethtool curl
 
-.PHONY: all build deps cni-plugins lint test unit demo e2e-clean clean install bench
+.PHONY: all build deps cni-plugins upstream-flanneld lint test unit demo e2e-clean clean install bench
 
 all: build
 
@@ -55,6 +55,18 @@ cni-plugins: $(addprefix $(CNI_BIN)/,flannel bridge host-local loopback cnitool)
 $(CNI_BIN)/%:
 	GOBIN=$(CURDIR)/$(CNI_BIN) $(GO) install $(cni_$*)
 
+# upstream-flanneld builds upstream flannel's daemon (the version pinned in
+# e2e/upstream/go.mod) for e2e/interop_test.go: hosts running upstream and
+# hosts running ours in one cluster must reach each other.
+UPSTREAM_VERSION := $(shell sed -n 's/^require github.com\/flannel-io\/flannel //p' e2e/upstream/go.mod)
+
+upstream-flanneld: $(BIN)/upstream/flanneld
+
+$(BIN)/upstream/flanneld: e2e/upstream/go.mod e2e/upstream/go.sum
+	@mkdir -p $(BIN)/upstream
+	cd e2e/upstream && $(GO) build -ldflags '-X github.com/flannel-io/flannel/pkg/version.Version=$(UPSTREAM_VERSION)' \
+		-o $(CURDIR)/$(BIN)/upstream/flanneld github.com/flannel-io/flannel
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
@@ -62,7 +74,7 @@ lint:
 
 # test runs everything: unit tests, privileged tests (each in a private
 # network namespace) and the end-to-end tests on the namespace testbed.
-test: deps build cni-plugins lint
+test: deps build cni-plugins upstream-flanneld lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # unit runs the tests that need neither root nor the testbed binaries.

@@ -23,6 +23,17 @@ func (h *Host) StartDaemon(ctx context.Context, extraArgs ...string) error {
 // StartDaemonEnv is StartDaemon with extra environment variables
 // ("FLANNELD_IFACE=eth0"), for tests of the environment bindings.
 func (h *Host) StartDaemonEnv(ctx context.Context, env []string, extraArgs ...string) error {
+	return h.startDaemon(ctx, h.tb.opts.FlanneldBin, env, extraArgs)
+}
+
+// StartDaemonBin is StartDaemon with another flanneld binary: upstream
+// flannel's, for the interoperability tests. It takes the same flags
+// (upstream's parser accepts the double-dash form too).
+func (h *Host) StartDaemonBin(ctx context.Context, bin string, extraArgs ...string) error {
+	return h.startDaemon(ctx, bin, nil, extraArgs)
+}
+
+func (h *Host) startDaemon(ctx context.Context, bin string, env, extraArgs []string) error {
 	tb := h.tb
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
@@ -37,10 +48,10 @@ func (h *Host) StartDaemonEnv(ctx context.Context, env []string, extraArgs ...st
 			return fmt.Errorf("testbed: %s: daemon already running", h.Name)
 		}
 	}
-	if _, err := os.Stat(tb.opts.FlanneldBin); err != nil {
-		return fmt.Errorf("testbed: %w (build it: go build -o %s .)", err, tb.opts.FlanneldBin)
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("testbed: %w (build it: make build upstream-flanneld)", err)
 	}
-	argv := append([]string{tb.opts.FlanneldBin,
+	argv := append([]string{bin,
 		"--etcd-endpoints", tb.EtcdEndpoint(),
 		"--iface", "eth0",
 		"--subnet-file", h.SubnetFile(),
@@ -57,7 +68,7 @@ func (h *Host) StartDaemonEnv(ctx context.Context, env []string, extraArgs ...st
 	}
 	h.daemon = p
 	tb.addCleanup("kill flanneld of "+h.Name, p.kill)
-	tb.logf("testbed %s: %s: started flanneld %s", tb.prefix, h.Name, strings.Join(extraArgs, " "))
+	tb.logf("testbed %s: %s: started %s %s", tb.prefix, h.Name, bin, strings.Join(extraArgs, " "))
 	return nil
 }
 

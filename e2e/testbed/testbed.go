@@ -201,8 +201,8 @@ func (tb *Testbed) Hosts() []*Host {
 }
 
 // Dump writes the diagnostics of a failed test to logf: the tail of the
-// etcd log and of each daemon log, and "ip addr" and "ip route" of each
-// host.
+// etcd log and of each daemon log, and of each host "ip addr", "ip route",
+// the permanent neighbours and the FDB entries of the VXLAN devices.
 func (tb *Testbed) Dump(ctx context.Context, logf func(format string, args ...any)) {
 	logf("testbed %s: etcd log tail:\n%s", tb.prefix, tail(tb.etcdLogPath(), 20))
 	for _, h := range tb.Hosts() {
@@ -212,6 +212,8 @@ func (tb *Testbed) Dump(ctx context.Context, logf func(format string, args ...an
 		if tb.opts.IPv6 {
 			cmds = append(cmds, []string{"ip", "-6", "route"})
 		}
+		cmds = append(cmds, []string{"ip", "neigh", "show", "nud", "permanent"}, []string{"bridge", "fdb", "show", "dynamic"},
+			[]string{"bridge", "fdb", "show", "permanent"})
 		for _, c := range cmds {
 			out, err := h.Exec(ctx, c...)
 			if err != nil {
