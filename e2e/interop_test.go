@@ -243,3 +243,75 @@ func checkVTEP(t *testing.T, ctx context.Context, h *testbed.Host, dev string, a
 		t.Errorf("%s: no FDB entry %s dst %s on %s:\n%s", h.Name, mac, dst, dev, f)
 	}
 }
+
+// TestInteropMigration: a host moves from upstream flanneld to ours and
+// back (an operator rolling out this daemon, then rolling back), keeping
+// its subnet each time, so its pods keep their addresses and the cluster
+// reaches them after each step.
+func TestInteropMigration(t *testing.T) {
+	for _, tc := range []struct{ name, backend string }{
+		{"vxlan", vxlanBackend},
+		{"host-gw", hostGW},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			requireTestbed(t)
+			up := upstreamBin(t)
+			ctx := ctxFor(t, 3*time.Minute)
+			tb := testbed.NewT(t, testbed.Options{Hosts: 3})
+			if err := tb.PutNetConfig(ctx, netconf(tc.backend)); err != nil {
+				t.Fatal(err)
+			}
+			h1, h2, h3 := tb.Hosts()[0], tb.Hosts()[1], tb.Hosts()[2]
+			if err := h3.Sysctl(ctx, "net.ipv4.ip_forward", "1"); err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range []*testbed.Host{h1, h2} {
+				if err := h.StartDaemon(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := h3.StartDaemonBin(ctx, up); err != nil {
+				t.Fatal(err)
+			}
+			if err := tb.AddPodsAll(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("h3 log:\n%s", h3.Log())
+				}
+			})
+			pingMesh(t, ctx, tb)
+			sn := leaseSubnet(t, ctx, h3)
+
+			for i, step := range []struct {
+				to    string
+				start func() error
+			}{
+				{"ours", func() error { return h3.StartDaemon(ctx) }},
+				{"upstream", func() error { return h3.StartDaemonBin(ctx, up) }},
+			} {
+				if err := h3.StopDaemon(); err != nil {
+					t.Fatal(err)
+				}
+				os.Remove(h3.SubnetFile()) // the new daemon must write it anew
+				if err := step.start(); err != nil {
+					t.Fatal(err)
+				}
+				env, err := h3.WaitSubnetFile(ctx)
+				if err != nil {
+					t.Fatalf("h3 on %s: no subnet file: %v", step.to, err)
+				}
+				if got := netip.MustParsePrefix(env["FLANNEL_SUBNET"]).Masked(); got != sn {
+					t.Fatalf("h3 moved to %s got subnet %s, had %s", step.to, got, sn)
+				}
+				start := time.Now()
+				pingMesh(t, ctx, tb)
+				t.Logf("step %d: h3 now runs %s flanneld, subnet %s kept, mesh whole again in %v", i+1, step.to, sn, time.Since(start).Round(time.Millisecond))
+				if _, lv := leaseOf(t, ctx, tb, h3.Addr); tc.backend == vxlanBackend && lv.BackendData.VtepMAC != linkMAC(t, ctx, h3, "flannel.1") {
+					t.Errorf("h3's lease has VtepMAC %s, its device %s", lv.BackendData.VtepMAC, linkMAC(t, ctx, h3, "flannel.1"))
+				}
+			}
+		})
+	}
+}
