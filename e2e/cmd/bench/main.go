@@ -617,19 +617,22 @@ func markdown(rep Report) string {
 
 func dataTable(b *strings.Builder, rep Report) {
 	fmt.Fprintf(b, "\n## Data plane\n\niperf3 TCP, one stream, pod to pod across two hosts (underlay: host to host), %d runs of %s, median [min–max]; "+
-		"the ratio is to the underlay of the same run. Ping: %d pings 10 ms apart, median and p99. Daemon: RSS after the runs and "+
-		"user+system CPU seconds during one run (median), on the sending (tx) and receiving (rx) host; CPU per GB received in the JSON.\n\n",
+		"the ratios are to the underlay and to kernel VXLAN of the same run. Ping: %d pings 10 ms apart, median and p99. Daemon: RSS after the runs, "+
+		"user+system CPU seconds during one run and per GB received (medians), on the sending (tx) and receiving (rx) host.\n\n",
 		rep.Runs, rep.Duration, rep.Pings)
-	b.WriteString("| scenario | Gbit/s | vs underlay | ping ms median / p99 | daemon RSS MiB tx / rx | daemon CPU s per run tx / rx |\n")
-	b.WriteString("|---|---|---|---|---|---|\n")
+	b.WriteString("| scenario | Gbit/s | vs underlay | vs vxlan | ping ms median / p99 | daemon RSS MiB tx / rx | daemon CPU s per run tx / rx | daemon CPU s per GB tx / rx |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rep.Results {
 		if r.Error != "" {
-			fmt.Fprintf(b, "| %s | error: %s | | | | |\n", r.Name, strings.ReplaceAll(r.Error, "\n", " "))
+			fmt.Fprintf(b, "| %s | error: %s | | | | | | |\n", r.Name, strings.ReplaceAll(r.Error, "\n", " "))
 			continue
 		}
-		ratio, rss, cpu := "–", "–", "–"
+		ratio, vsVX, rss, cpu, perGB := "–", "–", "–", "–", "–"
 		if r.VsUnderlay > 0 {
 			ratio = fmt.Sprintf("%.0f%%", r.VsUnderlay*100)
+		}
+		if r.VsVXLAN > 0 {
+			vsVX = fmt.Sprintf("%.0f%%", r.VsVXLAN*100)
 		}
 		if r.TxRSSMiB > 0 {
 			rss = fmt.Sprintf("%.1f / %.1f", r.TxRSSMiB, r.RxRSSMiB)
@@ -637,8 +640,11 @@ func dataTable(b *strings.Builder, rep Report) {
 		if r.TxCPUSec != nil {
 			cpu = fmt.Sprintf("%.2f / %.2f", r.TxCPUSec.Median, r.RxCPUSec.Median)
 		}
-		fmt.Fprintf(b, "| %s | %.2f [%.2f–%.2f] | %s | %.3f / %.3f | %s | %s |\n", r.Name, r.Gbps.Median, r.Gbps.Min, r.Gbps.Max,
-			ratio, r.PingMs.Median, r.PingP99, rss, cpu)
+		if r.TxCPUPerGB != nil && r.RxCPUPerGB != nil {
+			perGB = fmt.Sprintf("%.2f / %.2f", r.TxCPUPerGB.Median, r.RxCPUPerGB.Median)
+		}
+		fmt.Fprintf(b, "| %s | %.2f [%.2f–%.2f] | %s | %s | %.3f / %.3f | %s | %s | %s |\n", r.Name, r.Gbps.Median, r.Gbps.Min, r.Gbps.Max,
+			ratio, vsVX, r.PingMs.Median, r.PingP99, rss, cpu, perGB)
 	}
 }
 
