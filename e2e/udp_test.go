@@ -322,3 +322,43 @@ func goroutineCounts(log string) []int {
 	}
 	return out
 }
+
+// TestUDPDeviceDeleted: flannel0 deleted by hand while the daemon runs is
+// re-created and re-configured by the same process (as vxlan does with its
+// device), and traffic flows again in both directions.
+func TestUDPDeviceDeleted(t *testing.T) {
+	requireTestbed(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	tb := newCluster(t, ctx, udpBackend, 2, 1, testbed.Options{})
+	h1, h2 := tb.Hosts()[0], tb.Hosts()[1]
+	p1, p2 := h1.Pods[0], h2.Pods[0]
+	if err := p1.WaitPing(ctx, p2.Addr); err != nil {
+		t.Fatal(err)
+	}
+	pid := h1.DaemonPID()
+	for round := 1; round <= 2; round++ { // twice: the second device must be watched too
+		if out, err := h1.Exec(ctx, "ip", "link", "del", "flannel0"); err != nil {
+			t.Fatalf("ip link del flannel0: %v %s", err, out)
+		}
+		took := waitFor(t, "pods reach each other again", 10*time.Second, func() bool {
+			return p1.Ping(ctx, p2.Addr, 1) == nil && p2.Ping(ctx, p1.Addr, 1) == nil
+		})
+		t.Logf("round %d: traffic back %v after flannel0 was deleted", round, took.Round(time.Millisecond))
+		if got := h1.DaemonPID(); got != pid {
+			t.Fatalf("daemon pid %d, was %d: it exited instead of re-creating the device", got, pid)
+		}
+		if n := strings.Count(h1.Log(), `msg="TUN device re-created"`); n != round {
+			t.Fatalf("%d re-creations logged, want %d:\n%s", n, round, h1.Log())
+		}
+	}
+	r := routeTo(ctx, h1, netip.MustParsePrefix("10.244.0.0/16"))
+	if !strings.Contains(r, "dev flannel0 proto 98") {
+		t.Errorf("Network route after re-creation: %q", r)
+	}
+	// The MTU is restored too: a full-size DF ping crosses.
+	env, _ := h1.WaitSubnetFile(ctx)
+	mtu, _ := strconv.Atoi(env["FLANNEL_MTU"])
+	if out, err := p1.Exec(ctx, "ping", "-c", "2", "-W", "2", "-M", "do", "-s", strconv.Itoa(mtu-28), p2.Addr.String()); err != nil {
+		t.Errorf("full-size ping after re-creation: %v\n%s", err, out)
+	}
+}

@@ -72,6 +72,7 @@ package udp
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -234,58 +235,8 @@ func (b *Backend) MTU() int { return b.ext.MTU - encapOverhead }
 // Equivalent to: ip addr replace <subnet>.0/32 dev flannel0; ip link set
 // flannel0 mtu <mtu> up; ip route replace <Network> dev flannel0 proto 98
 func (b *Backend) Start(_ context.Context, own subnet.Lease) (int, error) {
-	link, err := netlink.LinkByName(DeviceName)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", DeviceName, err)
-	}
-	if err := netlink.LinkSetMTU(link, b.MTU()); err != nil {
-		return 0, fmt.Errorf("ip link set %s mtu %d: %w", DeviceName, b.MTU(), err)
-	}
-	want := netip.PrefixFrom(own.Subnet.Masked().Addr(), 32)
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return 0, fmt.Errorf("ip addr show dev %s: %w", DeviceName, err)
-	}
-	for _, a := range addrs {
-		if a.IPNet.String() != want.String() {
-			if err := netlink.AddrDel(link, &a); err != nil {
-				return 0, fmt.Errorf("ip addr del %s dev %s: %w", a.IPNet, DeviceName, err)
-			}
-		}
-	}
-	na, _ := netlink.ParseAddr(want.String())
-	if err := netlink.AddrReplace(link, na); err != nil {
-		return 0, fmt.Errorf("ip addr replace %s dev %s: %w", want, DeviceName, err)
-	}
-	if b.cfg.EnableIPv6 && own.IPv6Subnet.IsValid() {
-		// IPv6 pods over the IPv4 underlay: flannel0 carries both families
-		// (the version nibble tells them apart on the wire).
-		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/disable_ipv6", []byte("0"), 0o644)
-		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/accept_ra", []byte("0"), 0o644)
-		want6 := netip.PrefixFrom(own.IPv6Subnet.Masked().Addr(), 128)
-		addrs6, err := netlink.AddrList(link, netlink.FAMILY_V6)
-		if err != nil {
-			return 0, fmt.Errorf("ip -6 addr show dev %s: %w", DeviceName, err)
-		}
-		for _, a := range addrs6 {
-			if a.IPNet.String() != want6.String() && !a.IP.IsLinkLocalUnicast() {
-				if err := netlink.AddrDel(link, &a); err != nil {
-					return 0, fmt.Errorf("ip addr del %s dev %s: %w", a.IPNet, DeviceName, err)
-				}
-			}
-		}
-		na6, _ := netlink.ParseAddr(want6.String())
-		na6.Flags = unix.IFA_F_NODAD
-		if err := netlink.AddrReplace(link, na6); err != nil {
-			return 0, fmt.Errorf("ip addr replace %s dev %s: %w", want6, DeviceName, err)
-		}
-	} else {
-		// No IPv6: keep the kernel from sending router solicitations into
-		// flannel0 (they would only be counted as drops).
-		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/disable_ipv6", []byte("1"), 0o644)
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return 0, fmt.Errorf("ip link set %s up: %w", DeviceName, err)
+	if err := b.configureDevice(own); err != nil {
+		return 0, err
 	}
 	b.mu.Lock()
 	b.own = own
@@ -295,6 +246,65 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (int, error) {
 		return 0, err
 	}
 	return b.MTU(), nil
+}
+
+// configureDevice gives flannel0 its MTU and own's addresses and brings it
+// up.
+func (b *Backend) configureDevice(own subnet.Lease) error {
+	link, err := netlink.LinkByName(DeviceName)
+	if err != nil {
+		return fmt.Errorf("%s: %w", DeviceName, err)
+	}
+	if err := netlink.LinkSetMTU(link, b.MTU()); err != nil {
+		return fmt.Errorf("ip link set %s mtu %d: %w", DeviceName, b.MTU(), err)
+	}
+	want := netip.PrefixFrom(own.Subnet.Masked().Addr(), 32)
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("ip addr show dev %s: %w", DeviceName, err)
+	}
+	for _, a := range addrs {
+		if a.IPNet.String() != want.String() {
+			if err := netlink.AddrDel(link, &a); err != nil {
+				return fmt.Errorf("ip addr del %s dev %s: %w", a.IPNet, DeviceName, err)
+			}
+		}
+	}
+	na, _ := netlink.ParseAddr(want.String())
+	if err := netlink.AddrReplace(link, na); err != nil {
+		return fmt.Errorf("ip addr replace %s dev %s: %w", want, DeviceName, err)
+	}
+	if b.cfg.EnableIPv6 && own.IPv6Subnet.IsValid() {
+		// IPv6 pods over the IPv4 underlay: flannel0 carries both families
+		// (the version nibble tells them apart on the wire).
+		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/disable_ipv6", []byte("0"), 0o644)
+		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/accept_ra", []byte("0"), 0o644)
+		want6 := netip.PrefixFrom(own.IPv6Subnet.Masked().Addr(), 128)
+		addrs6, err := netlink.AddrList(link, netlink.FAMILY_V6)
+		if err != nil {
+			return fmt.Errorf("ip -6 addr show dev %s: %w", DeviceName, err)
+		}
+		for _, a := range addrs6 {
+			if a.IPNet.String() != want6.String() && !a.IP.IsLinkLocalUnicast() {
+				if err := netlink.AddrDel(link, &a); err != nil {
+					return fmt.Errorf("ip addr del %s dev %s: %w", a.IPNet, DeviceName, err)
+				}
+			}
+		}
+		na6, _ := netlink.ParseAddr(want6.String())
+		na6.Flags = unix.IFA_F_NODAD
+		if err := netlink.AddrReplace(link, na6); err != nil {
+			return fmt.Errorf("ip addr replace %s dev %s: %w", want6, DeviceName, err)
+		}
+	} else {
+		// No IPv6: keep the kernel from sending router solicitations into
+		// flannel0 (they would only be counted as drops).
+		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/disable_ipv6", []byte("1"), 0o644)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("ip link set %s up: %w", DeviceName, err)
+	}
+	return nil
 }
 
 // syncRoute installs the Network route via flannel0 and removes routes of
@@ -390,29 +400,99 @@ func (b *Backend) Stats() Stats {
 
 // Run implements backend.Runner: the packet path, one sender and one
 // receiver goroutine per queue, until ctx is done; then the device and
-// sockets are closed (flannel0 goes away with them).
+// sockets are closed (flannel0 goes away with them). If flannel0 is
+// deleted while the daemon runs (by hand, say), Run re-creates and
+// re-configures it and goes on, as the vxlan backend does with its device.
 func (b *Backend) Run(ctx context.Context) error {
 	if b.dev == nil {
 		return fmt.Errorf("udp backend: Run before Prepare")
 	}
+	stats := make(chan struct{})
+	go func() { b.logStats(ctx); close(stats) }()
+	defer func() {
+		<-stats
+		b.closeSockets()
+		b.dev.close()
+	}()
+	for {
+		err := b.runQueues(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, errDeviceGone) {
+			return err
+		}
+		b.log.Warn("TUN device deleted while running (by hand?); re-creating it", "dev", DeviceName)
+		if rerr := b.recreateDevice(); rerr != nil {
+			return fmt.Errorf("udp backend: %s was deleted and re-creating it failed; exiting so that a restart recreates it: %w", DeviceName, rerr)
+		}
+	}
+}
+
+// errDeviceGone: a packet loop stopped because flannel0 no longer exists.
+var errDeviceGone = errors.New("the TUN device is gone")
+
+// runQueues runs the packet loops on the current device until ctx is done
+// or one of them fails; it stops the others before returning.
+func (b *Backend) runQueues(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	for i, q := range b.dev.queues {
+	n := min(len(b.dev.queues), len(b.socks))
+	for i, q := range b.dev.queues[:n] {
 		snd := newSender(b, q, b.socks[i], b.counters[2*i], b.dev.vnet)
 		rcv := newReceiver(b, q, b.socks[i], b.counters[2*i+1], b.dev.vnet)
 		g.Go(func() error { return b.packetLoop(gctx, "send", snd.run) })
 		g.Go(func() error { return b.packetLoop(gctx, "receive", rcv.run) })
 	}
-	g.Go(func() error { b.logStats(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
-		b.closeSockets()
-		return b.dev.close()
+		if ctx.Err() != nil {
+			// Shutdown: closing unblocks every loop.
+			b.closeSockets()
+			b.dev.close()
+			return nil
+		}
+		// A loop failed: wake the receivers blocked on their sockets
+		// (which stay open for the next device) and close the queues.
+		for _, s := range b.socks {
+			s.conn.SetReadDeadline(time.Unix(1, 0))
+		}
+		b.dev.close()
+		return nil
 	})
 	err := g.Wait()
-	if ctx.Err() != nil {
-		return nil
+	for _, s := range b.socks {
+		s.conn.SetReadDeadline(time.Time{})
 	}
 	return err
+}
+
+// recreateDevice opens flannel0 anew with the offloads of the first one and
+// gives it back its MTU, addresses and route.
+func (b *Backend) recreateDevice() error {
+	dev, err := openTun(DeviceName, b.want, b.log)
+	if err != nil {
+		return err
+	}
+	if len(dev.queues) > len(b.socks) {
+		for _, q := range dev.queues[len(b.socks):] {
+			q.f.Close()
+		}
+		dev.queues = dev.queues[:len(b.socks)]
+	}
+	b.dev = dev
+	b.mu.Lock()
+	own := b.own
+	b.mu.Unlock()
+	if own.Subnet.IsValid() {
+		if err := b.configureDevice(own); err != nil {
+			return err
+		}
+		if err := b.syncRoute(); err != nil {
+			return err
+		}
+	}
+	b.log.Info("TUN device re-created", "dev", DeviceName, "queues", len(dev.queues), "vnet_hdr", dev.vnet, "tso", dev.tso)
+	return nil
 }
 
 func (b *Backend) packetLoop(ctx context.Context, dir string, run func() error) error {
@@ -420,10 +500,8 @@ func (b *Backend) packetLoop(ctx context.Context, dir string, run func() error) 
 	if ctx.Err() != nil || closedErr(err) {
 		return nil
 	}
-	if !linkExists(DeviceName) {
-		// The queues die with the device; flanneld exits so that the
-		// service manager restarts it, which recreates flannel0.
-		return fmt.Errorf("udp backend: %s was deleted (by hand?); exiting so that a restart recreates it: %w", DeviceName, err)
+	if errors.Is(err, unix.EBADFD) || !linkExists(DeviceName) {
+		return fmt.Errorf("udp backend %s loop: %w (%w)", dir, errDeviceGone, err)
 	}
 	return fmt.Errorf("udp backend %s loop: %w", dir, err)
 }
