@@ -407,9 +407,11 @@ func (b *Backend) Run(ctx context.Context) error {
 	if b.dev == nil {
 		return fmt.Errorf("udp backend: Run before Prepare")
 	}
+	sctx, stopStats := context.WithCancel(ctx)
 	stats := make(chan struct{})
-	go func() { b.logStats(ctx); close(stats) }()
+	go func() { b.logStats(sctx); close(stats) }()
 	defer func() {
+		stopStats()
 		<-stats
 		b.closeSockets()
 		b.dev.close()
