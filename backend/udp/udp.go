@@ -407,12 +407,7 @@ func (b *Backend) Run(ctx context.Context) error {
 	if b.dev == nil {
 		return fmt.Errorf("udp backend: Run before Prepare")
 	}
-	sctx, stopStats := context.WithCancel(ctx)
-	stats := make(chan struct{})
-	go func() { b.logStats(sctx); close(stats) }()
 	defer func() {
-		stopStats()
-		<-stats
 		b.closeSockets()
 		b.dev.close()
 	}()
@@ -434,8 +429,9 @@ func (b *Backend) Run(ctx context.Context) error {
 // errDeviceGone: a packet loop stopped because flannel0 no longer exists.
 var errDeviceGone = errors.New("the TUN device is gone")
 
-// runQueues runs the packet loops on the current device until ctx is done
-// or one of them fails; it stops the others before returning.
+// runQueues runs the packet loops on the current device, and the counter
+// logger, until ctx is done or a loop fails; it stops the others before
+// returning.
 func (b *Backend) runQueues(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	n := min(len(b.dev.queues), len(b.socks))
@@ -445,6 +441,7 @@ func (b *Backend) runQueues(ctx context.Context) error {
 		g.Go(func() error { return b.packetLoop(gctx, "send", snd.run) })
 		g.Go(func() error { return b.packetLoop(gctx, "receive", rcv.run) })
 	}
+	g.Go(func() error { b.logStats(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		if ctx.Err() != nil {
