@@ -237,11 +237,29 @@ func TestSmokeCleanAll(t *testing.T) {
 		t.Fatalf("expected etcd and tcpdump in the namespaces, found pids %v", pids)
 	}
 
-	removed, err := testbed.CleanAll(tb.Prefix())
-	if err != nil {
+	// While its owner (this test process) runs, the testbed is kept...
+	removed, kept, err := testbed.CleanAll(tb.Prefix(), false)
+	if err != nil || len(removed) != 0 || len(kept) != 1 || !strings.Contains(kept[0], fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("CleanAll with a live owner: removed %v, kept %v, %v", removed, kept, err)
+	}
+	// ...and once the owner is a process that has exited (as a killed test
+	// binary), it is removed.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
 		t.Fatal(err)
 	}
+	owner := filepath.Join(os.TempDir(), tb.Prefix()+".owner")
+	if err := os.WriteFile(owner, []byte(fmt.Sprintf("%d 1\n", dead.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	removed, kept, err = testbed.CleanAll(tb.Prefix(), false)
+	if err != nil || len(kept) != 0 {
+		t.Fatalf("CleanAll with a dead owner: kept %v, %v", kept, err)
+	}
 	t.Logf("CleanAll removed %v", removed)
+	if _, err := os.Stat(owner); !os.IsNotExist(err) {
+		t.Errorf("owner file left: %v", err)
+	}
 	for _, want := range []string{"netns " + tb.Prefix() + "-sw", "netns " + tb.Prefix() + "-h1p1", "netns " + tb.Prefix() + "-out", "dir " + tb.WorkDir()} {
 		if !slices.Contains(removed, want) {
 			t.Errorf("CleanAll did not report %q", want)

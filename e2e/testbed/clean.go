@@ -19,24 +19,39 @@ var (
 	nsPattern = regexp.MustCompile(`^flt[0-9a-f]{5}-[a-z0-9]+$`)
 	// dirPattern matches the default work directories (os.MkdirTemp).
 	dirPattern = regexp.MustCompile(`^flt[0-9a-f]{5}-[0-9]+$`)
+	// ownerPattern matches the owner files (see owner.go).
+	ownerPattern = regexp.MustCompile(`^flt[0-9a-f]{5}\.owner$`)
 )
 
 // CleanAll removes what testbeds whose prefix starts with prefix left
 // behind, for example after a test binary was killed: it kills the processes
 // in each such namespace, deletes the namespace, and removes the default work
-// directories in os.TempDir. Only names of the testbed's own form
-// ("flt" + 5 hex digits + "-" + role) are touched, so CleanAll("flt") cannot
-// hit an unrelated namespace that merely starts with "flt". It returns the
-// namespaces and directories removed. make e2e-clean runs CleanAll("flt").
-func CleanAll(prefix string) ([]string, error) {
+// directories in os.TempDir and the owner files. Only names of the testbed's
+// own form ("flt" + 5 hex digits + "-" + role) are touched, so
+// CleanAll("flt") cannot hit an unrelated namespace that merely starts with
+// "flt". A testbed whose owning process still runs is left alone (listed in
+// kept) unless all is true. make e2e-clean runs CleanAll("flt", false).
+func CleanAll(prefix string, all bool) (removed, kept []string, err error) {
 	names, err := listNS(context.Background())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var removed []string
+	keep := map[string]bool{} // testbed prefix -> owner alive
+	skip := func(name string) bool {
+		p := name[:len("flt")+5]
+		alive, seen := keep[p]
+		if !seen {
+			if pid := liveOwner(p); pid != 0 && !all {
+				alive = true
+				kept = append(kept, fmt.Sprintf("testbed %s (its owner, pid %d, is running)", p, pid))
+			}
+			keep[p] = alive
+		}
+		return alive
+	}
 	var errs []error
 	for _, name := range names {
-		if !strings.HasPrefix(name, prefix) || !nsPattern.MatchString(name) {
+		if !strings.HasPrefix(name, prefix) || !nsPattern.MatchString(name) || skip(name) {
 			continue
 		}
 		if err := deleteNS(name); err != nil {
@@ -50,17 +65,27 @@ func CleanAll(prefix string) ([]string, error) {
 		errs = append(errs, err)
 	}
 	for _, e := range entries {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) || !dirPattern.MatchString(e.Name()) {
+		path := filepath.Join(os.TempDir(), e.Name())
+		switch {
+		case !strings.HasPrefix(e.Name(), prefix):
+			continue
+		case e.IsDir() && dirPattern.MatchString(e.Name()):
+		case !e.IsDir() && ownerPattern.MatchString(e.Name()):
+		default:
 			continue
 		}
-		dir := filepath.Join(os.TempDir(), e.Name())
-		if err := os.RemoveAll(dir); err != nil {
+		if skip(e.Name()) {
+			continue
+		}
+		if err := os.RemoveAll(path); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		removed = append(removed, "dir "+dir)
+		if e.IsDir() {
+			removed = append(removed, "dir "+path)
+		}
 	}
-	return removed, errors.Join(errs...)
+	return removed, kept, errors.Join(errs...)
 }
 
 // listNS returns the names of all named network namespaces.

@@ -35,7 +35,8 @@
 //     its threads unless a goroutine exits while locked to one, which this
 //     package never does. If a test binary is killed hard (panic on
 //     timeout), namespaces may remain: CleanAll (make e2e-clean) removes
-//     them.
+//     them, keeping the testbeds whose owner (recorded in
+//     $TMPDIR/<prefix>.owner) still runs.
 //   - Pod networking is what a CNI bridge plugin would build: bridge cni0
 //     carries the first address of the host's lease (read from the subnet
 //     file the daemon writes), each pod is a namespace with a veth on cni0

@@ -256,6 +256,11 @@ func (tb *Testbed) checkOpen() error {
 }
 
 func (tb *Testbed) makeWorkDir() error {
+	if err := writeOwner(tb.prefix); err != nil {
+		return fmt.Errorf("testbed: recording the owner: %w", err)
+	}
+	owner := ownerPath(tb.prefix)
+	tb.addCleanup("remove "+owner, func() error { return removeIfExists(owner) })
 	if tb.opts.WorkDir != "" {
 		tb.workDir = tb.opts.WorkDir
 		return os.MkdirAll(tb.workDir, 0o755)
@@ -266,6 +271,13 @@ func (tb *Testbed) makeWorkDir() error {
 	}
 	tb.workDir = dir
 	tb.addCleanup("remove "+dir, func() error { return os.RemoveAll(dir) })
+	return nil
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return err
+	}
 	return nil
 }
 
