@@ -182,6 +182,9 @@ func TestInteropUpstream(t *testing.T) {
 					env, _ := hu.WaitSubnetFile(ctx)
 					sn6U := netip.MustParsePrefix(env["FLANNEL_IPV6_SUBNET"]).Masked()
 					checkVTEP(t, ctx, h1, "flannel-v6.1", sn6U.Addr(), mac6U, hu.Addr6)
+					mtu6, _ := hu.Exec(ctx, "cat", "/sys/class/net/flannel-v6.1/mtu")
+					env1, _ := h1.WaitSubnetFile(ctx)
+					t.Logf("pod MTU: upstream %s (its flannel-v6.1: %s), ours %s", env["FLANNEL_MTU"], strings.TrimSpace(mtu6), env1["FLANNEL_MTU"])
 				}
 			case hostGW:
 				if r := routeTo(ctx, h1, snU); !strings.Contains(r, "via "+hu.Addr.String()) {
