@@ -7,10 +7,15 @@
 //	Reconcile make the data plane match the current set of peer leases
 //
 // Reconcile is declarative: it receives the whole peer set every time (after
-// each etcd change and on a timer) and must be idempotent, so state deleted
-// by hand comes back and state of departed peers goes away. Backends never
-// tear their data plane down when the daemon stops: routes and devices stay
-// so that traffic between existing hosts keeps flowing across a restart.
+// each etcd change and on a timer), turns it into a dataplane.State with a
+// pure function and hands that to dataplane.Apply, so state deleted by hand
+// comes back and state of departed peers goes away.
+//
+// host-gw and vxlan leave their data plane in place when the daemon stops:
+// routes, devices and entries stay, so traffic between existing hosts keeps
+// flowing across a restart. udp cannot: its TUN device flannel0 lives only
+// as long as the daemon holds it open, so stopping the daemon removes
+// flannel0 and, with it, the route through it.
 package backend
 
 import (
@@ -18,6 +23,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/flanneld-go/flannel/backend/dataplane"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -56,8 +62,10 @@ type Backend interface {
 	// MTU pods must use. It may be called again if the lease changes.
 	Start(ctx context.Context, own subnet.Lease) (mtu int, err error)
 	// Reconcile makes the kernel state match peers (every lease except
-	// ours). It is idempotent and must not block for long.
-	Reconcile(ctx context.Context, peers []subnet.Lease) error
+	// ours). It is idempotent and must not block for long. It returns what
+	// it changed (for the engine's log line and metrics), also when it
+	// fails part-way.
+	Reconcile(ctx context.Context, peers []subnet.Lease) (dataplane.Changes, error)
 }
 
 // Runner is implemented by backends with long-running work of their own,

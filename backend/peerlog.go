@@ -7,14 +7,13 @@ import (
 	"maps"
 	"slices"
 	"strings"
-
-	"github.com/flanneld-go/flannel/subnet"
 )
 
 // PeerLog reports problems with individual peers without flooding the log:
 // a problem is logged when first seen for a peer and again only when its
 // reason changes, although reconcile runs every few seconds. It is not safe
-// for concurrent use; backends call it under their own lock.
+// for concurrent use; backends call it from Reconcile, which the engine
+// never runs concurrently.
 type PeerLog struct {
 	log  *slog.Logger
 	seen map[string]string // peer key (optionally "key/aspect") -> reason logged
@@ -32,32 +31,6 @@ func (p *PeerLog) Warn(key, reason, msg string, args ...any) {
 	}
 	p.seen[key] = reason
 	p.log.Warn(msg, args...)
-}
-
-// Clear forgets key's problem, so it is logged again if it comes back.
-func (p *PeerLog) Clear(key string) { delete(p.seen, key) }
-
-// Prune forgets the peers that are not in present (lease keys), including
-// their "key/aspect" entries.
-func (p *PeerLog) Prune(present map[string]bool) {
-	for key := range p.seen {
-		lease, _, _ := strings.Cut(key, "/")
-		if !present[lease] {
-			delete(p.seen, key)
-		}
-	}
-}
-
-// OfType reports whether l belongs to backend type typ, logging once per
-// peer when it does not: such peers are ignored until they are restarted
-// with the same net-conf.
-func (p *PeerLog) OfType(l subnet.Lease, typ string) bool {
-	if l.Attrs.BackendType == typ {
-		return true
-	}
-	p.Warn(l.Key(), "type:"+l.Attrs.BackendType, "ignoring peer of another backend type; restart it with the same net-conf",
-		"peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP, "peer_backend", l.Attrs.BackendType)
-	return false
 }
 
 // CheckOptionNames rejects keys of a backend's net-conf object other than

@@ -9,18 +9,23 @@
 //	-> acquire lease -> backend.Start -> firewall rules -> subnet.env -> ready
 //	-> loop { lease events | reconcile timer | renew timer }
 //
-// On shutdown nothing is torn down: routes, devices and rules stay so that
-// traffic keeps flowing while the daemon restarts, and the lease stays in
-// etcd so the restarted daemon gets the same subnet back.
+// The parts: engine.go sets up (backend, firewall, lease) and runs the
+// goroutines; lease.go acquires, applies and renews the lease; loop.go is
+// the event loop; peers.go is the pure rule of which leases are peers.
+// Nothing on the loop waits for etcd: renewal and re-acquisition run in
+// goroutines of their own and report back.
+//
+// On shutdown the lease stays in etcd, so the restarted daemon gets the
+// same subnet back, and so do the rules and, for host-gw and vxlan, the
+// routes and devices, so traffic between the other hosts and this one's
+// pods keeps flowing while the daemon restarts. udp's flannel0 goes away
+// with the daemon (see backend).
 package network
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"sort"
 	"sync"
 	"time"
 
@@ -168,28 +173,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err := EnableForwarding(e.log, e.net.EnableIPv6); err != nil {
 		return err
 	}
-	if e.cfg.IPMasq || e.cfg.IPTablesForwardRules {
-		fw, err := newFirewallRunner(e.log, e.cfg.IPTablesResync)
-		if err != nil {
-			return err
-		}
-		e.fw = fw
-		defer fw.stop()
-		e.health.AddCheck("iptables", fw.fw.Status)
-		e.health.reg.MustRegister(
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_iptables_resyncs_total", Help: "iptables rule checks made."},
-				func() float64 { r, _ := fw.fw.Counts(); return float64(r) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_iptables_repairs_total", Help: "iptables rule checks that had to restore rules."},
-				func() float64 { _, r := fw.fw.Counts(); return float64(r) }))
-	} else if fw, err := NewFirewall(e.log); err == nil {
-		// Both rule sets are off: remove what an earlier run installed.
-		if err := fw.Remove(); err != nil {
-			e.log.Warn("cannot remove the iptables rules of an earlier run", "error", err)
-		}
+	stopFirewall, err := e.setupFirewall()
+	if err != nil {
+		return err
 	}
+	defer stopFirewall()
 
-	hint := e.previousSubnet()
-	lease, err := e.acquire(ctx, hint)
+	lease, err := e.acquire(ctx, e.previousSubnet())
 	if err != nil {
 		return err
 	}
@@ -207,7 +197,12 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.log.Warn("cannot tell systemd we are stopping", "error", err)
 		}
 	}()
+	return e.serve(ctx)
+}
 
+// serve runs the lease watch, the backend's own work and the loop until
+// ctx is done or one of them fails.
+func (e *Engine) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	events := make(chan []subnet.Event)
 	g.Go(func() error { return e.sm.WatchLeases(gctx, events, e.relist) })
@@ -215,342 +210,39 @@ func (e *Engine) Run(ctx context.Context) error {
 		g.Go(func() error { return r.Run(gctx) })
 	}
 	g.Go(func() error { return e.loop(gctx, events) })
-	err = g.Wait()
+	err := g.Wait()
 	if ctx.Err() != nil {
-		e.log.Info("shutting down; routes, devices, rules and the lease stay in place", "subnet", e.lease.String())
+		e.log.Info("shutting down; the lease and the rules stay in place (and, for host-gw and vxlan, the routes and devices)",
+			"subnet", e.lease.String(), "backend", e.net.BackendType)
 		return nil
 	}
 	return err
 }
 
-func (e *Engine) previousSubnet() subnet.Hint {
-	if e.cfg.SubnetFile == "" {
-		return subnet.Hint{}
+// setupFirewall starts keeping the ip-masq and forwarding rules when
+// either is on, or removes an earlier run's rules when both are off. The
+// returned function stops the resync.
+func (e *Engine) setupFirewall() (stop func(), err error) {
+	if !e.cfg.IPMasq && !e.cfg.IPTablesForwardRules {
+		if fw, err := NewFirewall(e.log); err == nil {
+			if err := fw.Remove(); err != nil {
+				e.log.Warn("cannot remove the iptables rules of an earlier run", "error", err)
+			}
+		}
+		return func() {}, nil
 	}
-	env, err := ReadSubnetEnv(e.cfg.SubnetFile)
+	fw, err := newFirewallRunner(e.log, e.cfg.IPTablesResync)
 	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			e.log.Warn("cannot read the previous subnet file; not reusing its subnet", "file", e.cfg.SubnetFile, "error", err)
-		}
-		return subnet.Hint{}
+		return nil, err
 	}
-	return env.Hint()
-}
-
-// acquire gets a lease, waiting out etcd outages. Running out of subnets is
-// returned at once: only the operator can fix it.
-func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, error) {
-	outage := subnet.NewOutageLog(e.log, "acquiring a lease")
-	delay := time.Second
-	for {
-		// Each attempt is bounded: the etcd client waits for a connection
-		// without limit, and an outage must be logged, not waited on.
-		actx, cancel := context.WithTimeout(ctx, etcdRequestTimeout)
-		l, err := e.sm.Acquire(actx, e.net, e.attrs, hint)
-		cancel()
-		if err == nil {
-			outage.OK()
-			return l, nil
-		}
-		if ctx.Err() != nil {
-			return subnet.Lease{}, ctx.Err()
-		}
-		if errors.Is(err, subnet.ErrNoFreeSubnet) {
-			return subnet.Lease{}, err
-		}
-		e.health.metrics.etcdErrors.WithLabelValues("acquire").Inc()
-		outage.Fail(err)
-		select {
-		case <-ctx.Done():
-			return subnet.Lease{}, ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 30*time.Second)
-	}
-}
-
-// applyLease configures the backend, rules and subnet.env for l.
-func (e *Engine) applyLease(ctx context.Context, l subnet.Lease) error {
-	e.setLease(l)
-	mtu, err := e.be.Start(ctx, l)
-	if err != nil {
-		return fmt.Errorf("starting the %s backend for %s: %w", e.net.BackendType, l.String(), err)
-	}
-	e.health.Set("backend", nil)
-	if e.fw != nil {
-		rc := RuleConfig{Network: e.net.Network, Subnet: l.Subnet, Masquerade: e.cfg.IPMasq, Forward: e.cfg.IPTablesForwardRules}
-		if e.net.EnableIPv6 {
-			rc.IPv6Network, rc.IPv6Subnet = e.net.IPv6Network, l.IPv6Subnet
-		}
-		if err := e.fw.apply(ctx, rc); err != nil {
-			return err
-		}
-	}
-	removeStaleDevices(&netlink.Handle{}, e.be, e.log)
-	env := EnvFor(e.net, l, mtu, e.cfg.IPMasq)
-	if e.cfg.SubnetFile != "" {
-		if err := WriteSubnetEnv(e.cfg.SubnetFile, env); err != nil {
-			return err
-		}
-	}
-	e.health.Set("subnet.env", nil)
-	e.log.Info("lease ready", "subnet", l.String(), "mtu", mtu, "subnet_file", e.cfg.SubnetFile, "backend", e.net.BackendType)
-	return nil
-}
-
-// loop feeds lease events and timers to the backend and keeps the lease.
-func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
-	peers := map[string]subnet.Lease{}
-	period := e.cfg.ReconcilePeriod
-	if period <= 0 {
-		period = 10 * time.Second
-	}
-	probePeriod := e.cfg.ProbePeriod
-	if probePeriod <= 0 {
-		probePeriod = 5 * time.Second
-	}
-	tick := time.NewTicker(period)
-	defer tick.Stop()
-	probe := time.NewTicker(probePeriod)
-	defer probe.Stop()
-	renew := time.NewTimer(e.renewDelay())
-	defer renew.Stop()
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	// Lease changes are coalesced for a moment, so a burst (a hundred hosts
-	// restarting, a re-list after an outage) costs one reconcile, not one
-	// per event.
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
-	pending := false
-	synced := false
-	renewOutage := subnet.NewOutageLog(e.log, "renewing the lease")
-	etcdOutage := subnet.NewOutageLog(e.log, "checking etcd")
-	m := e.health.metrics
-
-	reconcile := func() {
-		if !synced {
-			return
-		}
-		start := time.Now()
-		err := e.be.Reconcile(ctx, sortedPeers(peers))
-		m.reconcileDuration.WithLabelValues(e.net.BackendType).Observe(time.Since(start).Seconds())
-		m.reconciles.WithLabelValues(e.net.BackendType).Inc()
-		if err != nil {
-			m.reconcileErrors.WithLabelValues(e.net.BackendType).Inc()
-			e.health.Set("backend", fmt.Errorf("last reconcile failed: %w", err))
-			e.log.Error("reconcile failed; retrying in 1s", "backend", e.net.BackendType, "error", err)
-			retry.Reset(time.Second)
-			return
-		}
-		e.health.Set("backend", nil)
-	}
-	// Renewal runs in its own goroutine and reports back, so an etcd that
-	// does not answer never stalls the loop (and with it the reconcile
-	// timer and the etcd check).
-	type renewResult struct {
-		lease subnet.Lease
-		err   error
-		gen   uint64 // e.leaseGen when the renewal started
-	}
-	renewDone := make(chan renewResult, 1)
-	renewing := false
-	startRenew := func() {
-		if renewing {
-			return
-		}
-		renewing = true
-		l, gen := e.lease, e.leaseGen
-		go func() {
-			rctx, cancel := context.WithTimeout(ctx, etcdRequestTimeout)
-			defer cancel()
-			nl, err := e.sm.Renew(rctx, l)
-			renewDone <- renewResult{nl, err, gen}
-		}()
-	}
-	renewed := func(r renewResult) error {
-		renewing = false
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case r.gen != e.leaseGen:
-			// The lease was replaced (re-acquired) while this renewal ran.
-			renew.Reset(e.renewDelay())
-		case r.err == nil:
-			renewOutage.OK()
-			e.setLease(r.lease)
-			e.log.Info("lease renewed", "subnet", r.lease.String(), "expires", r.lease.Expiration.Format(time.RFC3339))
-			renew.Reset(e.renewDelay())
-		case errors.Is(r.err, subnet.ErrLeaseLost):
-			e.log.Warn("our lease is gone from etcd; acquiring again", "subnet", e.lease.String(), "reason", r.err)
-			if err := e.reacquire(ctx); err != nil {
-				return err
-			}
-			renew.Reset(e.renewDelay())
-		default:
-			m.etcdErrors.WithLabelValues("renew").Inc()
-			renewOutage.Fail(r.err)
-			delay := min(30*time.Second, max(time.Second, time.Until(e.lease.Expiration)/4))
-			if !etcdOutage.Failing() {
-				// etcd answers the check again (this renewal was started
-				// before it came back): try again at once.
-				delay = time.Second
-			}
-			renew.Reset(delay)
-		}
-		return nil
-	}
-
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case batch, ok := <-events:
-			if !ok {
-				return nil
-			}
-			lost := false
-			for _, ev := range batch {
-				l := ev.Lease
-				if l.Subnet == e.lease.Subnet {
-					if ev.Type == subnet.EventRemoved {
-						lost = true
-					}
-					continue
-				}
-				if ev.Type == subnet.EventRemoved {
-					if _, known := peers[l.Key()]; known {
-						e.log.Info("peer left", "peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP)
-					}
-					delete(peers, l.Key())
-				} else if !e.net.Network.Contains(l.Subnet.Addr()) {
-					// A lease of another network config (a host not yet
-					// restarted after a Network change): routing to it
-					// could hijack addresses outside the pod network.
-					delete(peers, l.Key())
-					e.log.Warn("ignoring peer whose subnet is outside the network; restart it so it picks up the current net-conf",
-						"peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP, "network", e.net.Network)
-				} else {
-					if _, known := peers[l.Key()]; !known {
-						e.log.Info("peer joined", "peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP, "peer_backend", l.Attrs.BackendType)
-					}
-					peers[l.Key()] = l
-				}
-			}
-			m.peers.Set(float64(len(peers)))
-			synced = true
-			if lost {
-				e.log.Warn("our lease was deleted from etcd (by an operator?); acquiring again", "subnet", e.lease.String())
-				if err := e.reacquire(ctx); err != nil {
-					return err
-				}
-				renew.Reset(e.renewDelay())
-			}
-			if !pending {
-				pending = true
-				debounce.Reset(coalesceWindow)
-			}
-		case <-debounce.C:
-			pending = false
-			reconcile()
-		case <-tick.C:
-			reconcile()
-		case <-retry.C:
-			reconcile()
-		case <-renew.C:
-			startRenew()
-		case r := <-renewDone:
-			if err := renewed(r); err != nil {
-				return err
-			}
-		case <-probe.C:
-			// The watch alone does not notice an outage (the client
-			// reconnects silently), so etcd is checked on a timer: readiness
-			// reflects it, the outage is logged once, and on recovery the
-			// leases are listed again and the lease renewed at once.
-			pctx, cancel := context.WithTimeout(ctx, min(probePeriod, 3*time.Second))
-			err := e.sm.Ping(pctx)
-			cancel()
-			if ctx.Err() != nil {
-				return nil
-			}
-			if err != nil {
-				m.etcdErrors.WithLabelValues("probe").Inc()
-				etcdOutage.Fail(err)
-				e.health.Set("etcd", fmt.Errorf("unreachable: %w", err))
-				continue
-			}
-			if etcdOutage.Failing() {
-				etcdOutage.OK()
-				e.health.Set("etcd", nil)
-				select {
-				case e.relist <- struct{}{}:
-				default:
-				}
-				startRenew()
-			}
-		}
-	}
-}
-
-// etcdRequestTimeout bounds the engine's own etcd requests (acquire,
-// renew).
-const etcdRequestTimeout = 10 * time.Second
-
-// coalesceWindow is how long lease events are gathered before a reconcile.
-const coalesceWindow = 20 * time.Millisecond
-
-// setLease records the lease held now.
-func (e *Engine) setLease(l subnet.Lease) {
-	e.leaseMu.Lock()
-	e.lease = l
-	e.leaseGen++
-	e.leaseMu.Unlock()
-	e.health.Set("lease", nil)
-	if l.Reserved() {
-		e.health.metrics.leaseExpiry.Set(0)
-	} else {
-		e.health.metrics.leaseExpiry.Set(float64(l.Expiration.Unix()))
-	}
-}
-
-// reacquire gets a lease again (preferring the same subnet) and, if the
-// subnet changed, reconfigures everything for the new one.
-func (e *Engine) reacquire(ctx context.Context) error {
-	old := e.lease
-	l, err := e.acquire(ctx, subnet.Hint{Subnet: old.Subnet, IPv6Subnet: old.IPv6Subnet})
-	if err != nil {
-		return err
-	}
-	if l.Subnet == old.Subnet && l.IPv6Subnet == old.IPv6Subnet {
-		e.setLease(l)
-		e.log.Info("lease re-acquired with the same subnet", "subnet", l.String())
-		return nil
-	}
-	e.log.Error("lease re-acquired with a DIFFERENT subnet; pods on this host keep old addresses until they are recreated",
-		"old_subnet", old.String(), "new_subnet", l.String())
-	return e.applyLease(ctx, l)
-}
-
-// renewDelay is the time until the lease is due for renewal.
-func (e *Engine) renewDelay() time.Duration {
-	if e.lease.Reserved() {
-		return 24 * time.Hour // reservations do not expire; the watch reports deletion
-	}
-	margin := e.cfg.RenewMargin
-	if margin <= 0 {
-		margin = time.Hour
-	}
-	return max(time.Until(e.lease.Expiration.Add(-margin)), time.Second)
-}
-
-func sortedPeers(m map[string]subnet.Lease) []subnet.Lease {
-	out := make([]subnet.Lease, 0, len(m))
-	for _, l := range m {
-		out = append(out, l)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Subnet.Addr().Less(out[j].Subnet.Addr()) })
-	return out
+	e.fw = fw
+	e.health.AddCheck("iptables", fw.fw.Status)
+	e.health.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_iptables_resyncs_total", Help: "iptables rule checks made."},
+			func() float64 { r, _ := fw.fw.Counts(); return float64(r) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_iptables_repairs_total", Help: "iptables rule checks that had to restore rules."},
+			func() float64 { _, r := fw.fw.Counts(); return float64(r) }))
+	return fw.stop, nil
 }
 
 // firewallRunner keeps the rules of the current lease in place, restarting

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flanneld-go/flannel/backend"
+	"github.com/flanneld-go/flannel/backend/dataplane"
 	"github.com/flanneld-go/flannel/internal/etcdtest"
 	"github.com/flanneld-go/flannel/internal/netnstest"
 	"github.com/flanneld-go/flannel/subnet"
@@ -36,12 +37,12 @@ func (b *recordingBackend) Start(_ context.Context, l subnet.Lease) (int, error)
 	return 1400, nil
 }
 
-func (b *recordingBackend) Reconcile(_ context.Context, peers []subnet.Lease) error {
+func (b *recordingBackend) Reconcile(_ context.Context, peers []subnet.Lease) (dataplane.Changes, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.peers = peers
 	b.calls++
-	return nil
+	return dataplane.Changes{}, nil
 }
 
 func (b *recordingBackend) peerSubnets() map[netip.Prefix]bool {

@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/flanneld-go/flannel/backend/dataplane"
 )
 
 // Health holds the daemon's readiness and its Prometheus metrics, served on
@@ -130,6 +132,7 @@ type metrics struct {
 	reconcileErrors   *prometheus.CounterVec
 	reconcileDuration *prometheus.HistogramVec
 	etcdErrors        *prometheus.CounterVec
+	dataplaneChanges  *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -146,7 +149,26 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "Time a reconcile run took.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"backend"}),
 		etcdErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flannel_etcd_errors_total",
 			Help: "Failed etcd requests, by operation."}, []string{"op"}),
+		dataplaneChanges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flannel_dataplane_changes_total",
+			Help: "Kernel entries the reconciler set or deleted, by kind (route, neigh, fdb, addr) and op (set, delete)."}, []string{"kind", "op"}),
 	}
-	reg.MustRegister(m.leaseExpiry, m.peers, m.reconciles, m.reconcileErrors, m.reconcileDuration, m.etcdErrors)
+	reg.MustRegister(m.leaseExpiry, m.peers, m.reconciles, m.reconcileErrors, m.reconcileDuration, m.etcdErrors, m.dataplaneChanges)
 	return m
+}
+
+// countChanges adds one reconcile's changes to flannel_dataplane_changes_total.
+func (m *metrics) countChanges(ch dataplane.Changes) {
+	for _, c := range []struct {
+		kind, op string
+		n        int
+	}{
+		{"route", "set", ch.RoutesSet}, {"route", "delete", ch.RoutesDeleted},
+		{"neigh", "set", ch.NeighsSet}, {"neigh", "delete", ch.NeighsDeleted},
+		{"fdb", "set", ch.FDBsSet}, {"fdb", "delete", ch.FDBsDeleted},
+		{"addr", "set", ch.AddrsAdded}, {"addr", "delete", ch.AddrsDeleted},
+	} {
+		if c.n > 0 {
+			m.dataplaneChanges.WithLabelValues(c.kind, c.op).Add(float64(c.n))
+		}
+	}
 }

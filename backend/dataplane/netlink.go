@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -12,9 +14,10 @@ import (
 
 // Netlink is the real kernel, through one netlink handle.
 type Netlink struct {
-	h     *netlink.Handle
-	addrs addrSnapshot // for OnLink
+	h *netlink.Handle
 }
+
+var _ Kernel = (*Netlink)(nil)
 
 // NewNetlink wraps h; nil means the network namespace of the process.
 func NewNetlink(h *netlink.Handle) *Netlink {
@@ -24,100 +27,145 @@ func NewNetlink(h *netlink.Handle) *Netlink {
 	return &Netlink{h: h}
 }
 
+// Handle is the netlink handle, for device code that needs calls beyond
+// Kernel (creating a VXLAN device with its attributes).
+func (n *Netlink) Handle() *netlink.Handle { return n.h }
+
 // dumpRetries bounds retries of dumps the kernel interrupted because the
 // table changed under them (netlink.ErrDumpInterrupted).
 const dumpRetries = 5
 
-// RouteList implements RouteKernel. It also marks the address snapshot
-// of OnLink stale: the next reconcile dumps the addresses afresh.
-func (n *Netlink) RouteList() ([]Route, error) {
-	n.addrs.invalidate()
-	var rs []netlink.Route
+// dump runs a netlink dump, again when the kernel interrupted it: the one
+// place that handles ErrDumpInterrupted.
+func dump[T any](f func() ([]T, error)) ([]T, error) {
+	var out []T
 	var err error
-	for i := 0; i < dumpRetries; i++ {
-		rs, err = n.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	for range dumpRetries {
+		out, err = f()
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
 			break
 		}
 	}
-	if err != nil {
-		return nil, err
+	return out, err
+}
+
+// ignoreGone makes deleting something that is already gone a success.
+func ignoreGone(err error) error {
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EADDRNOTAVAIL) {
+		return nil
 	}
-	out := make([]Route, 0, len(rs))
-	for _, r := range rs {
-		if r.Type != unix.RTN_UNICAST || len(r.MultiPath) > 0 {
-			continue
-		}
-		out = append(out, fromNetlink(r))
+	return err
+}
+
+// IsNotFound reports whether err says a device does not exist.
+func IsNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV) || errors.Is(err, errFakeNoLink)
+}
+
+// --- the one place where net.IP and netip meet ---
+
+// addrFromIP converts a netlink address; IPv4 comes back unmapped.
+func addrFromIP(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	if ip.To4() != nil {
+		a = a.Unmap()
+	}
+	return a, true
+}
+
+func prefixFromIPNet(n *net.IPNet) (netip.Prefix, bool) {
+	a, ok := addrFromIP(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a, ones), true
+}
+
+func ipNetFromPrefix(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+// --- links, addresses, sysctls ---
+
+// LinkByName implements Kernel.
+func (n *Netlink) LinkByName(name string) (Link, error) {
+	l, err := n.h.LinkByName(name)
+	if err != nil {
+		return Link{}, err
+	}
+	a := l.Attrs()
+	out := Link{Index: a.Index, Name: a.Name, Type: l.Type(), MTU: a.MTU, Up: a.Flags&net.FlagUp != 0}
+	if len(a.HardwareAddr) == 6 {
+		out.MAC = MAC(a.HardwareAddr)
 	}
 	return out, nil
 }
 
-func fromNetlink(r netlink.Route) Route {
-	var out Route
-	if r.Dst != nil {
-		a, _ := netip.AddrFromSlice(r.Dst.IP)
-		ones, _ := r.Dst.Mask.Size()
-		out.Dst = netip.PrefixFrom(a.Unmap(), ones)
-		if r.Dst.IP.To4() == nil {
-			out.Dst = netip.PrefixFrom(a, ones)
+// LinkSetMTU implements Kernel.
+func (n *Netlink) LinkSetMTU(linkIndex, mtu int) error {
+	return n.h.LinkSetMTU(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: linkIndex}}, mtu)
+}
+
+// LinkSetUp implements Kernel.
+func (n *Netlink) LinkSetUp(linkIndex int) error {
+	return n.h.LinkSetUp(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: linkIndex}})
+}
+
+// AddrList implements Kernel. A link that does not exist is an error.
+func (n *Netlink) AddrList(linkIndex int) ([]Addr, error) {
+	link, err := n.h.LinkByIndex(linkIndex)
+	if err != nil {
+		return nil, fmt.Errorf("looking up link %d: %w", linkIndex, err)
+	}
+	as, err := dump(func() ([]netlink.Addr, error) { return n.h.AddrList(link, netlink.FAMILY_ALL) })
+	if err != nil {
+		return nil, fmt.Errorf("listing addresses of %s: %w", link.Attrs().Name, err)
+	}
+	out := make([]Addr, 0, len(as))
+	for _, a := range as {
+		if p, ok := prefixFromIPNet(a.IPNet); ok {
+			out = append(out, Addr{LinkIndex: linkIndex, Prefix: p})
 		}
-	} else if r.Family == netlink.FAMILY_V6 {
-		out.Dst = netip.MustParsePrefix("::/0")
-	} else {
-		out.Dst = netip.MustParsePrefix("0.0.0.0/0")
 	}
-	if r.Gw != nil {
-		g, _ := netip.AddrFromSlice(r.Gw)
-		if r.Gw.To4() != nil {
-			g = g.Unmap()
-		}
-		out.Gw = g
-	}
-	out.LinkIndex = r.LinkIndex
-	out.OnLink = r.Flags&unix.RTNH_F_ONLINK != 0
-	out.Proto = int(r.Protocol)
-	return out
+	return out, nil
 }
 
-func toNetlink(r Route) *netlink.Route {
-	nr := &netlink.Route{
-		Dst:       prefixToIPNet(r.Dst),
-		LinkIndex: r.LinkIndex,
-		Protocol:  netlink.RouteProtocol(r.Proto),
-		Table:     unix.RT_TABLE_MAIN,
-		Type:      unix.RTN_UNICAST,
+func toNetlinkAddr(a Addr) *netlink.Addr {
+	na := &netlink.Addr{IPNet: ipNetFromPrefix(a.Prefix)}
+	if a.Prefix.Addr().Is6() {
+		na.Flags = unix.IFA_F_NODAD
 	}
-	if r.Gw.IsValid() {
-		nr.Gw = net.IP(r.Gw.AsSlice())
-	}
-	if r.OnLink {
-		nr.Flags = unix.RTNH_F_ONLINK
-	}
-	return nr
+	return na
 }
 
-func prefixToIPNet(p netip.Prefix) *net.IPNet {
-	bits := 128
-	if p.Addr().Is4() {
-		bits = 32
-	}
-	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
-}
-
-// RouteReplace implements RouteKernel.
-func (n *Netlink) RouteReplace(r Route) error {
-	if err := n.h.RouteReplace(toNetlink(r)); err != nil {
-		return fmt.Errorf("%w", err)
-	}
-	return nil
-}
-
-// RouteDelete implements RouteKernel.
-func (n *Netlink) RouteDelete(r Route) error {
-	err := n.h.RouteDel(toNetlink(r))
-	if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) {
+// AddrAdd implements Kernel.
+func (n *Netlink) AddrAdd(a Addr) error {
+	err := n.h.AddrAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: a.LinkIndex}}, toNetlinkAddr(a))
+	if errors.Is(err, unix.EEXIST) {
 		return nil
 	}
 	return err
+}
+
+// AddrDelete implements Kernel.
+func (n *Netlink) AddrDelete(a Addr) error {
+	return ignoreGone(n.h.AddrDel(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: a.LinkIndex}}, toNetlinkAddr(a)))
+}
+
+// Sysctl implements Kernel. /proc/sys/net is that of the calling thread's
+// network namespace, which is the handle's for the handles used here.
+func (n *Netlink) Sysctl(name, value string) error {
+	return os.WriteFile(filepath.Join("/proc/sys", name), []byte(value), 0o644)
 }

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/flanneld-go/flannel/internal/netnstest"
 )
 
@@ -22,62 +20,103 @@ func ip(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// TestNetlinkSyncRoutes runs the reconciler against the real kernel, in a
-// private network namespace with a veth as the underlay interface.
-func TestNetlinkSyncRoutes(t *testing.T) {
+func sh(t *testing.T, cmd string) string {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", cmd).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v: %s", cmd, err, out)
+	}
+	return string(out)
+}
+
+func contains(t *testing.T, what, out string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s lacks %q:\n%s", what, w, out)
+		}
+	}
+}
+
+// TestNetlinkApply runs the reconciler against the real kernel, in a
+// private network namespace: a veth as the underlay and a VXLAN device.
+func TestNetlinkApply(t *testing.T) {
 	netnstest.Require(t)
-	ip(t, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0p") // no dummy module on every kernel
-	t.Cleanup(func() { exec.Command("ip", "link", "del", "ul0").Run() })
-	ip(t, "addr", "add", "192.168.50.11/24", "dev", "ul0")
-	ip(t, "addr", "add", "fd00:50::11/64", "dev", "ul0", "nodad")
-	ip(t, "link", "set", "ul0", "up")
-	ip(t, "link", "set", "ul0p", "up")
-	link, err := netlink.LinkByName("ul0")
+	sh(t, "ip link add ul0 type veth peer name ul0p && ip addr add 192.168.50.11/24 dev ul0 && ip addr add fd00:50::11/64 dev ul0 nodad"+
+		" && ip link set ul0 up && ip link set ul0p up"+
+		" && ip link add vx0 type vxlan id 5 dstport 4789 local 192.168.50.11 dev ul0 nolearning && ip link set vx0 up")
+	t.Cleanup(func() { exec.Command("sh", "-c", "ip link del vx0; ip link del ul0").Run() })
+	k := NewNetlink(nil)
+	ul, err := k.LinkByName("ul0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx := link.Attrs().Index
-	k := NewNetlink(nil)
-	desired := []Route{r("10.244.2.0/24", "192.168.50.12", idx), r("10.244.3.0/24", "192.168.50.13", idx), r("fd00:10:244:3::/64", "fd00:50::13", idx)}
-	if _, err := SyncRoutes(k, desired); err != nil {
-		t.Fatal(err)
+	vx, err := k.LinkByName("vx0")
+	if err != nil || vx.Type != "vxlan" || !vx.Up {
+		t.Fatalf("LinkByName(vx0) = %+v, %v", vx, err)
 	}
-	out := ip(t, "route", "show", "proto", "98")
-	for _, want := range []string{"10.244.2.0/24 via 192.168.50.12 dev ul0", "10.244.3.0/24 via 192.168.50.13 dev ul0"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("ip route lacks %q:\n%s", want, out)
-		}
+	want := merge(t,
+		State{Addrs: []Addr{{vx.Index, pfx("10.244.3.0/32")}}},
+		tunnel(vx.Index, "10.244.2.0/24", "192.168.60.12", "0a:00:00:00:00:02"),
+		direct(ul.Index, "10.244.4.0/24", "192.168.50.14"),
+		State{Routes: []Route{{Dst: pfx("fd00:10:244:4::/64"), Gw: ip4("fd00:50::14"), LinkIndex: ul.Index, Proto: Proto}}})
+	links := []int{vx.Index}
+	if ch, err := Apply(k, links, want); err != nil || ch != (Changes{RoutesSet: 3, NeighsSet: 1, FDBsSet: 1, AddrsAdded: 1}) {
+		t.Fatalf("first apply: %+v %v", ch, err)
 	}
-	if out6 := ip(t, "-6", "route", "show", "proto", "98"); !strings.Contains(out6, "fd00:10:244:3::/64 via fd00:50::13 dev ul0") {
-		t.Errorf("ip -6 route: %s", out6)
+	check := func(when string) {
+		t.Helper()
+		contains(t, when+": ip route", ip(t, "route", "show", "proto", "98"),
+			"10.244.2.0/24 via 10.244.2.0 dev vx0 onlink", "10.244.4.0/24 via 192.168.50.14 dev ul0")
+		contains(t, when+": ip -6 route", ip(t, "-6", "route", "show", "proto", "98"), "fd00:10:244:4::/64 via fd00:50::14 dev ul0")
+		contains(t, when+": ip neigh", ip(t, "neigh", "show", "dev", "vx0"), "10.244.2.0 lladdr 0a:00:00:00:00:02 PERMANENT")
+		contains(t, when+": bridge fdb", sh(t, "bridge fdb show dev vx0"), "0a:00:00:00:00:02 dst 192.168.60.12 self permanent")
+		contains(t, when+": ip addr", ip(t, "addr", "show", "dev", "vx0"), "inet 10.244.3.0/32")
 	}
-	// Second sync is a no-op; hand deletion and hand change are repaired;
-	// a departed peer's route goes.
-	if ch, err := SyncRoutes(k, desired); err != nil || ch != (RouteChanges{}) {
-		t.Fatalf("second sync: %+v %v", ch, err)
+	check("first apply")
+	// Read back exactly: the second apply is a no-op.
+	if ch, err := Apply(k, links, want); err != nil || ch.Any() {
+		t.Fatalf("second apply: %+v %v", ch, err)
 	}
-	ip(t, "route", "del", "10.244.2.0/24")
-	ip(t, "route", "replace", "10.244.3.0/24", "via", "192.168.50.99", "dev", "ul0")
-	ch, err := SyncRoutes(k, desired[:2])
-	if err != nil || ch.Replaced != 2 || ch.Deleted != 1 {
-		t.Fatalf("repair sync: %+v %v", ch, err)
+	// Hand deletions and a hand change are repaired.
+	sh(t, "ip route del 10.244.2.0/24 && ip neigh del 10.244.2.0 dev vx0 && bridge fdb del 0a:00:00:00:00:02 dev vx0 dst 192.168.60.12"+
+		" && ip addr del 10.244.3.0/32 dev vx0 && ip route replace 10.244.4.0/24 via 192.168.50.99 dev ul0")
+	if ch, err := Apply(k, links, want); err != nil || ch != (Changes{RoutesSet: 2, NeighsSet: 1, FDBsSet: 1, AddrsAdded: 1}) {
+		t.Fatalf("repair: %+v %v", ch, err)
 	}
-	out = ip(t, "route", "show")
-	if !strings.Contains(out, "10.244.2.0/24 via 192.168.50.12") || !strings.Contains(out, "10.244.3.0/24 via 192.168.50.13") {
-		t.Errorf("not repaired:\n%s", out)
+	check("after hand deletion")
+	// Everything goes when nobody wants it; others' routes stay.
+	if ch, err := Apply(k, links, State{}); err != nil || ch != (Changes{RoutesDeleted: 3, NeighsDeleted: 1, FDBsDeleted: 1, AddrsDeleted: 1}) {
+		t.Fatalf("empty: %+v %v", ch, err)
 	}
-	if out6 := ip(t, "-6", "route", "show", "proto", "98"); strings.TrimSpace(out6) != "" {
-		t.Errorf("departed v6 route remains: %s", out6)
+	if out := sh(t, "ip route show proto 98; ip -6 route show proto 98; ip neigh show dev vx0 nud permanent; bridge fdb show dev vx0 | grep dst || true"); strings.TrimSpace(out) != "" {
+		t.Errorf("left behind:\n%s", out)
 	}
-	// Deleting a route that is already gone is not an error.
-	if err := k.RouteDelete(r("10.99.0.0/24", "192.168.50.12", idx)); err != nil {
+	contains(t, "ip route", ip(t, "route"), "192.168.50.0/24 dev ul0 proto kernel")
+	// Deleting what is already gone is not an error.
+	if err := k.RouteDelete(Route{Dst: pfx("10.99.0.0/24"), Gw: ip4("192.168.50.12"), LinkIndex: ul.Index, Proto: Proto}); err != nil {
 		t.Errorf("delete of a missing route: %v", err)
 	}
-	// OnLink sees the underlay networks of the link.
+	if err := k.NeighDelete(Neigh{vx.Index, ip4("10.244.9.0"), mac("0a:00:00:00:00:09")}); err != nil {
+		t.Errorf("delete of a missing neighbour: %v", err)
+	}
+	if err := k.AddrDelete(Addr{vx.Index, pfx("10.244.9.0/32")}); err != nil {
+		t.Errorf("delete of a missing address: %v", err)
+	}
+	// The on-link facts of the underlay.
+	nets, err := LinkNets(k, ul.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for a, want := range map[string]bool{"192.168.50.200": true, "192.168.60.1": false, "fd00:50::99": true, "fd00:60::1": false} {
-		got, err := k.OnLink(idx, netip.MustParseAddr(a))
-		if err != nil || got != want {
-			t.Errorf("OnLink(%s) = %v %v, want %v", a, got, err, want)
+		if got := nets.Contains(netip.MustParseAddr(a)); got != want {
+			t.Errorf("LinkNets(ul0).Contains(%s) = %v, want %v (%v)", a, got, want, nets)
 		}
+	}
+	if _, err := k.LinkByName("nosuch0"); !IsNotFound(err) {
+		t.Errorf("LinkByName of a missing device: %v, want a not-found error", err)
+	}
+	if _, err := LinkNets(k, ul.Index+1000); err == nil {
+		t.Error("LinkNets of a missing link: no error")
 	}
 }

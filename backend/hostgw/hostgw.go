@@ -14,17 +14,18 @@
 // one log line each, naming the fix (vxlan, or vxlan with DirectRouting),
 // and every other peer is still served.
 //
-// The desired routes are recomputed from the whole peer set on every call
-// and applied by dataplane.SyncRoutes from one dump of the routing table, so
-// a route deleted or altered by hand comes back at the next reconcile, and
-// routes of departed peers (marked proto 98) go away.
+// Desired is a pure function from the peer set and the external
+// interface's networks (one address dump per reconcile) to a
+// dataplane.State; dataplane.Apply installs the difference from one dump of
+// the routing table, so a route deleted or altered by hand comes back at
+// the next reconcile, and routes of departed peers (proto 98) go away.
 package hostgw
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
-	"sync"
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/dataplane"
@@ -40,7 +41,7 @@ type Options struct {
 	Type string
 }
 
-// Type registers the backend.
+// Type describes the backend for the registry.
 var Type = backend.Type{Name: TypeName, ParseOptions: parseOptions, New: newBackend}
 
 func parseOptions(raw []byte) (any, error) {
@@ -50,35 +51,21 @@ func parseOptions(raw []byte) (any, error) {
 	return Options{Type: TypeName}, nil
 }
 
-// Connected reports whether ip is on a network the external interface is
-// directly attached to.
-type Connected func(ip netip.Addr) (bool, error)
-
-// HostGW is the backend. Kernel and Connected are replaceable for tests.
+// HostGW is the backend.
 type HostGW struct {
-	ext       *backend.ExternalInterface
-	cfg       *subnet.Config
-	log       *slog.Logger
-	Kernel    dataplane.RouteKernel
-	Connected Connected
-
-	mu    sync.Mutex
+	ext   *backend.ExternalInterface
+	cfg   *subnet.Config
+	k     dataplane.Kernel
 	peers *backend.PeerLog
 }
 
 func newBackend(p backend.Params) (backend.Backend, error) {
-	k := dataplane.NewNetlink(nil)
-	return &HostGW{
-		ext: p.Ext, cfg: p.Config, log: p.Log.With("backend", TypeName),
-		Kernel:    k,
-		Connected: LinkConnected(k, p.Ext.Index),
-		peers:     backend.NewPeerLog(p.Log.With("backend", TypeName)),
-	}, nil
+	return New(p.Ext, p.Config, p.Log, dataplane.NewNetlink(nil)), nil
 }
 
-// New returns a backend over the given kernel, for tests.
-func New(ext *backend.ExternalInterface, cfg *subnet.Config, log *slog.Logger, k dataplane.RouteKernel, c Connected) *HostGW {
-	return &HostGW{ext: ext, cfg: cfg, log: log, Kernel: k, Connected: c, peers: backend.NewPeerLog(log)}
+// New returns a backend over the given kernel.
+func New(ext *backend.ExternalInterface, cfg *subnet.Config, log *slog.Logger, k dataplane.Kernel) *HostGW {
+	return &HostGW{ext: ext, cfg: cfg, k: k, peers: backend.NewPeerLog(log.With("backend", TypeName))}
 }
 
 // Prepare implements backend.Backend: host-gw has no device and no data.
@@ -93,57 +80,36 @@ func (b *HostGW) Start(context.Context, subnet.Lease) (int, error) {
 }
 
 // Reconcile implements backend.Backend.
-func (b *HostGW) Reconcile(_ context.Context, peers []subnet.Lease) error {
-	desired := b.Desired(peers)
-	ch, err := dataplane.SyncRoutes(b.Kernel, desired)
-	if ch.Replaced > 0 || ch.Deleted > 0 {
-		b.log.Info("routes updated", "installed", ch.Replaced, "removed", ch.Deleted, "routes", len(desired))
-	}
-	return err
-}
-
-// Desired computes the routes for peers, logging once per peer when one
-// cannot be served.
-func (b *HostGW) Desired(peers []subnet.Lease) []dataplane.Route {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []dataplane.Route
-	present := map[string]bool{}
-	for _, p := range peers {
-		key := p.Key()
-		present[key] = true
-		if !b.peers.OfType(p, TypeName) {
-			continue
-		}
-		if r, ok := b.route(key, p.Subnet, p.Attrs.PublicIP); ok {
-			out = append(out, r)
-		}
-		if b.cfg.EnableIPv6 && p.IPv6Subnet.IsValid() && p.Attrs.PublicIPv6.IsValid() {
-			if r, ok := b.route(key, p.IPv6Subnet, p.Attrs.PublicIPv6); ok {
-				out = append(out, r)
-			}
-		}
-	}
-	b.peers.Prune(present)
-	return out
-}
-
-func (b *HostGW) route(key string, dst netip.Prefix, gw netip.Addr) (dataplane.Route, bool) {
-	ok, err := b.Connected(gw)
+func (b *HostGW) Reconcile(_ context.Context, peers []subnet.Lease) (dataplane.Changes, error) {
+	nets, err := dataplane.LinkNets(b.k, b.ext.Index)
 	if err != nil {
-		b.peers.Warn(key, "err:"+err.Error(), "cannot check whether the peer is directly reachable; skipping it",
-			"peer_subnet", dst, "peer_ip", gw, "error", err)
-		return dataplane.Route{}, false
+		return dataplane.Changes{}, fmt.Errorf("cannot check which peers are on %s's networks: %w", b.ext.Name, err)
 	}
-	if !ok {
-		b.peers.Warn(key, "l2:"+gw.String(), "peer is not on this host's L2 segment, host-gw cannot route to it; use the vxlan backend (with DirectRouting to keep direct routes for same-segment peers)",
-			"peer_subnet", dst, "peer_ip", gw, "iface", b.ext.Name)
-		return dataplane.Route{}, false
-	}
-	return dataplane.Route{Dst: dst, Gw: gw, LinkIndex: b.ext.Index, Proto: dataplane.Proto}, true
+	want, skips := Desired(b.cfg, b.ext, peers, nets)
+	b.peers.Report(skips)
+	return dataplane.Apply(b.k, nil, want)
 }
 
-// LinkConnected checks directness against the addresses of the link.
-func LinkConnected(k *dataplane.Netlink, linkIndex int) Connected {
-	return func(ip netip.Addr) (bool, error) { return k.OnLink(linkIndex, ip) }
+// Desired is the kernel state for peers (leases of host-gw hosts; the
+// engine's peer set picks them): a route per peer subnet via the peer's
+// address, for the peers on the external interface's networks.
+func Desired(cfg *subnet.Config, ext *backend.ExternalInterface, peers []subnet.Lease, onLink dataplane.Nets) (dataplane.State, []backend.Skip) {
+	var want dataplane.State
+	var skips []backend.Skip
+	route := func(p subnet.Lease, aspect string, dst netip.Prefix, gw netip.Addr) {
+		if !onLink.Contains(gw) {
+			skips = append(skips, backend.Skip{Peer: p, Aspect: aspect, Reason: "l2:" + gw.String(),
+				Msg:   "peer is not on this host's L2 segment, host-gw cannot route to it; use the vxlan backend (with DirectRouting to keep direct routes for same-segment peers)",
+				Attrs: []any{"peer_subnet", dst, "peer_ip", gw, "iface", ext.Name}})
+			return
+		}
+		want.Routes = append(want.Routes, dataplane.Route{Dst: dst, Gw: gw, LinkIndex: ext.Index, Proto: dataplane.Proto})
+	}
+	for _, p := range peers {
+		route(p, "", p.Subnet, p.Attrs.PublicIP)
+		if cfg.EnableIPv6 && p.IPv6Subnet.IsValid() && p.Attrs.PublicIPv6.IsValid() {
+			route(p, "v6", p.IPv6Subnet, p.Attrs.PublicIPv6)
+		}
+	}
+	return want, skips
 }

@@ -83,7 +83,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
@@ -116,7 +115,7 @@ type Options struct {
 	Port int
 }
 
-// Type registers the backend.
+// Type describes the backend for the registry.
 var Type = backend.Type{Name: TypeName, ParseOptions: parseOptions, New: newBackend}
 
 func parseOptions(raw []byte) (any, error) {
@@ -156,6 +155,9 @@ type Backend struct {
 
 	sendErrLogged, tunErrLogged atomic.Bool
 
+	k         dataplane.Kernel
+	linkIndex atomic.Int64 // flannel0's, once configured
+
 	mu      sync.Mutex
 	own     subnet.Lease
 	peers   []*peer
@@ -163,7 +165,10 @@ type Backend struct {
 }
 
 func newBackend(p backend.Params) (backend.Backend, error) {
-	o, _ := p.Options.(Options)
+	o, ok := p.Options.(Options)
+	if !ok {
+		return nil, fmt.Errorf("udp backend: options of type %T, want udp.Options (from ParseOptions)", p.Options)
+	}
 	if o.Port == 0 {
 		o.Port = DefaultPort
 	}
@@ -176,7 +181,7 @@ func New(ext *backend.ExternalInterface, cfg *subnet.Config, o Options, log *slo
 	if os.Getenv("FLANNEL_UDP_OFFLOAD") == "off" {
 		w = offloadsWanted{queues: 1}
 	}
-	b := &Backend{ext: ext, cfg: cfg, opts: o, log: log.With("backend", TypeName), want: w, logPeriod: logPeriod}
+	b := &Backend{ext: ext, cfg: cfg, opts: o, log: log.With("backend", TypeName), want: w, logPeriod: logPeriod, k: dataplane.NewNetlink(nil)}
 	b.peerLog = backend.NewPeerLog(b.log)
 	if d, err := time.ParseDuration(os.Getenv("FLANNEL_UDP_LOG_PERIOD")); err == nil && d > 0 {
 		b.logPeriod = d
@@ -230,140 +235,130 @@ func (b *Backend) Devices() []string { return []string{DeviceName} }
 // MTU is the pod MTU: the external MTU less the outer headers.
 func (b *Backend) MTU() int { return b.ext.MTU - encapOverhead }
 
-// Start implements backend.Backend: flannel0 gets our lease's network
-// address as a /32, the MTU and the route for the whole Network.
-// Equivalent to: ip addr replace <subnet>.0/32 dev flannel0; ip link set
-// flannel0 mtu <mtu> up; ip route replace <Network> dev flannel0 proto 98
+// Start implements backend.Backend: flannel0 gets its MTU, our lease's
+// network addresses and the route for the whole Network (State).
+// Equivalent to: ip link set flannel0 mtu <mtu> up; ip addr replace
+// <subnet>.0/32 dev flannel0; ip route replace <Network> dev flannel0 proto 98
 func (b *Backend) Start(_ context.Context, own subnet.Lease) (int, error) {
-	if err := b.configureDevice(own); err != nil {
-		return 0, err
-	}
 	b.mu.Lock()
 	b.own = own
 	b.publish()
 	b.mu.Unlock()
-	if err := b.syncRoute(); err != nil {
+	if err := b.configureDevice(); err != nil {
+		return 0, err
+	}
+	if _, err := b.apply(); err != nil {
 		return 0, err
 	}
 	return b.MTU(), nil
 }
 
-// configureDevice gives flannel0 its MTU and own's addresses and brings it
-// up.
-func (b *Backend) configureDevice(own subnet.Lease) error {
-	link, err := netlink.LinkByName(DeviceName)
+// configureDevice gives flannel0 its MTU, the IPv6 settings and brings it
+// up; its addresses and route come from State.
+func (b *Backend) configureDevice() error {
+	link, err := b.k.LinkByName(DeviceName)
 	if err != nil {
 		return fmt.Errorf("%s: %w", DeviceName, err)
 	}
-	if err := netlink.LinkSetMTU(link, b.MTU()); err != nil {
+	b.linkIndex.Store(int64(link.Index))
+	if err := b.k.LinkSetMTU(link.Index, b.MTU()); err != nil {
 		return fmt.Errorf("ip link set %s mtu %d: %w", DeviceName, b.MTU(), err)
 	}
-	want := netip.PrefixFrom(own.Subnet.Masked().Addr(), 32)
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return fmt.Errorf("ip addr show dev %s: %w", DeviceName, err)
+	if err := b.configureIPv6(); err != nil {
+		return err
 	}
-	for _, a := range addrs {
-		if a.IPNet.String() != want.String() {
-			if err := netlink.AddrDel(link, &a); err != nil {
-				return fmt.Errorf("ip addr del %s dev %s: %w", a.IPNet, DeviceName, err)
-			}
-		}
-	}
-	na, _ := netlink.ParseAddr(want.String())
-	if err := netlink.AddrReplace(link, na); err != nil {
-		return fmt.Errorf("ip addr replace %s dev %s: %w", want, DeviceName, err)
-	}
-	if b.cfg.EnableIPv6 && own.IPv6Subnet.IsValid() {
-		// IPv6 pods over the IPv4 underlay: flannel0 carries both families
-		// (the version nibble tells them apart on the wire).
-		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/disable_ipv6", []byte("0"), 0o644)
-		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/accept_ra", []byte("0"), 0o644)
-		want6 := netip.PrefixFrom(own.IPv6Subnet.Masked().Addr(), 128)
-		addrs6, err := netlink.AddrList(link, netlink.FAMILY_V6)
-		if err != nil {
-			return fmt.Errorf("ip -6 addr show dev %s: %w", DeviceName, err)
-		}
-		for _, a := range addrs6 {
-			if a.IPNet.String() != want6.String() && !a.IP.IsLinkLocalUnicast() {
-				if err := netlink.AddrDel(link, &a); err != nil {
-					return fmt.Errorf("ip addr del %s dev %s: %w", a.IPNet, DeviceName, err)
-				}
-			}
-		}
-		na6, _ := netlink.ParseAddr(want6.String())
-		na6.Flags = unix.IFA_F_NODAD
-		if err := netlink.AddrReplace(link, na6); err != nil {
-			return fmt.Errorf("ip addr replace %s dev %s: %w", want6, DeviceName, err)
-		}
-	} else {
-		// No IPv6: keep the kernel from sending router solicitations into
-		// flannel0 (they would only be counted as drops).
-		os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/disable_ipv6", []byte("1"), 0o644)
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := b.k.LinkSetUp(link.Index); err != nil {
 		return fmt.Errorf("ip link set %s up: %w", DeviceName, err)
 	}
 	return nil
 }
 
-// syncRoute installs the Network route via flannel0 and removes routes of
-// ours (proto 98) that are not it, such as a previous backend's.
-func (b *Backend) syncRoute() error {
-	link, err := netlink.LinkByName(DeviceName)
-	if err != nil {
-		return fmt.Errorf("%s: %w", DeviceName, err)
+// configureIPv6: with dual-stack, flannel0 carries IPv6 pods over the
+// IPv4 underlay (the version nibble tells the families apart on the
+// wire) and must have IPv6 on; without, IPv6 is turned off on it so the
+// kernel sends no router solicitations into it (they would only be
+// counted as drops). A host without IPv6 at all has nothing to turn off.
+func (b *Backend) configureIPv6() error {
+	conf := "net/ipv6/conf/" + DeviceName + "/"
+	if !b.cfg.EnableIPv6 {
+		if err := b.k.Sysctl(conf+"disable_ipv6", "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			b.log.Warn("cannot turn IPv6 off on the TUN device; its router solicitations will show as drops", "dev", DeviceName, "error", err)
+		}
+		return nil
 	}
-	desired := []dataplane.Route{{Dst: b.cfg.Network, LinkIndex: link.Attrs().Index, Proto: dataplane.Proto}}
-	if b.cfg.EnableIPv6 {
-		desired = append(desired, dataplane.Route{Dst: b.cfg.IPv6Network, LinkIndex: link.Attrs().Index, Proto: dataplane.Proto})
+	if err := b.k.Sysctl(conf+"disable_ipv6", "0"); err != nil {
+		return fmt.Errorf("turning IPv6 on for %s (EnableIPv6 is set): %w; check that IPv6 is enabled on this host (net.ipv6.conf.all.disable_ipv6)", DeviceName, err)
 	}
-	ch, err := dataplane.SyncRoutes(dataplane.NewNetlink(nil), desired)
-	if ch.Replaced > 0 || ch.Deleted > 0 {
-		b.log.Info("routes updated", "installed", ch.Replaced, "removed", ch.Deleted)
+	if err := b.k.Sysctl(conf+"accept_ra", "0"); err != nil {
+		b.log.Warn("cannot turn off router advertisements on the TUN device", "dev", DeviceName, "error", err)
 	}
-	return err
+	return nil
+}
+
+// State is what flannel0 needs in the kernel: our lease's network
+// addresses (10.244.3.0/32, and <IPv6 subnet>::/128 with dual-stack) and
+// one route per Network through it. It does not depend on the peers: the
+// daemon, not the kernel, picks the peer of each packet (table.go).
+func State(cfg *subnet.Config, own subnet.Lease, link int) dataplane.State {
+	var s dataplane.State
+	if own.Subnet.IsValid() {
+		s.Addrs = append(s.Addrs, dataplane.Addr{LinkIndex: link, Prefix: netip.PrefixFrom(own.Subnet.Masked().Addr(), 32)})
+	}
+	s.Routes = append(s.Routes, dataplane.Route{Dst: cfg.Network, LinkIndex: link, Proto: dataplane.Proto})
+	if cfg.EnableIPv6 {
+		if own.IPv6Subnet.IsValid() {
+			s.Addrs = append(s.Addrs, dataplane.Addr{LinkIndex: link, Prefix: netip.PrefixFrom(own.IPv6Subnet.Masked().Addr(), 128)})
+		}
+		s.Routes = append(s.Routes, dataplane.Route{Dst: cfg.IPv6Network, LinkIndex: link, Proto: dataplane.Proto})
+	}
+	return s
+}
+
+// apply makes the kernel hold State; routes of ours (proto 98) that are
+// not in it, such as a previous backend's, go.
+func (b *Backend) apply() (dataplane.Changes, error) {
+	b.mu.Lock()
+	own := b.own
+	b.mu.Unlock()
+	link := int(b.linkIndex.Load())
+	return dataplane.Apply(b.k, []int{link}, State(b.cfg, own, link))
 }
 
 // Reconcile implements backend.Backend: it rebuilds the forwarding table
-// from peers and makes sure the Network route is in place.
-func (b *Backend) Reconcile(_ context.Context, peers []subnet.Lease) error {
+// from peers and makes sure flannel0's addresses and routes are in place.
+func (b *Backend) Reconcile(_ context.Context, peers []subnet.Lease) (dataplane.Changes, error) {
 	b.mu.Lock()
-	b.peers = b.desired(peers)
+	var skips []backend.Skip
+	b.peers, skips = Peers(b.cfg, b.opts, peers)
+	b.peerLog.Report(skips)
 	b.publish()
 	b.mu.Unlock()
-	return b.syncRoute()
+	return b.apply()
 }
 
-// desired turns the leases into peers, logging once per skipped peer. The
-// caller holds b.mu.
-func (b *Backend) desired(leases []subnet.Lease) []*peer {
+// Peers turns the leases of udp hosts (the engine's peer set picks them,
+// upstream's among them: they publish no BackendType) into
+// forwarding-table entries: each peer's
+// subnets (both families with dual-stack) to its IPv4 PublicIP and our
+// port. Leases it cannot serve are returned as skips.
+func Peers(cfg *subnet.Config, o Options, leases []subnet.Lease) ([]*peer, []backend.Skip) {
 	var out []*peer
-	present := map[string]bool{}
+	var skips []backend.Skip
 	for _, l := range leases {
-		key := l.Key()
-		present[key] = true
-		// Upstream flannel's udp backend publishes its lease without a
-		// BackendType (and accepts any peer): an empty type is such a host.
-		if l.Attrs.BackendType != "" && !b.peerLog.OfType(l, TypeName) {
-			continue
-		}
 		if !l.Subnet.IsValid() || !l.Attrs.PublicIP.Is4() {
-			b.peerLog.Warn(key, "v4", "ignoring peer without an IPv4 subnet and PublicIP",
-				"peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP)
+			skips = append(skips, backend.Skip{Peer: l, Reason: "v4", Msg: "ignoring peer without an IPv4 subnet and PublicIP",
+				Attrs: []any{"peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP}})
 			continue
 		}
 		// Both families go to the peer's IPv4 PublicIP: the underlay of
 		// this backend is IPv4, as upstream's.
-		ap := netip.AddrPortFrom(l.Attrs.PublicIP, uint16(b.opts.Port))
+		ap := netip.AddrPortFrom(l.Attrs.PublicIP, uint16(o.Port))
 		out = append(out, &peer{addr: ap, subnet: l.Subnet.Masked(), sa: newSockaddr(ap)})
-		if b.cfg.EnableIPv6 && l.IPv6Subnet.IsValid() {
+		if cfg.EnableIPv6 && l.IPv6Subnet.IsValid() {
 			out = append(out, &peer{addr: ap, subnet: l.IPv6Subnet.Masked(), sa: newSockaddr(ap)})
 		}
-		b.peerLog.Clear(key)
 	}
-	b.peerLog.Prune(present)
-	return out
+	return out, skips
 }
 
 // publish swaps in a table for the current lease and peers. The caller
@@ -483,10 +478,10 @@ func (b *Backend) recreateDevice() error {
 	own := b.own
 	b.mu.Unlock()
 	if own.Subnet.IsValid() {
-		if err := b.configureDevice(own); err != nil {
+		if err := b.configureDevice(); err != nil {
 			return err
 		}
-		if err := b.syncRoute(); err != nil {
+		if _, err := b.apply(); err != nil {
 			return err
 		}
 	}

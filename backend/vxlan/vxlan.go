@@ -19,13 +19,13 @@
 // and removed in the reverse order when the peer goes. No ARP or multicast
 // crosses the underlay: learning is off, every entry is programmed.
 //
-// Reconcile is declarative: from the whole peer set it computes every
-// desired entry, diffs against one dump of each table and applies the
-// difference (neighbours and FDB added, routes synced, then stale FDB and
-// neighbours deleted). It runs after every lease change and on a timer, so
-// entries deleted by hand come back, entries of unknown peers go, and a
-// peer that changed its MAC or address is updated without stale entries.
-// If the device itself disappears, the next reconcile re-creates it.
+// Reconcile is declarative: Desired (desired.go) is a pure function from
+// the whole peer set to every entry above, and dataplane.Apply diffs that
+// against one dump of each table and applies the difference in that order.
+// It runs after every lease change and on a timer, so entries deleted by
+// hand come back, entries of unknown peers go, and a peer that changed its
+// MAC or address is updated without stale entries. If the device itself
+// disappears, the next reconcile re-creates it (device.go) first.
 //
 // With DirectRouting, a peer whose public address is on a directly
 // connected network gets a plain route via that address instead (as
@@ -40,14 +40,9 @@ package vxlan
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
-	"sync"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/dataplane"
@@ -57,56 +52,57 @@ import (
 // TypeName is the net-conf Backend.Type of this backend.
 const TypeName = "vxlan"
 
-// Type registers the backend.
+// Type describes the backend for the registry.
 var Type = backend.Type{Name: TypeName, ParseOptions: parseOptions, New: newBackend}
 
-// leaseData is BackendData / BackendV6Data, upstream's shape.
-type leaseData struct {
-	VNI     int
-	VtepMAC string
+// family is one address family's device.
+type family struct {
+	v6    bool
+	spec  deviceSpec
+	index int // link index once the device exists
 }
 
-// family is one address family's device and state.
-type family struct {
-	name     string // "IPv4" or "IPv6"
-	spec     deviceSpec
-	overhead int
-	index    int          // link index once the device exists
-	addr     netip.Prefix // the device's address (our subnet's network address)
+func (f *family) name() string {
+	if f.v6 {
+		return "IPv6"
+	}
+	return "IPv4"
 }
 
 // VXLAN is the backend.
 type VXLAN struct {
-	ext  *backend.ExternalInterface
-	cfg  *subnet.Config
-	opts Options
-	log  *slog.Logger
-	h    *netlink.Handle
-	k    *dataplane.Netlink
-	fams []*family
-
-	mu    sync.Mutex
+	ext   *backend.ExternalInterface
+	cfg   *subnet.Config
+	opts  Options
+	log   *slog.Logger
+	k     *dataplane.Netlink
+	fams  []*family
+	own   subnet.Lease
 	peers *backend.PeerLog
 }
 
 func newBackend(p backend.Params) (backend.Backend, error) {
-	opts := p.Options.(Options)
-	b := &VXLAN{ext: p.Ext, cfg: p.Config, opts: opts, log: p.Log.With("backend", TypeName), h: &netlink.Handle{}}
+	opts, ok := p.Options.(Options)
+	if !ok {
+		return nil, fmt.Errorf("vxlan backend: options of type %T, want vxlan.Options (from ParseOptions)", p.Options)
+	}
+	b := &VXLAN{ext: p.Ext, cfg: p.Config, opts: opts, log: p.Log.With("backend", TypeName), k: dataplane.NewNetlink(nil)}
 	b.peers = backend.NewPeerLog(b.log)
-	b.k = dataplane.NewNetlink(b.h)
 	base := p.Ext.MTU
 	if opts.MTU > 0 {
 		base = opts.MTU
 	}
-	mk := func(name, dev string, local, public netip.Addr, overhead int) *family {
-		return &family{name: name, overhead: overhead, spec: deviceSpec{
+	mk := func(v6 bool, dev string, local, public netip.Addr, overhead int) *family {
+		f := &family{v6: v6}
+		f.spec = deviceSpec{
 			name: dev, vni: opts.VNI, port: opts.Port, local: local, parent: p.Ext.Index,
-			mtu: base - overhead, mac: stableMAC(public, opts.VNI, name), gbp: opts.GBP, learning: opts.Learning,
-		}}
+			mtu: base - overhead, mac: stableMAC(public, opts.VNI, f.name()), gbp: opts.GBP, learning: opts.Learning,
+		}
+		return f
 	}
-	b.fams = append(b.fams, mk("IPv4", fmt.Sprintf("flannel.%d", opts.VNI), p.Ext.Addr, p.Ext.PublicIP, 50))
+	b.fams = append(b.fams, mk(false, fmt.Sprintf("flannel.%d", opts.VNI), p.Ext.Addr, p.Ext.PublicIP, 50))
 	if p.Config.EnableIPv6 {
-		b.fams = append(b.fams, mk("IPv6", fmt.Sprintf("flannel-v6.%d", opts.VNI), p.Ext.Addr6, p.Ext.PublicIPv6, 70))
+		b.fams = append(b.fams, mk(true, fmt.Sprintf("flannel-v6.%d", opts.VNI), p.Ext.Addr6, p.Ext.PublicIPv6, 70))
 	}
 	return b, nil
 }
@@ -125,38 +121,34 @@ func (b *VXLAN) Devices() []string {
 func (b *VXLAN) Prepare(context.Context) (subnet.LeaseAttrs, error) {
 	attrs := subnet.LeaseAttrs{BackendType: TypeName}
 	for _, f := range b.fams {
-		link, err := ensureDevice(b.h, f.spec, b.log)
+		link, err := ensureDevice(b.k.Handle(), f.spec, b.log)
 		if err != nil {
 			return attrs, err
 		}
 		f.index = link.Attrs().Index
-		data, _ := json.Marshal(leaseData{VNI: b.opts.VNI, VtepMAC: f.spec.mac.String()})
-		if f.name == "IPv4" {
-			attrs.BackendData = data
-		} else {
+		data, err := json.Marshal(leaseData{VNI: b.opts.VNI, VtepMAC: f.spec.mac.String()})
+		if err != nil {
+			return attrs, err
+		}
+		if f.v6 {
 			attrs.BackendV6Data = data
+		} else {
+			attrs.BackendData = data
 		}
 	}
 	return attrs, nil
 }
 
-// Start implements backend.Backend: the device gets our subnet's network
+// Start implements backend.Backend: each device gets our subnet's network
 // address; pods get the smallest device MTU.
 func (b *VXLAN) Start(_ context.Context, own subnet.Lease) (int, error) {
+	b.own = own
+	h := b.host()
+	if _, err := dataplane.ApplyAddrs(b.k, h.links(), deviceAddrs(h)); err != nil {
+		return 0, fmt.Errorf("addressing the VXLAN devices for %s: %w", own, err)
+	}
 	mtu := 0
 	for _, f := range b.fams {
-		sn := own.Subnet
-		if f.name == "IPv6" {
-			sn = own.IPv6Subnet
-		}
-		f.addr = netip.PrefixFrom(sn.Addr(), sn.Addr().BitLen())
-		link, err := b.h.LinkByIndex(f.index)
-		if err != nil {
-			return 0, fmt.Errorf("%s vanished: %w", f.spec.name, err)
-		}
-		if err := ensureAddr(b.h, link, f.addr); err != nil {
-			return 0, err
-		}
 		if mtu == 0 || f.spec.mtu < mtu {
 			mtu = f.spec.mtu
 		}
@@ -165,120 +157,51 @@ func (b *VXLAN) Start(_ context.Context, own subnet.Lease) (int, error) {
 }
 
 // Reconcile implements backend.Backend.
-func (b *VXLAN) Reconcile(_ context.Context, peers []subnet.Lease) error {
+func (b *VXLAN) Reconcile(_ context.Context, peers []subnet.Lease) (dataplane.Changes, error) {
 	if err := b.ensureDevices(); err != nil {
-		return err
+		return dataplane.Changes{}, err
 	}
-	var links []int
-	for _, f := range b.fams {
-		links = append(links, f.index)
+	var nets dataplane.Nets
+	if b.opts.DirectRouting {
+		var err error
+		if nets, err = dataplane.LinkNets(b.k, b.ext.Index); err != nil {
+			return dataplane.Changes{}, fmt.Errorf("cannot check which peers are on %s's networks (DirectRouting): %w", b.ext.Name, err)
+		}
 	}
-	d := b.Desired(peers)
-	plan, err := dataplane.PlanL2(b.k, links, d.Neighs, d.FDBs)
-	if err != nil {
-		return err
-	}
-	var ch dataplane.L2Changes
-	errAdd := plan.Add(&ch)
-	rch, errRoutes := dataplane.SyncRoutes(b.k, d.Routes)
-	errDel := plan.Delete(&ch)
-	if ch != (dataplane.L2Changes{}) || rch != (dataplane.RouteChanges{}) {
-		b.log.Info("data plane updated", "peers", len(peers), "tunnel_peers", d.Tunnel, "direct_peers", d.Direct,
-			"neigh_set", ch.NeighSet, "neigh_deleted", ch.NeighDeleted, "fdb_set", ch.FDBSet, "fdb_deleted", ch.FDBDeleted,
-			"routes_set", rch.Replaced, "routes_deleted", rch.Deleted)
-	}
-	return errors.Join(errAdd, errRoutes, errDel)
+	h := b.host()
+	want, skips := Desired(b.opts, h, peers, nets)
+	b.peers.Report(skips)
+	return dataplane.Apply(b.k, h.links(), want)
 }
 
-// ensureDevices re-creates a device deleted while we run and gives it its
-// address again; the reconcile that follows re-populates it.
-func (b *VXLAN) ensureDevices() error {
+// host is what Desired needs to know of this host.
+func (b *VXLAN) host() Host {
+	h := Host{Ext: b.ext.Index, Own: b.own}
 	for _, f := range b.fams {
-		link, err := b.h.LinkByName(f.spec.name)
+		if f.v6 {
+			h.Dev6 = f.index
+		} else {
+			h.Dev4 = f.index
+		}
+	}
+	return h
+}
+
+// ensureDevices re-creates a device deleted while we run; the reconcile
+// that follows gives it back its address and entries.
+func (b *VXLAN) ensureDevices() error {
+	h := b.k.Handle()
+	for _, f := range b.fams {
+		link, err := h.LinkByName(f.spec.name)
 		if err == nil && link.Attrs().Index == f.index && f.spec.incompatible(link) == "" {
 			continue
 		}
 		b.log.Warn("VXLAN device missing or changed; re-creating it", "device", f.spec.name)
-		link, err = ensureDevice(b.h, f.spec, b.log)
+		link, err = ensureDevice(h, f.spec, b.log)
 		if err != nil {
 			return err
 		}
 		f.index = link.Attrs().Index
-		if f.addr.IsValid() {
-			if err := ensureAddr(b.h, link, f.addr); err != nil {
-				return err
-			}
-		}
 	}
 	return nil
-}
-
-// Desired is the complete kernel state for a peer set.
-type Desired struct {
-	Neighs         []dataplane.Neigh
-	FDBs           []dataplane.FDB
-	Routes         []dataplane.Route
-	Tunnel, Direct int
-}
-
-// Desired computes the entries for peers, logging once per peer when one
-// cannot be served.
-func (b *VXLAN) Desired(peers []subnet.Lease) Desired {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var d Desired
-	present := map[string]bool{}
-	for _, p := range peers {
-		key := p.Key()
-		present[key] = true
-		if !b.peers.OfType(p, TypeName) {
-			continue
-		}
-		for _, f := range b.fams {
-			sn, pub, data := p.Subnet, p.Attrs.PublicIP, p.Attrs.BackendData
-			if f.name == "IPv6" {
-				sn, pub, data = p.IPv6Subnet, p.Attrs.PublicIPv6, p.Attrs.BackendV6Data
-				if !sn.IsValid() || !pub.IsValid() {
-					b.peers.Warn(key+"/v6", "nov6", "peer has no IPv6 subnet or address; reaching it over IPv4 only", "peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP)
-					continue
-				}
-			}
-			if b.opts.DirectRouting {
-				direct, err := b.k.OnLink(b.ext.Index, pub)
-				if err == nil && direct {
-					d.Routes = append(d.Routes, dataplane.Route{Dst: sn, Gw: pub, LinkIndex: b.ext.Index, Proto: dataplane.Proto})
-					d.Direct++
-					continue
-				}
-			}
-			mac, err := parseMAC(data)
-			if err != nil {
-				b.peers.Warn(key+"/"+f.name, "data:"+string(data), "skipping peer with unusable vxlan data in its lease", "peer_subnet", p.String(),
-					"peer_ip", pub, "family", f.name, "error", err)
-				continue
-			}
-			gw := sn.Addr()
-			d.Neighs = append(d.Neighs, dataplane.Neigh{LinkIndex: f.index, IP: gw, MAC: mac})
-			d.FDBs = append(d.FDBs, dataplane.FDB{LinkIndex: f.index, MAC: mac, Dst: pub})
-			d.Routes = append(d.Routes, dataplane.Route{Dst: sn, Gw: gw, LinkIndex: f.index, OnLink: true, Proto: dataplane.Proto})
-			d.Tunnel++
-		}
-	}
-	b.peers.Prune(present)
-	return d
-}
-
-func parseMAC(data json.RawMessage) (net.HardwareAddr, error) {
-	if len(data) == 0 {
-		return nil, fmt.Errorf("no BackendData")
-	}
-	var ld leaseData
-	if err := json.Unmarshal(data, &ld); err != nil {
-		return nil, fmt.Errorf("BackendData: %w", err)
-	}
-	mac, err := net.ParseMAC(ld.VtepMAC)
-	if err != nil || len(mac) != 6 {
-		return nil, fmt.Errorf("VtepMAC %q is not a MAC address", ld.VtepMAC)
-	}
-	return mac, nil
 }

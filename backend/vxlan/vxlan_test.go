@@ -133,7 +133,7 @@ func TestDeviceLifecycle(t *testing.T) {
 	// A peer: neighbour, FDB, route.
 	peer := subnet.Lease{Subnet: netip.MustParsePrefix("10.244.2.0/24"), Attrs: subnet.LeaseAttrs{
 		PublicIP: netip.MustParseAddr("192.168.50.12"), BackendType: "vxlan", BackendData: []byte(`{"VNI":1,"VtepMAC":"0a:00:00:00:00:02"}`)}}
-	if err := b2.Reconcile(ctx, []subnet.Lease{peer}); err != nil {
+	if _, err := b2.Reconcile(ctx, []subnet.Lease{peer}); err != nil {
 		t.Fatal(err)
 	}
 	check := func(when string) {
@@ -152,7 +152,7 @@ func TestDeviceLifecycle(t *testing.T) {
 
 	// Deleted by hand: everything comes back, device included.
 	sh(t, "ip link del flannel.1")
-	if err := b2.Reconcile(ctx, []subnet.Lease{peer}); err != nil {
+	if _, err := b2.Reconcile(ctx, []subnet.Lease{peer}); err != nil {
 		t.Fatal(err)
 	}
 	check("after the device was deleted")
@@ -173,7 +173,7 @@ func TestDeviceLifecycle(t *testing.T) {
 
 	// The peer leaves: all three entries go.
 	b3.Start(ctx, own)
-	if err := b3.Reconcile(ctx, nil); err != nil {
+	if _, err := b3.Reconcile(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	if out := sh(t, "ip neigh show dev flannel.1 nud permanent; bridge fdb show dev flannel.1 | grep dst; ip route show proto 98"); strings.TrimSpace(out) != "" {
@@ -205,7 +205,7 @@ func TestDirectRoutingPeerMoves(t *testing.T) {
 		return sh(t, "ip route show proto 98; ip neigh show dev flannel.1 nud permanent; bridge fdb show dev flannel.1 | grep dst || true")
 	}
 	// Behind a router: the tunnel.
-	if err := b.Reconcile(ctx, []subnet.Lease{peerAt("192.168.60.12")}); err != nil {
+	if _, err := b.Reconcile(ctx, []subnet.Lease{peerAt("192.168.60.12")}); err != nil {
 		t.Fatal(err)
 	}
 	s := state()
@@ -213,14 +213,14 @@ func TestDirectRoutingPeerMoves(t *testing.T) {
 		t.Fatalf("tunnel entries:\n%s", s)
 	}
 	// On our segment now: a direct route and no tunnel entries.
-	if err := b.Reconcile(ctx, []subnet.Lease{peerAt("192.168.50.12")}); err != nil {
+	if _, err := b.Reconcile(ctx, []subnet.Lease{peerAt("192.168.50.12")}); err != nil {
 		t.Fatal(err)
 	}
 	if s := strings.TrimSpace(state()); s != "10.244.2.0/24 via 192.168.50.12 dev ul0" {
 		t.Fatalf("after moving onto the segment:\n%s", s)
 	}
 	// And back behind the router.
-	if err := b.Reconcile(ctx, []subnet.Lease{peerAt("192.168.60.12")}); err != nil {
+	if _, err := b.Reconcile(ctx, []subnet.Lease{peerAt("192.168.60.12")}); err != nil {
 		t.Fatal(err)
 	}
 	if s := state(); strings.Contains(s, "dev ul0") || !strings.Contains(s, "dst 192.168.60.12") {

@@ -1,0 +1,250 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// Changes counts what a reconcile changed.
+type Changes struct {
+	RoutesSet, RoutesDeleted int
+	NeighsSet, NeighsDeleted int
+	FDBsSet, FDBsDeleted     int
+	AddrsAdded, AddrsDeleted int
+}
+
+// Any reports whether anything changed.
+func (c Changes) Any() bool { return c != Changes{} }
+
+// Add sums two counts.
+func (c Changes) Add(o Changes) Changes {
+	return Changes{
+		c.RoutesSet + o.RoutesSet, c.RoutesDeleted + o.RoutesDeleted,
+		c.NeighsSet + o.NeighsSet, c.NeighsDeleted + o.NeighsDeleted,
+		c.FDBsSet + o.FDBsSet, c.FDBsDeleted + o.FDBsDeleted,
+		c.AddrsAdded + o.AddrsAdded, c.AddrsDeleted + o.AddrsDeleted,
+	}
+}
+
+// LogAttrs are the counts that are not zero, as slog key-value pairs.
+func (c Changes) LogAttrs() []any {
+	var out []any
+	for _, kv := range []struct {
+		k string
+		n int
+	}{
+		{"routes_set", c.RoutesSet}, {"routes_deleted", c.RoutesDeleted},
+		{"neigh_set", c.NeighsSet}, {"neigh_deleted", c.NeighsDeleted},
+		{"fdb_set", c.FDBsSet}, {"fdb_deleted", c.FDBsDeleted},
+		{"addr_added", c.AddrsAdded}, {"addr_deleted", c.AddrsDeleted},
+	} {
+		if kv.n != 0 {
+			out = append(out, kv.k, kv.n)
+		}
+	}
+	return out
+}
+
+// Apply makes the kernel hold want. links are the devices whose
+// neighbour, FDB and address tables are ours: entries on them that want
+// does not hold are deleted (IPv6 link-local addresses excepted), as are
+// routes marked with Proto anywhere in the main table. Entries of want on
+// other links are added but nothing else there is touched.
+//
+// The difference is computed from one dump of each table and applied in
+// the package's order (see the package doc): every addition, L2 before
+// routes, then every deletion, routes before L2. Failures are collected;
+// Changes counts what succeeded.
+func Apply(k Kernel, links []int, want State) (Changes, error) {
+	p, err := plan(k, links, want)
+	if err != nil {
+		return Changes{}, err
+	}
+	return p.run(k)
+}
+
+// ApplyAddrs makes the addresses of links match addrs, touching nothing
+// else: the address step of Apply, for a device configured before the
+// first peer set is known.
+func ApplyAddrs(k Kernel, links []int, addrs []Addr) (Changes, error) {
+	var p applyPlan
+	if err := p.planAddrs(k, links, addrs); err != nil {
+		return Changes{}, err
+	}
+	return p.run(k)
+}
+
+// applyPlan is a computed difference.
+type applyPlan struct {
+	addrAdd, addrDel   []Addr
+	neighSet, neighDel []Neigh
+	fdbSet, fdbDel     []FDB
+	routeSet, routeDel []Route
+}
+
+func plan(k Kernel, links []int, want State) (*applyPlan, error) {
+	p := &applyPlan{}
+	if err := p.planAddrs(k, links, want.Addrs); err != nil {
+		return nil, err
+	}
+	if err := p.planL2(k, links, want); err != nil {
+		return nil, err
+	}
+	if err := p.planRoutes(k, want.Routes); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// planOnLinks diffs want against the current entries of each link (and
+// want's entries on other links against nothing): entries missing or
+// different are set, ours (on links) not wanted under their key are
+// deleted. Entries whose key is wanted are replaced, not deleted.
+func planOnLinks[K comparable, V comparable](links []int, want []V, key func(V) K,
+	list func(int) ([]V, error)) (set, del []V, err error) {
+	wanted := make(map[K]V, len(want))
+	for _, w := range want {
+		wanted[key(w)] = w
+	}
+	have := map[V]bool{}
+	for _, l := range links {
+		cur, err := list(l)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, c := range cur {
+			if w, ok := wanted[key(c)]; ok {
+				if w == c {
+					have[w] = true
+				}
+				continue
+			}
+			del = append(del, c)
+		}
+	}
+	seen := map[K]bool{}
+	for _, w := range want {
+		if !have[w] && !seen[key(w)] {
+			set = append(set, w)
+		}
+		seen[key(w)] = true
+	}
+	return set, del, nil
+}
+
+func (p *applyPlan) planAddrs(k Kernel, links []int, addrs []Addr) error {
+	var err error
+	p.addrAdd, p.addrDel, err = planOnLinks(links, addrs,
+		func(a Addr) Addr { return a }, func(l int) ([]Addr, error) {
+			cur, err := k.AddrList(l)
+			if err != nil {
+				return nil, fmt.Errorf("listing addresses of link %d: %w", l, err)
+			}
+			return slices.DeleteFunc(cur, func(a Addr) bool { return a.Prefix.Addr().IsLinkLocalUnicast() }), nil
+		})
+	sortAddrs(p.addrDel)
+	return err
+}
+
+func (p *applyPlan) planL2(k Kernel, links []int, want State) error {
+	var err error
+	p.neighSet, p.neighDel, err = planOnLinks(links, want.Neighs,
+		func(n Neigh) neighKey { return neighKey{n.LinkIndex, n.IP} }, func(l int) ([]Neigh, error) {
+			cur, err := k.NeighList(l)
+			if err != nil {
+				return nil, fmt.Errorf("listing neighbours of link %d: %w", l, err)
+			}
+			return cur, nil
+		})
+	if err != nil {
+		return err
+	}
+	p.fdbSet, p.fdbDel, err = planOnLinks(links, want.FDBs,
+		func(f FDB) fdbKey { return fdbKey{f.LinkIndex, f.MAC} }, func(l int) ([]FDB, error) {
+			cur, err := k.FDBList(l)
+			if err != nil {
+				return nil, fmt.Errorf("listing fdb of link %d: %w", l, err)
+			}
+			return cur, nil
+		})
+	// Deletions in a fixed order whatever order the kernel (or a fake's
+	// map) listed them in: logs and tests stay reproducible.
+	s := State{Neighs: p.neighDel, FDBs: p.fdbDel}.Sorted()
+	p.neighDel, p.fdbDel = s.Neighs, s.FDBs
+	return err
+}
+
+// planRoutes diffs against one dump of the main table. Routes are keyed
+// by destination: a wanted destination with a different route (ours or
+// not) is replaced; a route of ours (Proto) to a destination nobody wants
+// is deleted; routes of others are left alone.
+func (p *applyPlan) planRoutes(k Kernel, want []Route) error {
+	current, err := k.RouteList()
+	if err != nil {
+		return fmt.Errorf("listing routes: %w", err)
+	}
+	byDst := make(map[netip.Prefix][]Route, len(current))
+	for _, r := range current {
+		byDst[r.Dst] = append(byDst[r.Dst], r)
+	}
+	wanted := make(map[netip.Prefix]bool, len(want))
+	for _, w := range want {
+		if wanted[w.Dst] {
+			continue
+		}
+		wanted[w.Dst] = true
+		if !slices.Contains(byDst[w.Dst], w) {
+			p.routeSet = append(p.routeSet, w)
+		}
+	}
+	for _, c := range current {
+		if c.Proto == Proto && !wanted[c.Dst] {
+			p.routeDel = append(p.routeDel, c)
+		}
+	}
+	p.routeDel = State{Routes: p.routeDel}.Sorted().Routes
+	return nil
+}
+
+func sortAddrs(a []Addr) { copy(a, State{Addrs: a}.Sorted().Addrs) }
+
+// run applies the plan: additions (addresses, neighbours, FDB, routes),
+// then deletions (routes, FDB, neighbours, addresses).
+func (p *applyPlan) run(k Kernel) (Changes, error) {
+	var ch Changes
+	var errs []error
+	do := func(n *int, err error, what string) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", what, err))
+			return
+		}
+		*n++
+	}
+	for _, a := range p.addrAdd {
+		do(&ch.AddrsAdded, k.AddrAdd(a), "ip addr add "+a.String())
+	}
+	for _, n := range p.neighSet {
+		do(&ch.NeighsSet, k.NeighReplace(n), "ip neigh replace "+n.String())
+	}
+	for _, f := range p.fdbSet {
+		do(&ch.FDBsSet, k.FDBReplace(f), "bridge fdb replace "+f.String())
+	}
+	for _, r := range p.routeSet {
+		do(&ch.RoutesSet, k.RouteReplace(r), "ip route replace "+r.String())
+	}
+	for _, r := range p.routeDel {
+		do(&ch.RoutesDeleted, k.RouteDelete(r), "ip route del "+r.String())
+	}
+	for _, f := range p.fdbDel {
+		do(&ch.FDBsDeleted, k.FDBDelete(f), "bridge fdb del "+f.String())
+	}
+	for _, n := range p.neighDel {
+		do(&ch.NeighsDeleted, k.NeighDelete(n), "ip neigh del "+n.String())
+	}
+	for _, a := range p.addrDel {
+		do(&ch.AddrsDeleted, k.AddrDelete(a), "ip addr del "+a.String())
+	}
+	return ch, errors.Join(errs...)
+}

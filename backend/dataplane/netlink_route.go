@@ -1,0 +1,63 @@
+package dataplane
+
+import (
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// RouteList implements Kernel.
+func (n *Netlink) RouteList() ([]Route, error) {
+	rs, err := dump(func() ([]netlink.Route, error) {
+		return n.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Route, 0, len(rs))
+	for _, r := range rs {
+		if r.Type != unix.RTN_UNICAST || len(r.MultiPath) > 0 {
+			continue
+		}
+		out = append(out, fromNetlinkRoute(r))
+	}
+	return out, nil
+}
+
+func fromNetlinkRoute(r netlink.Route) Route {
+	out := Route{LinkIndex: r.LinkIndex, OnLink: r.Flags&unix.RTNH_F_ONLINK != 0, Proto: int(r.Protocol)}
+	switch {
+	case r.Dst != nil:
+		out.Dst, _ = prefixFromIPNet(r.Dst)
+	case r.Family == netlink.FAMILY_V6:
+		out.Dst = defaultV6
+	default:
+		out.Dst = defaultV4
+	}
+	if r.Gw != nil {
+		out.Gw, _ = addrFromIP(r.Gw)
+	}
+	return out
+}
+
+func toNetlinkRoute(r Route) *netlink.Route {
+	nr := &netlink.Route{
+		Dst:       ipNetFromPrefix(r.Dst),
+		LinkIndex: r.LinkIndex,
+		Protocol:  netlink.RouteProtocol(r.Proto),
+		Table:     unix.RT_TABLE_MAIN,
+		Type:      unix.RTN_UNICAST,
+	}
+	if r.Gw.IsValid() {
+		nr.Gw = r.Gw.AsSlice()
+	}
+	if r.OnLink {
+		nr.Flags = unix.RTNH_F_ONLINK
+	}
+	return nr
+}
+
+// RouteReplace implements Kernel.
+func (n *Netlink) RouteReplace(r Route) error { return n.h.RouteReplace(toNetlinkRoute(r)) }
+
+// RouteDelete implements Kernel.
+func (n *Netlink) RouteDelete(r Route) error { return ignoreGone(n.h.RouteDel(toNetlinkRoute(r))) }

@@ -1,0 +1,112 @@
+package vxlan
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+
+	"github.com/flanneld-go/flannel/backend"
+	"github.com/flanneld-go/flannel/backend/dataplane"
+	"github.com/flanneld-go/flannel/subnet"
+)
+
+// leaseData is BackendData / BackendV6Data, upstream's shape.
+type leaseData struct {
+	VNI     int
+	VtepMAC string
+}
+
+// Host is what the desired state depends on besides the peers: the
+// external interface, this host's lease and the devices' link indexes
+// (Dev6 is 0 without IPv6).
+type Host struct {
+	Ext        int
+	Own        subnet.Lease
+	Dev4, Dev6 int
+}
+
+func (h Host) links() []int {
+	if h.Dev6 == 0 {
+		return []int{h.Dev4}
+	}
+	return []int{h.Dev4, h.Dev6}
+}
+
+// deviceAddrs are the devices' addresses: the network address of our
+// subnet of each family, as a host address (10.244.3.0/32).
+func deviceAddrs(h Host) []dataplane.Addr {
+	var out []dataplane.Addr
+	if h.Own.Subnet.IsValid() {
+		a := h.Own.Subnet.Masked().Addr()
+		out = append(out, dataplane.Addr{LinkIndex: h.Dev4, Prefix: netip.PrefixFrom(a, a.BitLen())})
+	}
+	if h.Dev6 != 0 && h.Own.IPv6Subnet.IsValid() {
+		a := h.Own.IPv6Subnet.Masked().Addr()
+		out = append(out, dataplane.Addr{LinkIndex: h.Dev6, Prefix: netip.PrefixFrom(a, a.BitLen())})
+	}
+	return out
+}
+
+// Desired is the kernel state for peers (leases of vxlan hosts; the
+// engine's peer set picks them): for each peer and family, a
+// neighbour entry (the peer subnet's network address -> its VtepMAC), an
+// FDB entry (VtepMAC -> its public address) and an onlink route through
+// the device; or, with DirectRouting, a plain route via the peer's address
+// when that is on one of onLink's networks. Peers that cannot be served
+// are returned as skips.
+func Desired(o Options, h Host, peers []subnet.Lease, onLink dataplane.Nets) (dataplane.State, []backend.Skip) {
+	want := dataplane.State{Addrs: deviceAddrs(h)}
+	var skips []backend.Skip
+	for _, p := range peers {
+		skips = append(skips, peerEntries(&want, o, h, p, false, onLink)...)
+		if h.Dev6 == 0 {
+			continue
+		}
+		if !p.IPv6Subnet.IsValid() || !p.Attrs.PublicIPv6.IsValid() {
+			skips = append(skips, backend.Skip{Peer: p, Aspect: "v6", Reason: "nov6",
+				Msg:   "peer has no IPv6 subnet or address; reaching it over IPv4 only",
+				Attrs: []any{"peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP}})
+			continue
+		}
+		skips = append(skips, peerEntries(&want, o, h, p, true, onLink)...)
+	}
+	return want, skips
+}
+
+// peerEntries adds one family's entries for p to want.
+func peerEntries(want *dataplane.State, o Options, h Host, p subnet.Lease, v6 bool, onLink dataplane.Nets) []backend.Skip {
+	sn, pub, data, dev, fam := p.Subnet, p.Attrs.PublicIP, p.Attrs.BackendData, h.Dev4, "IPv4"
+	if v6 {
+		sn, pub, data, dev, fam = p.IPv6Subnet, p.Attrs.PublicIPv6, p.Attrs.BackendV6Data, h.Dev6, "IPv6"
+	}
+	if o.DirectRouting && onLink.Contains(pub) {
+		want.Routes = append(want.Routes, dataplane.Route{Dst: sn, Gw: pub, LinkIndex: h.Ext, Proto: dataplane.Proto})
+		return nil
+	}
+	mac, err := parseMAC(data)
+	if err != nil {
+		return []backend.Skip{{Peer: p, Aspect: fam, Reason: "data:" + string(data),
+			Msg:   "skipping peer with unusable vxlan data in its lease",
+			Attrs: []any{"peer_subnet", p.String(), "peer_ip", pub, "family", fam, "error", err}}}
+	}
+	gw := sn.Masked().Addr()
+	want.Neighs = append(want.Neighs, dataplane.Neigh{LinkIndex: dev, IP: gw, MAC: mac})
+	want.FDBs = append(want.FDBs, dataplane.FDB{LinkIndex: dev, MAC: mac, Dst: pub})
+	want.Routes = append(want.Routes, dataplane.Route{Dst: sn, Gw: gw, LinkIndex: dev, OnLink: true, Proto: dataplane.Proto})
+	return nil
+}
+
+func parseMAC(data json.RawMessage) (dataplane.MAC, error) {
+	if len(data) == 0 {
+		return dataplane.MAC{}, fmt.Errorf("no BackendData")
+	}
+	var ld leaseData
+	if err := json.Unmarshal(data, &ld); err != nil {
+		return dataplane.MAC{}, fmt.Errorf("BackendData: %w", err)
+	}
+	mac, err := dataplane.ParseMAC(ld.VtepMAC)
+	if err != nil {
+		return dataplane.MAC{}, fmt.Errorf("VtepMAC: %w", err)
+	}
+	return mac, nil
+}

@@ -1,0 +1,130 @@
+package vxlan
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/flanneld-go/flannel/backend/dataplane"
+	"github.com/flanneld-go/flannel/subnet"
+)
+
+func peer(v4, pub, mac string) subnet.Lease {
+	return subnet.Lease{Subnet: netip.MustParsePrefix(v4), Attrs: subnet.LeaseAttrs{
+		PublicIP: netip.MustParseAddr(pub), BackendType: TypeName, BackendData: []byte(`{"VNI":1,"VtepMAC":"` + mac + `"}`)}}
+}
+
+func dual(l subnet.Lease, v6, pub6, mac6 string) subnet.Lease {
+	l.IPv6Subnet = netip.MustParsePrefix(v6)
+	l.Attrs.PublicIPv6 = netip.MustParseAddr(pub6)
+	l.Attrs.BackendV6Data = []byte(`{"VNI":1,"VtepMAC":"` + mac6 + `"}`)
+	return l
+}
+
+var own = subnet.Lease{Subnet: netip.MustParsePrefix("10.244.3.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:10:244:3::/64")}
+
+func lines(s ...string) string { return strings.Join(s, "\n") }
+
+func TestDesiredGolden(t *testing.T) {
+	h := Host{Ext: 2, Own: own, Dev4: 5}
+	peers := []subnet.Lease{
+		peer("10.244.2.0/24", "192.168.50.12", "0a:00:00:00:00:02"),
+		peer("10.244.4.0/24", "192.168.60.14", "0a:00:00:00:00:04"),
+		peer("10.244.6.0/24", "192.168.50.16", "not-a-mac"),
+	}
+	got, skips := Desired(Options{VNI: 1}, h, peers, nil)
+	want := lines(
+		"bridge fdb 0a:00:00:00:00:02 dev #5 dst 192.168.50.12 self permanent",
+		"bridge fdb 0a:00:00:00:00:04 dev #5 dst 192.168.60.14 self permanent",
+		"ip addr add 10.244.3.0/32 dev #5",
+		"ip neigh 10.244.2.0 lladdr 0a:00:00:00:00:02 dev #5 nud permanent",
+		"ip neigh 10.244.4.0 lladdr 0a:00:00:00:00:04 dev #5 nud permanent",
+		"ip route 10.244.2.0/24 via 10.244.2.0 dev #5 onlink proto 98",
+		"ip route 10.244.4.0/24 via 10.244.4.0 dev #5 onlink proto 98")
+	if got.String() != want {
+		t.Errorf("state:\n%s\nwant:\n%s", got, want)
+	}
+	if len(skips) != 1 || !strings.Contains(skips[0].Msg, "unusable vxlan data") || skips[0].Peer.Key() != peers[2].Key() {
+		t.Errorf("skips: %+v", skips)
+	}
+}
+
+// The peer whose VtepMAC changed: the state names only the new MAC (the
+// reconciler's ordering of the switch is tested in dataplane).
+func TestDesiredVtepMACChange(t *testing.T) {
+	h := Host{Ext: 2, Own: own, Dev4: 5}
+	before, _ := Desired(Options{}, h, []subnet.Lease{peer("10.244.2.0/24", "192.168.50.12", "0a:00:00:00:00:02")}, nil)
+	after, _ := Desired(Options{}, h, []subnet.Lease{peer("10.244.2.0/24", "192.168.50.12", "0a:00:00:00:00:22")}, nil)
+	if strings.Contains(after.String(), "0a:00:00:00:00:02") || !strings.Contains(after.String(), "0a:00:00:00:00:22 dev #5 dst 192.168.50.12") {
+		t.Errorf("after the MAC change:\n%s", after)
+	}
+	if before.Len() != after.Len() {
+		t.Errorf("%d entries before, %d after", before.Len(), after.Len())
+	}
+}
+
+func TestDesiredDirectRouting(t *testing.T) {
+	h := Host{Ext: 2, Own: own, Dev4: 5}
+	nets := dataplane.Nets{netip.MustParsePrefix("192.168.50.0/24")}
+	peers := []subnet.Lease{peer("10.244.2.0/24", "192.168.50.12", "0a:00:00:00:00:02"), peer("10.244.4.0/24", "192.168.60.14", "0a:00:00:00:00:04")}
+	got, _ := Desired(Options{DirectRouting: true}, h, peers, nets)
+	want := lines(
+		"bridge fdb 0a:00:00:00:00:04 dev #5 dst 192.168.60.14 self permanent",
+		"ip addr add 10.244.3.0/32 dev #5",
+		"ip neigh 10.244.4.0 lladdr 0a:00:00:00:00:04 dev #5 nud permanent",
+		"ip route 10.244.2.0/24 via 192.168.50.12 dev #2 proto 98",
+		"ip route 10.244.4.0/24 via 10.244.4.0 dev #5 onlink proto 98")
+	if got.String() != want {
+		t.Errorf("state:\n%s\nwant:\n%s", got, want)
+	}
+	// Without DirectRouting the same facts change nothing: both tunnelled.
+	got, _ = Desired(Options{}, h, peers, nets)
+	if strings.Contains(got.String(), "dev #2") {
+		t.Errorf("direct route without DirectRouting:\n%s", got)
+	}
+}
+
+func TestDesiredDualStack(t *testing.T) {
+	h := Host{Ext: 2, Own: own, Dev4: 5, Dev6: 6}
+	p := dual(peer("10.244.2.0/24", "192.168.50.12", "0a:00:00:00:00:02"), "fd00:10:244:2::/64", "fd00:50::12", "0a:00:00:00:06:02")
+	q := peer("10.244.4.0/24", "192.168.50.14", "0a:00:00:00:00:04") // no IPv6 half
+	got, skips := Desired(Options{}, h, []subnet.Lease{p, q}, nil)
+	want := lines(
+		"bridge fdb 0a:00:00:00:00:02 dev #5 dst 192.168.50.12 self permanent",
+		"bridge fdb 0a:00:00:00:00:04 dev #5 dst 192.168.50.14 self permanent",
+		"bridge fdb 0a:00:00:00:06:02 dev #6 dst fd00:50::12 self permanent",
+		"ip addr add 10.244.3.0/32 dev #5",
+		"ip addr add fd00:10:244:3::/128 dev #6",
+		"ip neigh 10.244.2.0 lladdr 0a:00:00:00:00:02 dev #5 nud permanent",
+		"ip neigh 10.244.4.0 lladdr 0a:00:00:00:00:04 dev #5 nud permanent",
+		"ip neigh fd00:10:244:2:: lladdr 0a:00:00:00:06:02 dev #6 nud permanent",
+		"ip route 10.244.2.0/24 via 10.244.2.0 dev #5 onlink proto 98",
+		"ip route 10.244.4.0/24 via 10.244.4.0 dev #5 onlink proto 98",
+		"ip route fd00:10:244:2::/64 via fd00:10:244:2:: dev #6 onlink proto 98")
+	if got.String() != want {
+		t.Errorf("state:\n%s\nwant:\n%s", got, want)
+	}
+	if len(skips) != 1 || skips[0].Aspect != "v6" || skips[0].Peer.Key() != q.Key() {
+		t.Errorf("skips %+v", skips)
+	}
+}
+
+// Through the fake kernel: a reconcile of the whole backend against a
+// state where a peer moved from the tunnel onto our segment.
+func TestApplyDesiredDirectRoutingMove(t *testing.T) {
+	k := dataplane.NewFake()
+	ext := k.AddLink(dataplane.Link{Name: "eth0"})
+	dev := k.AddLink(dataplane.Link{Name: "flannel.1", Type: "vxlan"})
+	h := Host{Ext: ext, Own: own, Dev4: dev}
+	nets := dataplane.Nets{netip.MustParsePrefix("192.168.50.0/24")}
+	o := Options{DirectRouting: true}
+	for _, at := range []string{"192.168.60.12", "192.168.50.12", "192.168.60.12"} {
+		want, _ := Desired(o, h, []subnet.Lease{peer("10.244.2.0/24", at, "0a:00:00:00:00:02")}, nets)
+		if _, err := dataplane.Apply(k, h.links(), want); err != nil {
+			t.Fatal(err)
+		}
+		if !k.State().Equal(want) {
+			t.Errorf("peer at %s: kernel\n%s\nwant\n%s", at, k.Dump(), want)
+		}
+	}
+}

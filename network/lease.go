@@ -1,0 +1,163 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/flanneld-go/flannel/subnet"
+)
+
+// etcdRequestTimeout bounds the engine's own etcd requests (acquire,
+// renew).
+const etcdRequestTimeout = 10 * time.Second
+
+func (e *Engine) previousSubnet() subnet.Hint {
+	if e.cfg.SubnetFile == "" {
+		return subnet.Hint{}
+	}
+	env, err := ReadSubnetEnv(e.cfg.SubnetFile)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			e.log.Warn("cannot read the previous subnet file; not reusing its subnet", "file", e.cfg.SubnetFile, "error", err)
+		}
+		return subnet.Hint{}
+	}
+	return env.Hint()
+}
+
+// acquire gets a lease, waiting out etcd outages. Running out of subnets is
+// returned at once: only the operator can fix it.
+func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, error) {
+	outage := subnet.NewOutageLog(e.log, "acquiring a lease")
+	delay := time.Second
+	for {
+		// Each attempt is bounded: the etcd client waits for a connection
+		// without limit, and an outage must be logged, not waited on.
+		actx, cancel := context.WithTimeout(ctx, etcdRequestTimeout)
+		l, err := e.sm.Acquire(actx, e.net, e.attrs, hint)
+		cancel()
+		if err == nil {
+			outage.OK()
+			return l, nil
+		}
+		if ctx.Err() != nil {
+			return subnet.Lease{}, ctx.Err()
+		}
+		if errors.Is(err, subnet.ErrNoFreeSubnet) {
+			return subnet.Lease{}, err
+		}
+		e.health.metrics.etcdErrors.WithLabelValues("acquire").Inc()
+		outage.Fail(err)
+		select {
+		case <-ctx.Done():
+			return subnet.Lease{}, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// applyLease configures the backend, rules and subnet.env for l.
+func (e *Engine) applyLease(ctx context.Context, l subnet.Lease) error {
+	e.setLease(l)
+	mtu, err := e.be.Start(ctx, l)
+	if err != nil {
+		return fmt.Errorf("starting the %s backend for %s: %w", e.net.BackendType, l.String(), err)
+	}
+	e.health.Set("backend", nil)
+	if e.fw != nil {
+		rc := RuleConfig{Network: e.net.Network, Subnet: l.Subnet, Masquerade: e.cfg.IPMasq, Forward: e.cfg.IPTablesForwardRules}
+		if e.net.EnableIPv6 {
+			rc.IPv6Network, rc.IPv6Subnet = e.net.IPv6Network, l.IPv6Subnet
+		}
+		if err := e.fw.apply(ctx, rc); err != nil {
+			return err
+		}
+	}
+	removeStaleDevices(&netlink.Handle{}, e.be, e.log)
+	env := EnvFor(e.net, l, mtu, e.cfg.IPMasq)
+	if e.cfg.SubnetFile != "" {
+		if err := WriteSubnetEnv(e.cfg.SubnetFile, env); err != nil {
+			return err
+		}
+	}
+	e.health.Set("subnet.env", nil)
+	e.log.Info("lease ready", "subnet", l.String(), "mtu", mtu, "subnet_file", e.cfg.SubnetFile, "backend", e.net.BackendType)
+	return nil
+}
+
+// setLease records the lease held now.
+func (e *Engine) setLease(l subnet.Lease) {
+	e.leaseMu.Lock()
+	e.lease = l
+	e.leaseGen++
+	e.leaseMu.Unlock()
+	e.health.Set("lease", nil)
+	if l.Reserved() {
+		e.health.metrics.leaseExpiry.Set(0)
+	} else {
+		e.health.metrics.leaseExpiry.Set(float64(l.Expiration.Unix()))
+	}
+}
+
+// renewDelay is the time until the lease is due for renewal.
+func (e *Engine) renewDelay() time.Duration {
+	if e.lease.Reserved() {
+		return 24 * time.Hour // reservations do not expire; the watch reports deletion
+	}
+	margin := e.cfg.RenewMargin
+	if margin <= 0 {
+		margin = time.Hour
+	}
+	return max(time.Until(e.lease.Expiration.Add(-margin)), time.Second)
+}
+
+// leaseResult is what a renewal or re-acquisition goroutine reports.
+type leaseResult struct {
+	lease subnet.Lease
+	err   error
+	gen   uint64 // e.leaseGen when it started
+}
+
+// renewAsync renews l off the loop and reports on done.
+func (e *Engine) renewAsync(ctx context.Context, done chan<- leaseResult) {
+	l, gen := e.lease, e.leaseGen
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, etcdRequestTimeout)
+		defer cancel()
+		nl, err := e.sm.Renew(rctx, l)
+		done <- leaseResult{nl, err, gen}
+	}()
+}
+
+// reacquireAsync acquires a lease again off the loop, preferring the
+// subnet held now, waiting out etcd outages, and reports on done.
+func (e *Engine) reacquireAsync(ctx context.Context, done chan<- leaseResult) {
+	old, gen := e.lease, e.leaseGen
+	go func() {
+		l, err := e.acquire(ctx, subnet.Hint{Subnet: old.Subnet, IPv6Subnet: old.IPv6Subnet})
+		done <- leaseResult{l, err, gen}
+	}()
+}
+
+// reacquired takes the result of reacquireAsync on the loop: the same
+// subnet just replaces the lease; another one reconfigures everything.
+func (e *Engine) reacquired(ctx context.Context, r leaseResult) error {
+	if r.err != nil {
+		return r.err
+	}
+	old := e.lease
+	if r.lease.Subnet == old.Subnet && r.lease.IPv6Subnet == old.IPv6Subnet {
+		e.setLease(r.lease)
+		e.log.Info("lease re-acquired with the same subnet", "subnet", r.lease.String())
+		return nil
+	}
+	e.log.Error("lease re-acquired with a DIFFERENT subnet; pods on this host keep old addresses until they are recreated",
+		"old_subnet", old.String(), "new_subnet", r.lease.String())
+	return e.applyLease(ctx, r.lease)
+}

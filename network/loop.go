@@ -1,0 +1,273 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/flanneld-go/flannel/subnet"
+)
+
+// coalesceWindow is how long lease events are gathered before a reconcile.
+const coalesceWindow = 20 * time.Millisecond
+
+// loop is the engine's event loop and its state. Only the loop's
+// goroutine touches it; etcd requests run in goroutines of their own and
+// report on renewDone / acquired, so nothing here waits for etcd.
+type loop struct {
+	e      *Engine
+	ctx    context.Context
+	peers  *PeerSet
+	synced bool // the first batch of leases arrived
+
+	tick, probe                *time.Ticker
+	renew, retry, debounce     *time.Timer
+	pending                    bool // a debounce is running
+	renewing, acquiring        bool
+	renewDone, acquired        chan leaseResult
+	probing                    bool
+	probed                     chan error
+	renewOutage, etcdOutage    *subnet.OutageLog
+	reconcilePeriod, probeEach time.Duration
+}
+
+func newLoop(ctx context.Context, e *Engine) *loop {
+	l := &loop{e: e, ctx: ctx, peers: NewPeerSet(e.net),
+		renewDone: make(chan leaseResult, 1), acquired: make(chan leaseResult, 1), probed: make(chan error, 1),
+		renewOutage: subnet.NewOutageLog(e.log, "renewing the lease"), etcdOutage: subnet.NewOutageLog(e.log, "checking etcd"),
+		reconcilePeriod: e.cfg.ReconcilePeriod, probeEach: e.cfg.ProbePeriod}
+	if l.reconcilePeriod <= 0 {
+		l.reconcilePeriod = 10 * time.Second
+	}
+	if l.probeEach <= 0 {
+		l.probeEach = 5 * time.Second
+	}
+	l.peers.SetOwn(e.lease)
+	l.tick, l.probe = time.NewTicker(l.reconcilePeriod), time.NewTicker(l.probeEach)
+	l.renew, l.retry, l.debounce = time.NewTimer(e.renewDelay()), stoppedTimer(), stoppedTimer()
+	return l
+}
+
+func stoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}
+
+func (l *loop) stop() {
+	l.tick.Stop()
+	l.probe.Stop()
+	l.renew.Stop()
+	l.retry.Stop()
+	l.debounce.Stop()
+}
+
+// loop feeds lease events and timers to the backend and keeps the lease.
+func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
+	l := newLoop(ctx, e)
+	defer l.stop()
+	for {
+		var err error
+		select {
+		case <-ctx.Done():
+			return nil
+		case batch, ok := <-events:
+			if !ok {
+				return nil
+			}
+			l.onEvents(batch)
+		case <-l.debounce.C:
+			l.pending = false
+			l.reconcile()
+		case <-l.tick.C:
+			l.reconcile()
+		case <-l.retry.C:
+			l.reconcile()
+		case <-l.renew.C:
+			l.startRenew()
+		case r := <-l.renewDone:
+			l.renewed(r)
+		case r := <-l.acquired:
+			err = l.onAcquired(r)
+		case <-l.probe.C:
+			l.probeEtcd()
+		case err := <-l.probed:
+			l.onProbed(err)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// onEvents folds a batch into the peer set, logs each change once, and
+// schedules a reconcile: lease changes are coalesced for a moment, so a
+// burst (a hundred hosts restarting, a re-list after an outage) costs one
+// reconcile, not one per event.
+func (l *loop) onEvents(batch []subnet.Event) {
+	log := l.e.log
+	f := l.peers.Apply(batch)
+	for _, p := range f.Joined {
+		log.Info("peer joined", "peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP, "peer_backend", p.Attrs.BackendType)
+	}
+	for _, p := range f.Left {
+		log.Info("peer left", "peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP)
+	}
+	for _, ig := range f.Ignored {
+		logIgnored(l.e, ig)
+	}
+	l.e.health.metrics.peers.Set(float64(l.peers.Len()))
+	l.synced = true
+	if f.OwnRemoved {
+		log.Warn("our lease was deleted from etcd (by an operator?); acquiring again", "subnet", l.e.lease.String())
+		l.startReacquire()
+	}
+	if !l.pending {
+		l.pending = true
+		l.debounce.Reset(coalesceWindow)
+	}
+}
+
+func logIgnored(e *Engine, ig Ignored) {
+	p := ig.Lease
+	switch ig.Reason {
+	case "another backend type":
+		e.log.Warn("ignoring peer of another backend type; restart it with the same net-conf",
+			"backend", e.net.BackendType, "peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP, "peer_backend", BackendType(p))
+	default:
+		e.log.Warn("ignoring peer whose subnet is outside the network; restart it so it picks up the current net-conf",
+			"peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP, "network", e.net.Network)
+	}
+}
+
+// reconcile hands the backend the current peers; a failure is retried in
+// a second.
+func (l *loop) reconcile() {
+	if !l.synced {
+		return
+	}
+	e, m, typ := l.e, l.e.health.metrics, l.e.net.BackendType
+	peers := l.peers.Peers()
+	start := time.Now()
+	ch, err := e.be.Reconcile(l.ctx, peers)
+	m.reconcileDuration.WithLabelValues(typ).Observe(time.Since(start).Seconds())
+	m.reconciles.WithLabelValues(typ).Inc()
+	m.countChanges(ch)
+	if ch.Any() {
+		e.log.Info("data plane updated", append([]any{"backend", typ, "peers", len(peers)}, ch.LogAttrs()...)...)
+	}
+	if err != nil {
+		m.reconcileErrors.WithLabelValues(typ).Inc()
+		e.health.Set("backend", fmt.Errorf("last reconcile failed: %w", err))
+		e.log.Error("reconcile failed; retrying in 1s", "backend", typ, "error", err)
+		l.retry.Reset(time.Second)
+		return
+	}
+	e.health.Set("backend", nil)
+}
+
+func (l *loop) startRenew() {
+	if l.renewing || l.acquiring {
+		return
+	}
+	l.renewing = true
+	l.e.renewAsync(l.ctx, l.renewDone)
+}
+
+func (l *loop) startReacquire() {
+	if l.acquiring {
+		return
+	}
+	l.acquiring = true
+	l.renew.Stop()
+	l.e.reacquireAsync(l.ctx, l.acquired)
+}
+
+func (l *loop) renewed(r leaseResult) {
+	e := l.e
+	l.renewing = false
+	switch {
+	case l.ctx.Err() != nil:
+	case r.gen != e.leaseGen || l.acquiring:
+		// The lease was replaced, or is being re-acquired: this renewal
+		// is of the old one.
+		if !l.acquiring {
+			l.renew.Reset(e.renewDelay())
+		}
+	case r.err == nil:
+		l.renewOutage.OK()
+		e.setLease(r.lease)
+		e.log.Info("lease renewed", "subnet", r.lease.String(), "expires", r.lease.Expiration.Format(time.RFC3339))
+		l.renew.Reset(e.renewDelay())
+	case errors.Is(r.err, subnet.ErrLeaseLost):
+		e.log.Warn("our lease is gone from etcd; acquiring again", "subnet", e.lease.String(), "reason", r.err)
+		l.startReacquire()
+	default:
+		e.health.metrics.etcdErrors.WithLabelValues("renew").Inc()
+		l.renewOutage.Fail(r.err)
+		delay := min(30*time.Second, max(time.Second, time.Until(e.lease.Expiration)/4))
+		if !l.etcdOutage.Failing() {
+			// etcd answers the check again (this renewal was started
+			// before it came back): try again at once.
+			delay = time.Second
+		}
+		l.renew.Reset(delay)
+	}
+}
+
+// onAcquired applies a re-acquired lease; only an error the operator must
+// fix (no free subnet, a backend that cannot start) stops the daemon.
+func (l *loop) onAcquired(r leaseResult) error {
+	l.acquiring = false
+	if l.ctx.Err() != nil {
+		return nil
+	}
+	if err := l.e.reacquired(l.ctx, r); err != nil {
+		return err
+	}
+	l.peers.SetOwn(l.e.lease)
+	l.renew.Reset(l.e.renewDelay())
+	l.reconcile()
+	return nil
+}
+
+// probeEtcd checks etcd on a timer, off the loop (a ping of an etcd that
+// does not answer takes its whole timeout). The watch alone does not
+// notice an outage (the client reconnects silently), so readiness reflects
+// this check, the outage is logged once, and on recovery the leases are
+// listed again and the lease renewed at once.
+func (l *loop) probeEtcd() {
+	if l.probing {
+		return
+	}
+	l.probing = true
+	go func() {
+		pctx, cancel := context.WithTimeout(l.ctx, min(l.probeEach, 3*time.Second))
+		defer cancel()
+		l.probed <- l.e.sm.Ping(pctx)
+	}()
+}
+
+func (l *loop) onProbed(err error) {
+	e := l.e
+	l.probing = false
+	if l.ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		e.health.metrics.etcdErrors.WithLabelValues("probe").Inc()
+		l.etcdOutage.Fail(err)
+		e.health.Set("etcd", fmt.Errorf("unreachable: %w", err))
+		return
+	}
+	if l.etcdOutage.Failing() {
+		l.etcdOutage.OK()
+		e.health.Set("etcd", nil)
+		select {
+		case e.relist <- struct{}{}:
+		default:
+		}
+		l.startRenew()
+	}
+}
