@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/flanneld-go/flannel/backend/dataplane"
+	"github.com/flanneld-go/flannel/network/firewall"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -67,7 +68,7 @@ func Cleanup(ctx context.Context, c Config, w io.Writer) error {
 		fmt.Fprintf(w, "removed route %s\n", r.Dst)
 	}
 
-	if fw, err := NewFirewall(log); err != nil {
+	if fw, err := firewall.NewFirewall(log); err != nil {
 		errs = append(errs, err)
 	} else if err := fw.Remove(); err != nil {
 		errs = append(errs, fmt.Errorf("removing iptables rules: %w", err))

@@ -30,6 +30,7 @@ import (
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/registry"
+	"github.com/flanneld-go/flannel/network/firewall"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -114,7 +115,7 @@ type Engine struct {
 	lease    subnet.Lease
 	leaseGen uint64 // counts setLease calls, to spot stale renewals
 	leaseMu  sync.Mutex
-	fw       *firewallRunner
+	fw       *firewall.Runner
 	health   *Health
 	relist   chan struct{}
 }
@@ -165,23 +166,23 @@ func (e *Engine) Run(ctx context.Context) error {
 
 	// Host prerequisites come before the lease, so a host that cannot
 	// serve does not hold a subnet in etcd.
-	if err := EnableForwarding(e.log, e.net.EnableIPv6); err != nil {
+	if err := firewall.EnableForwarding(e.log, e.net.EnableIPv6); err != nil {
 		return err
 	}
 	if e.cfg.IPMasq || e.cfg.IPTablesForwardRules {
-		fw, err := newFirewallRunner(e.log, e.cfg.IPTablesResync)
+		fw, err := firewall.NewRunner(e.log, e.cfg.IPTablesResync)
 		if err != nil {
 			return err
 		}
 		e.fw = fw
-		defer fw.stop()
-		e.health.AddCheck("iptables", fw.fw.Status)
+		defer fw.Stop()
+		e.health.AddCheck("iptables", fw.Status)
 		e.health.reg.MustRegister(
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_iptables_resyncs_total", Help: "iptables rule checks made."},
-				func() float64 { r, _ := fw.fw.Counts(); return float64(r) }),
+				func() float64 { r, _ := fw.Counts(); return float64(r) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_iptables_repairs_total", Help: "iptables rule checks that had to restore rules."},
-				func() float64 { _, r := fw.fw.Counts(); return float64(r) }))
-	} else if fw, err := NewFirewall(e.log); err == nil {
+				func() float64 { _, r := fw.Counts(); return float64(r) }))
+	} else if fw, err := firewall.NewFirewall(e.log); err == nil {
 		// Both rule sets are off: remove what an earlier run installed.
 		if err := fw.Remove(); err != nil {
 			e.log.Warn("cannot remove the iptables rules of an earlier run", "error", err)
@@ -278,11 +279,11 @@ func (e *Engine) applyLease(ctx context.Context, l subnet.Lease) error {
 	}
 	e.health.Set("backend", nil)
 	if e.fw != nil {
-		rc := RuleConfig{Network: e.net.Network, Subnet: l.Subnet, Masquerade: e.cfg.IPMasq, Forward: e.cfg.IPTablesForwardRules}
+		rc := firewall.RuleConfig{Network: e.net.Network, Subnet: l.Subnet, Masquerade: e.cfg.IPMasq, Forward: e.cfg.IPTablesForwardRules}
 		if e.net.EnableIPv6 {
 			rc.IPv6Network, rc.IPv6Subnet = e.net.IPv6Network, l.IPv6Subnet
 		}
-		if err := e.fw.apply(ctx, rc); err != nil {
+		if err := e.fw.Apply(ctx, rc); err != nil {
 			return err
 		}
 	}
@@ -551,55 +552,4 @@ func sortedPeers(m map[string]subnet.Lease) []subnet.Lease {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Subnet.Addr().Less(out[j].Subnet.Addr()) })
 	return out
-}
-
-// firewallRunner keeps the rules of the current lease in place, restarting
-// the resync loop when the lease changes.
-type firewallRunner struct {
-	fw     *Firewall
-	resync time.Duration
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func newFirewallRunner(log *slog.Logger, resync time.Duration) (*firewallRunner, error) {
-	fw, err := NewFirewall(log)
-	if err != nil {
-		return nil, err
-	}
-	if resync <= 0 {
-		resync = 5 * time.Second
-	}
-	return &firewallRunner{fw: fw, resync: resync}, nil
-}
-
-// apply (re)starts the resync loop for rc and waits until the rules were
-// in place once, so readiness is only signalled with the rules installed.
-func (r *firewallRunner) apply(ctx context.Context, rc RuleConfig) error {
-	r.stop()
-	rctx, cancel := context.WithCancel(ctx)
-	r.cancel, r.done = cancel, make(chan struct{})
-	errc := make(chan error, 1)
-	go func() {
-		defer close(r.done)
-		errc <- r.fw.Run(rctx, rc, r.resync)
-	}()
-	select {
-	case <-r.fw.Ready():
-		return nil
-	case err := <-errc:
-		return fmt.Errorf("iptables rules: %w", err)
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("iptables rules not in place after 30s: %w", r.fw.Status())
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (r *firewallRunner) stop() {
-	if r.cancel != nil {
-		r.cancel()
-		<-r.done
-		r.cancel = nil
-	}
 }

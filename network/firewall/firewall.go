@@ -1,4 +1,4 @@
-package network
+package firewall
 
 // Firewall rules for ip-masq and forwarding, the way upstream flannel lays
 // them out, so operators and other tools recognise them.
