@@ -4,8 +4,59 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 )
+
+// Run calls Ensure now and every resync period until ctx is done, then
+// returns nil, leaving the rules in place. It logs one line per event: the
+// first installation, each restoration of rules someone changed, the start
+// of a failure (or a change of error) and the recovery. It returns an error
+// only for an invalid cfg or resync.
+func (f *Firewall) Run(ctx context.Context, cfg RuleConfig, resync time.Duration) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if resync <= 0 {
+		return fmt.Errorf("firewall: resync period must be positive, got %v", resync)
+	}
+	tick := time.NewTicker(resync)
+	defer tick.Stop()
+	var (
+		installed bool
+		failing   string // the error logged last, "" when rules are in place
+	)
+	for {
+		repairs, err := f.ensure(cfg)
+		f.resyncs.Add(1)
+		switch {
+		case len(repairs) > 0 && installed:
+			f.repairs.Add(1)
+			f.log.Warn("firewall rules restored", "repairs", strings.Join(repairs, "; "))
+		case len(repairs) > 0:
+			f.log.Info("firewall rules installed", "repairs", strings.Join(repairs, "; "))
+		}
+		switch {
+		case err != nil && err.Error() != failing:
+			f.log.Error("firewall rules not in place, retrying every resync period", "err", err, "resync", resync,
+				"check", "that iptables, ip6tables and their -restore commands work (iptables -t nat -S) and whether another tool deletes FLANNEL-* chains")
+		case err == nil && len(repairs) == 0 && failing != "":
+			f.log.Info("firewall rules in place again")
+		case err == nil && len(repairs) == 0 && !installed:
+			f.log.Info("firewall rules already in place")
+		}
+		if err != nil {
+			failing = err.Error()
+		} else {
+			failing, installed = "", true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
 
 // Runner keeps the rules of the current lease in place, restarting the
 // resync loop (Firewall.Run) when the lease changes. Apply and Stop are

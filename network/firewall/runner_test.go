@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -9,6 +10,117 @@ import (
 
 	"github.com/flanneld-go/flannel/internal/netnstest"
 )
+
+func TestFirewallRun(t *testing.T) {
+	netnstest.Require(t)
+	resetIPTables(t, nftBackend)
+	f, buf := newTestFirewall(t, nftBackend)
+	if f.Status() == nil {
+		t.Error("Status() = nil before the first Ensure")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx, fwCfgDual, 200*time.Millisecond) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	select {
+	case <-f.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("not ready after 5s; log:\n%s", buf)
+	}
+	if err := f.Status(); err != nil {
+		t.Fatalf("Status() = %v after Ready", err)
+	}
+	checkRules(t, f, nftBackend, fwCfgDual, false)
+
+	iptCmd(t, "iptables", "-t", "nat", "-D", "POSTROUTING", "1")
+	iptCmd(t, "ip6tables", "-t", "filter", "-D", fwdChain, "1")
+	deadline := time.Now().Add(3 * time.Second)
+	for strings.Count(buf.String(), "firewall rules restored") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("rules not restored within 3s; log:\n%s", buf)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // a few more resyncs, which must not log
+	checkRules(t, f, nftBackend, fwCfgDual, false)
+	checkRules(t, f, nftBackend, fwCfgDual, true)
+	log := buf.String()
+	if n := strings.Count(log, "firewall rules installed"); n != 1 {
+		t.Errorf("%d lines 'firewall rules installed', want 1:\n%s", n, log)
+	}
+	if n := strings.Count(log, "firewall rules restored"); n != 1 {
+		t.Errorf("%d lines 'firewall rules restored', want 1:\n%s", n, log)
+	}
+	if n := strings.Count(log, "\n"); n != 2 {
+		t.Errorf("%d log lines, want 2:\n%s", n, log)
+	}
+}
+
+func TestFirewallRunInvalid(t *testing.T) {
+	f := &Firewall{log: slog.Default(), ready: make(chan struct{})}
+	if err := f.Run(t.Context(), RuleConfig{}, time.Second); err == nil {
+		t.Error("Run with an empty config: no error")
+	}
+	if err := f.Run(t.Context(), fwCfgV4, 0); err == nil {
+		t.Error("Run with resync 0: no error")
+	}
+}
+
+func TestFirewallRunFailure(t *testing.T) {
+	netnstest.Require(t)
+	resetIPTables(t, nftBackend)
+	f, buf := newTestFirewall(t, nftBackend)
+	restore := f.v4.restore
+	f.v4.restore = "/bin/false" // before Run: no race
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx, fwCfgV4, 100*time.Millisecond) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	time.Sleep(500 * time.Millisecond) // several failing resyncs
+	if f.Status() == nil {
+		t.Error("Status() = nil while failing")
+	}
+	select {
+	case <-f.Ready():
+		t.Error("Ready while failing")
+	default:
+	}
+	f.mu.Lock()
+	f.v4.restore = restore
+	f.mu.Unlock()
+	select {
+	case <-f.Ready():
+	case <-time.After(3 * time.Second):
+		t.Fatalf("not ready 3s after the fix; log:\n%s", buf)
+	}
+	time.Sleep(300 * time.Millisecond)
+	checkRules(t, f, nftBackend, fwCfgV4, false)
+	log := buf.String()
+	if n := strings.Count(log, "level=ERROR"); n != 1 {
+		t.Errorf("%d error lines, want 1 for the whole failure:\n%s", n, log)
+	}
+	if !strings.Contains(log, "check=") || !strings.Contains(log, "/bin/false") {
+		t.Errorf("error line does not say what failed and what to check:\n%s", log)
+	}
+	if n := strings.Count(log, "firewall rules installed"); n != 1 {
+		t.Errorf("%d 'installed' lines, want 1 for the recovery:\n%s", n, log)
+	}
+	if n := strings.Count(log, "\n"); n != 2 {
+		t.Errorf("%d log lines, want 2 (failure, recovery):\n%s", n, log)
+	}
+}
 
 func newTestRunner(t *testing.T) (*Runner, *syncBuffer) {
 	t.Helper()
