@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/flanneld-go/flannel/backend/dataplane"
+	"github.com/flanneld-go/flannel/network/firewall"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -36,9 +37,23 @@ func Cleanup(ctx context.Context, c Config, w io.Writer) error {
 	} else if err := deleteOwnLeases(ctx, c, ext.PublicIP, w, log); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, removeDevices(h, w), removeRoutes(h, w), removeRules(log, w))
+	if c.SubnetFile != "" {
+		if err := os.Remove(c.SubnetFile); err == nil {
+			fmt.Fprintf(w, "removed %s\n", c.SubnetFile)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
 
+// removeDevices deletes the devices our backends create: ip link del DEV.
+func removeDevices(h *netlink.Handle, w io.Writer) error {
+	var errs []error
 	links, err := h.LinkList()
 	if err != nil {
+		// An interrupted dump still returns links: delete those of ours.
 		errs = append(errs, fmt.Errorf("listing links: %w", err))
 	}
 	for _, l := range links {
@@ -50,8 +65,13 @@ func Cleanup(ctx context.Context, c Config, w io.Writer) error {
 			fmt.Fprintf(w, "removed device %s\n", name)
 		}
 	}
+	return errors.Join(errs...)
+}
 
+// removeRoutes deletes the routes marked as ours: ip route del ... proto 98.
+func removeRoutes(h *netlink.Handle, w io.Writer) error {
 	k := dataplane.NewNetlink(h)
+	var errs []error
 	routes, err := k.RouteList()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("listing routes: %w", err))
@@ -66,23 +86,20 @@ func Cleanup(ctx context.Context, c Config, w io.Writer) error {
 		}
 		fmt.Fprintf(w, "removed route %s\n", r.Dst)
 	}
-
-	if fw, err := NewFirewall(log); err != nil {
-		errs = append(errs, err)
-	} else if err := fw.Remove(); err != nil {
-		errs = append(errs, fmt.Errorf("removing iptables rules: %w", err))
-	} else {
-		fmt.Fprintln(w, "removed iptables chains FLANNEL-POSTRTG and FLANNEL-FWD (if present) and their jumps")
-	}
-
-	if c.SubnetFile != "" {
-		if err := os.Remove(c.SubnetFile); err == nil {
-			fmt.Fprintf(w, "removed %s\n", c.SubnetFile)
-		} else if !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
 	return errors.Join(errs...)
+}
+
+// removeRules deletes the FLANNEL-* chains and their jumps, both families.
+func removeRules(log *slog.Logger, w io.Writer) error {
+	fw, err := firewall.NewFirewall(log)
+	if err != nil {
+		return err
+	}
+	if err := fw.Remove(); err != nil {
+		return fmt.Errorf("removing iptables rules: %w", err)
+	}
+	fmt.Fprintln(w, "removed iptables chains FLANNEL-POSTRTG and FLANNEL-FWD (if present) and their jumps")
+	return nil
 }
 
 func deleteOwnLeases(ctx context.Context, c Config, public interface{ String() string }, w io.Writer, log *slog.Logger) error {

@@ -35,6 +35,7 @@ import (
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/registry"
+	"github.com/flanneld-go/flannel/network/firewall"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -119,7 +120,7 @@ type Engine struct {
 	lease    subnet.Lease
 	leaseGen uint64 // counts setLease calls, to spot stale renewals
 	leaseMu  sync.Mutex
-	fw       *firewallRunner
+	fw       *firewall.Runner
 	health   *Health
 	relist   chan struct{}
 }
@@ -170,7 +171,7 @@ func (e *Engine) Run(ctx context.Context) error {
 
 	// Host prerequisites come before the lease, so a host that cannot
 	// serve does not hold a subnet in etcd.
-	if err := EnableForwarding(e.log, e.net.EnableIPv6); err != nil {
+	if err := firewall.EnableForwarding(e.log, e.net.EnableIPv6); err != nil {
 		return err
 	}
 	stopFirewall, err := e.setupFirewall()
@@ -224,74 +225,23 @@ func (e *Engine) serve(ctx context.Context) error {
 // returned function stops the resync.
 func (e *Engine) setupFirewall() (stop func(), err error) {
 	if !e.cfg.IPMasq && !e.cfg.IPTablesForwardRules {
-		if fw, err := NewFirewall(e.log); err == nil {
+		if fw, err := firewall.NewFirewall(e.log); err == nil {
 			if err := fw.Remove(); err != nil {
 				e.log.Warn("cannot remove the iptables rules of an earlier run", "error", err)
 			}
 		}
 		return func() {}, nil
 	}
-	fw, err := newFirewallRunner(e.log, e.cfg.IPTablesResync)
+	fw, err := firewall.NewRunner(e.log, e.cfg.IPTablesResync)
 	if err != nil {
 		return nil, err
 	}
 	e.fw = fw
-	e.health.AddCheck("iptables", fw.fw.Status)
+	e.health.AddCheck("iptables", fw.Status)
 	e.health.reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_iptables_resyncs_total", Help: "iptables rule checks made."},
-			func() float64 { r, _ := fw.fw.Counts(); return float64(r) }),
+			func() float64 { r, _ := fw.Counts(); return float64(r) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_iptables_repairs_total", Help: "iptables rule checks that had to restore rules."},
-			func() float64 { _, r := fw.fw.Counts(); return float64(r) }))
-	return fw.stop, nil
-}
-
-// firewallRunner keeps the rules of the current lease in place, restarting
-// the resync loop when the lease changes.
-type firewallRunner struct {
-	fw     *Firewall
-	resync time.Duration
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func newFirewallRunner(log *slog.Logger, resync time.Duration) (*firewallRunner, error) {
-	fw, err := NewFirewall(log)
-	if err != nil {
-		return nil, err
-	}
-	if resync <= 0 {
-		resync = 5 * time.Second
-	}
-	return &firewallRunner{fw: fw, resync: resync}, nil
-}
-
-// apply (re)starts the resync loop for rc and waits until the rules were
-// in place once, so readiness is only signalled with the rules installed.
-func (r *firewallRunner) apply(ctx context.Context, rc RuleConfig) error {
-	r.stop()
-	rctx, cancel := context.WithCancel(ctx)
-	r.cancel, r.done = cancel, make(chan struct{})
-	errc := make(chan error, 1)
-	go func() {
-		defer close(r.done)
-		errc <- r.fw.Run(rctx, rc, r.resync)
-	}()
-	select {
-	case <-r.fw.Ready():
-		return nil
-	case err := <-errc:
-		return fmt.Errorf("iptables rules: %w", err)
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("iptables rules not in place after 30s: %w", r.fw.Status())
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (r *firewallRunner) stop() {
-	if r.cancel != nil {
-		r.cancel()
-		<-r.done
-		r.cancel = nil
-	}
+			func() float64 { _, r := fw.Counts(); return float64(r) }))
+	return fw.Stop, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/flanneld-go/flannel/network/firewall"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -71,11 +72,11 @@ func (e *Engine) applyLease(ctx context.Context, l subnet.Lease) error {
 	}
 	e.health.Set("backend", nil)
 	if e.fw != nil {
-		rc := RuleConfig{Network: e.net.Network, Subnet: l.Subnet, Masquerade: e.cfg.IPMasq, Forward: e.cfg.IPTablesForwardRules}
+		rc := firewall.RuleConfig{Network: e.net.Network, Subnet: l.Subnet, Masquerade: e.cfg.IPMasq, Forward: e.cfg.IPTablesForwardRules}
 		if e.net.EnableIPv6 {
 			rc.IPv6Network, rc.IPv6Subnet = e.net.IPv6Network, l.IPv6Subnet
 		}
-		if err := e.fw.apply(ctx, rc); err != nil {
+		if err := e.fw.Apply(ctx, rc); err != nil {
 			return err
 		}
 	}

@@ -51,7 +51,35 @@ func (tb *Testbed) AddHost(ctx context.Context, o HostOptions) (*Host, error) {
 
 // addHost is AddHost; the caller holds tb.mu.
 func (tb *Testbed) addHost(ctx context.Context, o HostOptions) (*Host, error) {
-	seg := o.Segment
+	h, err := tb.newHost(o.Segment)
+	if err != nil {
+		return nil, err
+	}
+	addr6, err := tb.wireHost(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	tb.hosts = append(tb.hosts, h)
+	tb.logf("testbed %s: host %s (%s) on segment %d: eth0 %s", tb.prefix, h.Name, h.NS, h.Segment, words(h.Addr.String()+"/24", addr6))
+	return h, nil
+}
+
+// segmentNet is how a host of one segment is attached: the switch
+// namespace it plugs into, its default gateways and its address prefixes.
+type segmentNet struct {
+	sw, gw, gw6, net3, net6 string
+}
+
+func (tb *Testbed) segmentNet(seg int) segmentNet {
+	if seg == 2 {
+		return segmentNet{sw: tb.ns("sw2"), gw: "192.168.60.254", gw6: "fd00:60::254", net3: "192.168.60", net6: "fd00:60::"}
+	}
+	return segmentNet{sw: tb.ns("sw"), gw: "192.168.50.1", gw6: "fd00:50::1", net3: "192.168.50", net6: "fd00:50::"}
+}
+
+// newHost checks seg (0 means 1) and returns the next host with its names
+// and addresses, not yet created.
+func (tb *Testbed) newHost(seg int) (*Host, error) {
 	if seg == 0 {
 		seg = 1
 	}
@@ -73,50 +101,50 @@ func (tb *Testbed) addHost(ctx context.Context, o HostOptions) (*Host, error) {
 	}
 	h.NS = tb.ns(h.Name)
 	h.dir = filepath.Join(tb.workDir, h.Name)
-	sw, gw, gw6 := tb.ns("sw"), "192.168.50.1", "fd00:50::1"
-	net3, net6 := "192.168.50", "fd00:50::"
-	if seg == 2 {
-		sw, gw, gw6 = tb.ns("sw2"), "192.168.60.254", "fd00:60::254"
-		net3, net6 = "192.168.60", "fd00:60::"
-	}
-	h.Addr = netip.MustParseAddr(fmt.Sprintf("%s.%d", net3, 10+i))
+	sn := tb.segmentNet(seg)
+	h.Addr = netip.MustParseAddr(fmt.Sprintf("%s.%d", sn.net3, 10+i))
 	if tb.opts.IPv6 {
 		// The digits of the last IPv4 byte, read as hex: fd00:50::11 is
 		// 192.168.50.11.
-		h.Addr6 = netip.MustParseAddr(fmt.Sprintf("%s%d", net6, 10+i))
+		h.Addr6 = netip.MustParseAddr(fmt.Sprintf("%s%d", sn.net6, 10+i))
 	}
+	return h, nil
+}
+
+// wireHost creates h's work directory and namespace, plugs its eth0 into
+// the segment's switch, adds its addresses and routes, and returns the
+// IPv6 address it gave eth0 ("" without IPv6).
+func (tb *Testbed) wireHost(ctx context.Context, h *Host) (addr6 string, err error) {
+	sn := tb.segmentNet(h.Segment)
 	if err := os.MkdirAll(h.dir, 0o755); err != nil {
-		return nil, err
+		return "", err
 	}
 	if err := tb.addNS(ctx, h.NS); err != nil {
-		return nil, err
+		return "", err
 	}
-	if err := tb.plug(ctx, sw, h.Name, h.NS, "eth0"); err != nil {
-		return nil, err
+	if err := tb.plug(ctx, sn.sw, h.Name, h.NS, "eth0"); err != nil {
+		return "", err
 	}
-	addr6 := ""
 	if h.Addr6.IsValid() {
 		addr6 = h.Addr6.String() + "/64"
 	}
 	if err := addAddrs(ctx, h.NS, "eth0", h.Addr.String()+"/24", addr6); err != nil {
-		return nil, err
+		return "", err
 	}
-	if err := ipn(ctx, h.NS, "route", "add", "default", "via", gw); err != nil {
-		return nil, err
+	if err := ipn(ctx, h.NS, "route", "add", "default", "via", sn.gw); err != nil {
+		return "", err
 	}
 	if tb.opts.IPv6 {
-		if err := ipn(ctx, h.NS, "-6", "route", "add", "default", "via", gw6); err != nil {
-			return nil, err
+		if err := ipn(ctx, h.NS, "-6", "route", "add", "default", "via", sn.gw6); err != nil {
+			return "", err
 		}
 	}
-	if seg == 1 && tb.segment2 {
+	if h.Segment == 1 && tb.segment2 {
 		if err := tb.routeToSegment2(ctx, h.NS); err != nil {
-			return nil, err
+			return "", err
 		}
 	}
-	tb.hosts = append(tb.hosts, h)
-	tb.logf("testbed %s: host %s (%s) on segment %d: eth0 %s", tb.prefix, h.Name, h.NS, seg, words(h.Addr.String()+"/24", addr6))
-	return h, nil
+	return addr6, nil
 }
 
 // plug connects namespace ns to the bridge br0 of switch namespace sw with a

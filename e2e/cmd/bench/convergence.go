@@ -7,6 +7,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flanneld-go/flannel/e2e/testbed"
 )
 
 // ConvergenceResult is one backend's join latency over a cluster.
@@ -55,61 +57,98 @@ func convergence(ctx context.Context, typ string, hosts, joins int, verbose bool
 	if err != nil {
 		return fail(err)
 	}
-	var watches []*kernelWatch
-	defer func() {
-		for _, w := range watches {
-			w.close()
-		}
-	}()
-	for _, h := range tb.Hosts() {
-		w, err := watchKernel(h.NS, vxlanDev(typ))
-		if err != nil {
-			return fail(err)
-		}
-		watches = append(watches, w)
+	watches, err := watchHosts(tb, vxlanDev(typ))
+	if err != nil {
+		return fail(err)
 	}
+	defer closeWatches(watches)
 	grant, err := cli.Grant(tctx, 600)
 	if err != nil {
 		return fail(err)
 	}
 	// Let the daemons' start-up reconciles settle.
 	time.Sleep(500 * time.Millisecond)
-	var all, per, puts []time.Duration
+	j := &joiner{cli: cli, lease: grant.ID, watches: watches, typ: typ}
 	next := 100
 	for i := range joins {
-		var p simPeer
-		for ; ; next++ {
-			p.Subnet = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(next), 0}), 24)
-			if !taken[p.Subnet] {
-				next++
-				break
-			}
-		}
-		p.PublicIP = netip.AddrFrom4([4]byte{192, 168, 50, byte(100 + i)})
-		p.MAC = mac(1, i)
-		t0 := time.Now()
-		if _, err := cli.Put(tctx, p.key(), p.value(typ), clientv3.WithLease(grant.ID)); err != nil {
+		p := simPeer{PublicIP: netip.AddrFrom4([4]byte{192, 168, 50, byte(100 + i)}), MAC: mac(1, i)}
+		p.Subnet, next = freeSubnet(taken, next)
+		worst, err := j.join(tctx, i, p)
+		if err != nil {
 			return fail(err)
 		}
-		puts = append(puts, time.Since(t0))
-		var worst time.Duration
-		for j, w := range watches {
-			last, missing := w.wait(tctx, p.items(typ), t0, 10*time.Second)
-			if missing > 0 {
-				return fail(fmt.Errorf("join %d (%s): host h%d still misses %d of %d entries after 10s", i+1, p.Subnet, j+1, missing, len(p.items(typ))))
-			}
-			d := last.Sub(t0)
-			per = append(per, d)
-			worst = max(worst, d)
-		}
-		all = append(all, worst)
 		if verbose {
 			logf("bench: convergence %s: join %d: %v", typ, i+1, worst)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	res.Join, res.PerHost = latency(all), latency(per)
-	res.PutMs = latency(puts).Median
+	res.Join, res.PerHost = latency(j.all), latency(j.per)
+	res.PutMs = latency(j.puts).Median
 	logf("bench: convergence %s: median %.1f ms, max %.1f ms over %d joins", typ, res.Join.Median, res.Join.Max, joins)
 	return res
+}
+
+// watchHosts starts an ip/bridge monitor in every host of tb; on an error
+// the monitors already started are closed.
+func watchHosts(tb *testbed.Testbed, dev string) ([]*kernelWatch, error) {
+	var watches []*kernelWatch
+	for _, h := range tb.Hosts() {
+		w, err := watchKernel(h.NS, dev)
+		if err != nil {
+			closeWatches(watches)
+			return nil, err
+		}
+		watches = append(watches, w)
+	}
+	return watches, nil
+}
+
+func closeWatches(watches []*kernelWatch) {
+	for _, w := range watches {
+		w.close()
+	}
+}
+
+// freeSubnet returns the first 10.244.N.0/24 with N >= next that no lease
+// holds, and the N to look from next time.
+func freeSubnet(taken map[netip.Prefix]bool, next int) (netip.Prefix, int) {
+	for ; ; next++ {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(next), 0}), 24)
+		if !taken[p] {
+			return p, next + 1
+		}
+	}
+}
+
+// joiner writes simulated peers' leases and collects how long the hosts
+// took to program them.
+type joiner struct {
+	cli     *clientv3.Client
+	lease   clientv3.LeaseID
+	watches []*kernelWatch
+	typ     string
+
+	all, per, puts []time.Duration // per join, per host and join, etcd writes
+}
+
+// join writes p's lease (join i, from 0) and waits until every host has
+// all of p's entries; it returns the time the slowest host took.
+func (j *joiner) join(ctx context.Context, i int, p simPeer) (time.Duration, error) {
+	t0 := time.Now()
+	if _, err := j.cli.Put(ctx, p.key(), p.value(j.typ), clientv3.WithLease(j.lease)); err != nil {
+		return 0, err
+	}
+	j.puts = append(j.puts, time.Since(t0))
+	var worst time.Duration
+	for h, w := range j.watches {
+		last, missing := w.wait(ctx, p.items(j.typ), t0, 10*time.Second)
+		if missing > 0 {
+			return 0, fmt.Errorf("join %d (%s): host h%d still misses %d of %d entries after 10s", i+1, p.Subnet, h+1, missing, len(p.items(j.typ)))
+		}
+		d := last.Sub(t0)
+		j.per = append(j.per, d)
+		worst = max(worst, d)
+	}
+	j.all = append(j.all, worst)
+	return worst, nil
 }

@@ -4,12 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -93,54 +88,112 @@ func scale(ctx context.Context, typ string, peers, ops int, rate float64, perfDi
 	if err != nil {
 		return fail(err)
 	}
-	cur := map[int]simPeer{}
-	var ops0 []clientv3.Op
+	b := &scaleBench{typ: typ, h: h, cli: cli, lease: grant.ID, res: &res}
+	if err := b.seed(tctx, peers); err != nil {
+		return fail(err)
+	}
+	if b.w, err = watchKernel(h.NS, vxlanDev(typ)); err != nil {
+		return fail(err)
+	}
+	defer b.w.close()
+	base, err := b.program(tctx)
+	if err != nil {
+		return fail(err)
+	}
+	lastWrite, err := b.churn(tctx, peers-1, ops, rate, perfDir)
+	if err != nil {
+		return fail(err)
+	}
+	if err := b.settle(tctx, lastWrite, base); err != nil {
+		return fail(err)
+	}
+	logf("bench: scale %s: churn %d ops at %.0f/s: lag median %.1f ms, max %.1f ms; settled %.0f ms after the last write; CPU %.2f s; %d reconciles, mean %.1f ms; exact: %v; peak RSS %.1f MiB",
+		typ, ops, res.ChurnRate, res.ChurnLag.Median, res.ChurnLag.Max, res.SettleMs, res.ChurnCPU, res.ChurnReconciles, res.ReconcileMeanMs, res.FinalExact, res.PeakRSS)
+	return res
+}
+
+// scaleBench is one scale run: the daemon's host, the etcd client that
+// plays the peers, and the figures gathered so far.
+type scaleBench struct {
+	typ   string
+	h     *testbed.Host
+	cli   *clientv3.Client
+	lease clientv3.LeaseID
+	w     *kernelWatch
+	cur   map[int]simPeer // peer i (from 1) as its lease is now
+	pid   int             // the daemon's, once started
+	res   *ScaleResult
+}
+
+// churnBase is what the daemon had used before the churn.
+type churnBase struct {
+	cpu          time.Duration
+	reconciles   int
+	reconcileSec float64
+}
+
+// seed writes the leases of peers 1 to peers-1, 100 per transaction.
+func (b *scaleBench) seed(ctx context.Context, peers int) error {
+	b.cur = map[int]simPeer{}
+	var ops []clientv3.Op
 	for i := 1; i < peers; i++ {
 		p := scalePeer(0, i)
-		cur[i] = p
-		ops0 = append(ops0, clientv3.OpPut(p.key(), p.value(typ), clientv3.WithLease(grant.ID)))
+		b.cur[i] = p
+		ops = append(ops, clientv3.OpPut(p.key(), p.value(b.typ), clientv3.WithLease(b.lease)))
 	}
-	for len(ops0) > 0 {
-		n := min(100, len(ops0))
-		if _, err := cli.Txn(tctx).Then(ops0[:n]...).Commit(); err != nil {
-			return fail(err)
+	for len(ops) > 0 {
+		n := min(100, len(ops))
+		if _, err := b.cli.Txn(ctx).Then(ops[:n]...).Commit(); err != nil {
+			return err
 		}
-		ops0 = ops0[n:]
+		ops = ops[n:]
 	}
-	w, err := watchKernel(h.NS, vxlanDev(typ))
-	if err != nil {
-		return fail(err)
-	}
-	defer w.close()
+	return nil
+}
+
+// want is every kernel entry the current peers need.
+func (b *scaleBench) want() []item {
 	var want []item
-	for _, p := range cur {
-		want = append(want, p.items(typ)...)
+	for _, p := range b.cur {
+		want = append(want, p.items(b.typ)...)
 	}
-	res.Entries = len(want)
+	return want
+}
 
+// program starts the daemon and times it until every peer's entries are
+// in the kernel, then checks the kernel holds exactly those.
+func (b *scaleBench) program(ctx context.Context) (churnBase, error) {
+	want := b.want()
+	b.res.Entries = len(want)
 	t0 := time.Now()
-	if err := h.StartDaemon(tctx, "--healthz-ip", "127.0.0.1", "--healthz-port", "9099"); err != nil {
-		return fail(err)
+	if err := b.h.StartDaemon(ctx, "--healthz-ip", "127.0.0.1", "--healthz-port", "9099"); err != nil {
+		return churnBase{}, err
 	}
-	last, missing := w.wait(tctx, want, t0, 60*time.Second)
+	last, missing := b.w.wait(ctx, want, t0, 60*time.Second)
 	if missing > 0 {
-		return fail(fmt.Errorf("after 60s %d of %d entries still missing", missing, len(want)))
+		return churnBase{}, fmt.Errorf("after 60s %d of %d entries still missing", missing, len(want))
 	}
-	res.ProgramMs = float64(last.Sub(t0).Microseconds()) / 1000
-	pid := h.DaemonPID()
-	st, err := testbed.ReadProcStat(pid)
+	b.res.ProgramMs = float64(last.Sub(t0).Microseconds()) / 1000
+	b.pid = b.h.DaemonPID()
+	st, err := testbed.ReadProcStat(b.pid)
 	if err != nil {
-		return fail(err)
+		return churnBase{}, err
 	}
-	res.StartCPU, res.StartRSS = st.CPU.Seconds(), float64(st.RSS)/(1<<20)
+	b.res.StartCPU, b.res.StartRSS = st.CPU.Seconds(), float64(st.RSS)/(1<<20)
 	logf("bench: scale %s: %d peers (%d entries) programmed in %.0f ms; CPU %.2f s, RSS %.1f MiB",
-		typ, peers-1, len(want), res.ProgramMs, res.StartCPU, res.StartRSS)
-	if err := checkKernel(tctx, h, typ, cur); err != nil {
-		return fail(fmt.Errorf("after start: %w", err))
+		b.typ, b.res.Peers, len(want), b.res.ProgramMs, b.res.StartCPU, b.res.StartRSS)
+	if err := checkKernel(ctx, b.h, b.typ, b.cur); err != nil {
+		return churnBase{}, fmt.Errorf("after start: %w", err)
 	}
+	n0, sum0 := reconcileMetrics(ctx, b.h)
+	return churnBase{cpu: st.CPU, reconciles: n0, reconcileSec: sum0}, nil
+}
 
-	// Churn: op j deletes peer (j mod n)+1 and re-adds it with the next
-	// generation's address and MAC; a waiter times each op's new entries.
+// churn runs ops operations at rate per second over the n peers: op j
+// deletes peer (j mod n)+1 and re-adds it with the next generation's
+// address and MAC; a waiter times each op's new entries. It returns the
+// time of the last write.
+func (b *scaleBench) churn(ctx context.Context, n, ops int, rate float64, perfDir string) (time.Time, error) {
 	type op struct {
 		at    time.Time
 		items []item
@@ -150,18 +203,16 @@ func scale(ctx context.Context, typ string, peers, ops int, rate float64, perfDi
 	go func() {
 		var out []time.Duration
 		for o := range opc {
-			last, missing := w.wait(tctx, o.items, o.at, 30*time.Second)
+			last, missing := b.w.wait(ctx, o.items, o.at, 30*time.Second)
 			if missing == 0 {
 				out = append(out, last.Sub(o.at))
 			}
 		}
 		lags <- out
 	}()
-	cpu0 := st.CPU
-	n0, sum0 := reconcileMetrics(tctx, h)
 	stopPerf := func() string { return "" }
 	if perfDir != "" {
-		stopPerf = perfRecord(h.DaemonPID(), filepath.Join(perfDir, "perf-churn-"+typ))
+		stopPerf = perfRecord(b.h.DaemonPID(), filepath.Join(perfDir, "perf-churn-"+b.typ))
 	}
 	gen := map[int]int{}
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
@@ -169,187 +220,66 @@ func scale(ctx context.Context, typ string, peers, ops int, rate float64, perfDi
 	var lastWrite time.Time
 	for j := range ops {
 		<-tick.C
-		i := j%(peers-1) + 1
+		i := j%n + 1
 		gen[i]++
 		p := scalePeer(gen[i], i)
 		at := time.Now()
-		if _, err := cli.Delete(tctx, cur[i].key()); err != nil {
+		if err := b.replace(ctx, i, p); err != nil {
 			tick.Stop()
 			close(opc)
-			return fail(err)
-		}
-		if _, err := cli.Put(tctx, p.key(), p.value(typ), clientv3.WithLease(grant.ID)); err != nil {
-			tick.Stop()
-			close(opc)
-			return fail(err)
+			return lastWrite, err
 		}
 		lastWrite = time.Now()
-		cur[i] = p
-		opc <- op{at, p.items(typ)}
+		opc <- op{at, p.items(b.typ)}
 	}
 	tick.Stop()
-	res.Profile = stopPerf()
-	res.ChurnRate = float64(ops) / lastWrite.Sub(start).Seconds()
+	b.res.Profile = stopPerf()
+	b.res.ChurnRate = float64(ops) / lastWrite.Sub(start).Seconds()
 	close(opc)
 	lagList := <-lags
-	res.ChurnLag = latency(lagList)
+	b.res.ChurnLag = latency(lagList)
 	if len(lagList) < ops {
-		return fail(fmt.Errorf("churn: %d of %d ops never showed up in the kernel", ops-len(lagList), ops))
+		return lastWrite, fmt.Errorf("churn: %d of %d ops never showed up in the kernel", ops-len(lagList), ops)
 	}
-	want = want[:0]
-	for _, p := range cur {
-		want = append(want, p.items(typ)...)
-	}
-	if last, missing := w.wait(tctx, want, lastWrite, 30*time.Second); missing > 0 {
-		return fail(fmt.Errorf("after churn %d of %d entries missing", missing, len(want)))
-	} else {
-		res.SettleMs = float64(last.Sub(lastWrite).Microseconds()) / 1000
-	}
-	// A reconcile deletes what is no longer desired after adding; give the
-	// last one its 20 ms window and a little more before the exact check.
-	time.Sleep(300 * time.Millisecond)
-	if err := checkKernel(tctx, h, typ, cur); err != nil {
-		res.FinalDiff = err.Error()
-	} else {
-		res.FinalExact = true
-	}
-	if st, err := testbed.ReadProcStat(pid); err == nil {
-		res.ChurnCPU = (st.CPU - cpu0).Seconds()
-	}
-	res.PeakRSS = peakRSS(pid)
-	if n1, sum1 := reconcileMetrics(tctx, h); n1 > n0 {
-		res.ChurnReconciles = n1 - n0
-		res.ReconcileMeanMs = (sum1 - sum0) / float64(n1-n0) * 1000
-	}
-	logf("bench: scale %s: churn %d ops at %.0f/s: lag median %.1f ms, max %.1f ms; settled %.0f ms after the last write; CPU %.2f s; %d reconciles, mean %.1f ms; exact: %v; peak RSS %.1f MiB",
-		typ, ops, res.ChurnRate, res.ChurnLag.Median, res.ChurnLag.Max, res.SettleMs, res.ChurnCPU, res.ChurnReconciles, res.ReconcileMeanMs, res.FinalExact, res.PeakRSS)
-	return res
+	return lastWrite, nil
 }
 
-// checkKernel dumps the host's tables once and compares them with the
-// entries the peers need, exactly: nothing missing, nothing extra.
-func checkKernel(ctx context.Context, h *testbed.Host, typ string, peers map[int]simPeer) error {
-	want := map[item]bool{}
-	for _, p := range peers {
-		for _, it := range p.items(typ) {
-			want[it] = true
-		}
-	}
-	have := map[item]bool{}
-	out, err := h.Exec(ctx, "ip", "route", "show", "proto", "98")
-	if err != nil {
+// replace deletes peer i's lease and writes p in its place.
+func (b *scaleBench) replace(ctx context.Context, i int, p simPeer) error {
+	if _, err := b.cli.Delete(ctx, b.cur[i].key()); err != nil {
 		return err
 	}
-	for line := range strings.Lines(out) {
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[1] == "via" {
-			have[item{"route", f[0], f[2]}] = true
-		} else if len(f) > 0 {
-			have[item{"route", f[0], ""}] = true
-		}
+	if _, err := b.cli.Put(ctx, p.key(), p.value(b.typ), clientv3.WithLease(b.lease)); err != nil {
+		return err
 	}
-	if typ == "vxlan" {
-		out, err := h.Exec(ctx, "ip", "neigh", "show", "dev", "flannel.1", "nud", "permanent")
-		if err != nil {
-			return err
-		}
-		for line := range strings.Lines(out) {
-			if f := strings.Fields(line); len(f) >= 3 && f[1] == "lladdr" {
-				have[item{"neigh", f[0], f[2]}] = true
-			}
-		}
-		out, err = h.Exec(ctx, "bridge", "fdb", "show", "dev", "flannel.1")
-		if err != nil {
-			return err
-		}
-		for line := range strings.Lines(out) {
-			f := strings.Fields(line)
-			for k := 0; k+1 < len(f); k++ {
-				if f[k] == "dst" {
-					have[item{"fdb", f[0], f[k+1]}] = true
-				}
-			}
-		}
-	}
-	var missing, extra []string
-	for it := range want {
-		if !have[it] {
-			missing = append(missing, fmt.Sprint(it))
-		}
-	}
-	for it := range have {
-		if !want[it] {
-			extra = append(extra, fmt.Sprint(it))
-		}
-	}
-	if len(missing)+len(extra) > 0 {
-		return fmt.Errorf("kernel differs from the leases: %d missing (e.g. %v), %d extra (e.g. %v)",
-			len(missing), first(missing), len(extra), first(extra))
-	}
+	b.cur[i] = p
 	return nil
 }
 
-func first(s []string) []string { return s[:min(3, len(s))] }
-
-// reconcileMetrics reads the daemon's reconcile count and total seconds
-// from its /metrics (zeros when unavailable).
-func reconcileMetrics(ctx context.Context, h *testbed.Host) (int, float64) {
-	out, err := h.Exec(ctx, "curl", "-s", "--max-time", "5", "http://127.0.0.1:9099/metrics")
-	if err != nil {
-		return 0, 0
+// settle waits for the final state after the last write, checks it is
+// exact and records what the daemon used during the churn.
+func (b *scaleBench) settle(ctx context.Context, lastWrite time.Time, base churnBase) error {
+	want := b.want()
+	last, missing := b.w.wait(ctx, want, lastWrite, 30*time.Second)
+	if missing > 0 {
+		return fmt.Errorf("after churn %d of %d entries missing", missing, len(want))
 	}
-	var n int
-	var sum float64
-	for line := range strings.Lines(out) {
-		f := strings.Fields(line)
-		if len(f) != 2 {
-			continue
-		}
-		switch {
-		case strings.HasPrefix(f[0], "flannel_reconcile_total{"):
-			v, _ := strconv.ParseFloat(f[1], 64)
-			n = int(v)
-		case strings.HasPrefix(f[0], "flannel_reconcile_duration_seconds_sum{"):
-			sum, _ = strconv.ParseFloat(f[1], 64)
-		}
+	b.res.SettleMs = float64(last.Sub(lastWrite).Microseconds()) / 1000
+	// A reconcile deletes what is no longer desired after adding; give the
+	// last one its 20 ms window and a little more before the exact check.
+	time.Sleep(300 * time.Millisecond)
+	if err := checkKernel(ctx, b.h, b.typ, b.cur); err != nil {
+		b.res.FinalDiff = err.Error()
+	} else {
+		b.res.FinalExact = true
 	}
-	return n, sum
-}
-
-// perfRecord samples pid's stacks with perf until the returned function
-// is called, which returns the top of "perf report" (and keeps the data
-// file next to it).
-func perfRecord(pid int, base string) func() string {
-	cmd := exec.Command("perf", "record", "-F", "499", "-g", "-p", strconv.Itoa(pid), "-o", base+".data")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf("bench: perf: %v", err)
-		return func() string { return "" }
+	if st, err := testbed.ReadProcStat(b.pid); err == nil {
+		b.res.ChurnCPU = (st.CPU - base.cpu).Seconds()
 	}
-	return func() string {
-		cmd.Process.Signal(syscall.SIGINT)
-		cmd.Wait()
-		out, err := exec.Command("perf", "report", "-i", base+".data", "--stdio", "--no-children", "--percent-limit", "2", "-g", "none").Output()
-		if err != nil {
-			logf("bench: perf report: %v", err)
-			return ""
-		}
-		os.WriteFile(base+".txt", out, 0o644)
-		return base + ".txt"
+	b.res.PeakRSS = peakRSS(b.pid)
+	if n1, sum1 := reconcileMetrics(ctx, b.h); n1 > base.reconciles {
+		b.res.ChurnReconciles = n1 - base.reconciles
+		b.res.ReconcileMeanMs = (sum1 - base.reconcileSec) / float64(n1-base.reconciles) * 1000
 	}
-}
-
-// peakRSS reads VmHWM, the process's peak resident set, in MiB.
-func peakRSS(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
-		}
-	}
-	return 0
+	return nil
 }

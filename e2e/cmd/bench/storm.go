@@ -60,26 +60,69 @@ func storm(ctx context.Context, dial func() (*clientv3.Client, error), conf stri
 	if _, err := admin.Put(ctx, subnet.DefaultPrefix+"/config", conf); err != nil {
 		return fail(err)
 	}
+	mgrs, closeAll, err := stormManagers(ctx, dial, n)
+	if err != nil {
+		return fail(err)
+	}
+	defer closeAll()
+	outs, wall := acquireAll(ctx, cfg, mgrs)
+	res.WallMs = float64(wall.Microseconds()) / 1000
+	res.tally(outs)
+	// The leases in etcd must be exactly the ones handed out.
+	resp, err := admin.Get(ctx, subnetsDir, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return fail(err)
+	}
+	if int(resp.Count) != res.Acquired {
+		return fail(fmt.Errorf("%d leases in etcd, %d acquisitions reported", resp.Count, res.Acquired))
+	}
+	logf("bench: storm %s/%d: %d of %d acquired, distinct %v, wall %.0f ms; %d exhausted (%s), %d other errors %s",
+		res.Network, res.SubnetLen, res.Acquired, n, res.Distinct, res.WallMs, res.Exhausted, res.ExhaustedMsg, res.OtherErrs, res.OtherMsg)
+	return res
+}
+
+// stormManagers makes n subnet managers, each with its own etcd client,
+// already connected; closeAll closes the clients. On an error the clients
+// made so far are closed.
+func stormManagers(ctx context.Context, dial func() (*clientv3.Client, error), n int) (mgrs []*subnet.Manager, closeAll func(), err error) {
+	var clis []*clientv3.Client
+	closeAll = func() {
+		for _, cli := range clis {
+			cli.Close()
+		}
+	}
 	quiet := slog.New(slog.DiscardHandler)
-	mgrs := make([]*subnet.Manager, n)
+	mgrs = make([]*subnet.Manager, n)
 	for i := range mgrs {
 		cli, err := dial()
 		if err != nil {
-			return fail(err)
+			closeAll()
+			return nil, nil, err
 		}
-		defer cli.Close()
+		clis = append(clis, cli)
 		// Connect now, so the storm measures acquisition, not dialing.
 		if _, err := cli.Get(ctx, subnet.DefaultPrefix+"/config"); err != nil {
-			return fail(err)
+			closeAll()
+			return nil, nil, err
 		}
 		mgrs[i] = subnet.NewManager(cli, "", time.Hour, quiet)
 	}
-	type out struct {
-		l   subnet.Lease
-		err error
-		d   time.Duration
-	}
-	outs := make([]out, n)
+	return mgrs, closeAll, nil
+}
+
+// acquisition is one manager's Acquire: the lease or error, and how long
+// the call took.
+type acquisition struct {
+	l   subnet.Lease
+	err error
+	d   time.Duration
+}
+
+// acquireAll lets every manager call Acquire at the same instant, manager
+// i as public address 10.60.x.y, and returns the outcomes and the time
+// until the last call returned.
+func acquireAll(ctx context.Context, cfg *subnet.Config, mgrs []*subnet.Manager) ([]acquisition, time.Duration) {
+	outs := make([]acquisition, len(mgrs))
 	var wg sync.WaitGroup
 	startGun := make(chan struct{})
 	for i, m := range mgrs {
@@ -90,13 +133,18 @@ func storm(ctx context.Context, dial func() (*clientv3.Client, error), conf stri
 			<-startGun
 			t := time.Now()
 			l, err := m.Acquire(ctx, cfg, attrs, subnet.Hint{})
-			outs[i] = out{l, err, time.Since(t)}
+			outs[i] = acquisition{l, err, time.Since(t)}
 		}()
 	}
 	t0 := time.Now()
 	close(startGun)
 	wg.Wait()
-	res.WallMs = float64(time.Since(t0).Microseconds()) / 1000
+	return outs, time.Since(t0)
+}
+
+// tally counts the outcomes into res: acquired (and whether all distinct),
+// exhausted, other errors, and the per-call latency.
+func (res *StormResult) tally(outs []acquisition) {
 	seen := map[netip.Prefix]bool{}
 	res.Distinct = true
 	var ds []time.Duration
@@ -118,17 +166,6 @@ func storm(ctx context.Context, dial func() (*clientv3.Client, error), conf stri
 		}
 	}
 	res.PerCall = latency(ds)
-	// The leases in etcd must be exactly the ones handed out.
-	resp, err := admin.Get(ctx, subnetsDir, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return fail(err)
-	}
-	if int(resp.Count) != res.Acquired {
-		return fail(fmt.Errorf("%d leases in etcd, %d acquisitions reported", resp.Count, res.Acquired))
-	}
-	logf("bench: storm %s/%d: %d of %d acquired, distinct %v, wall %.0f ms; %d exhausted (%s), %d other errors %s",
-		res.Network, res.SubnetLen, res.Acquired, n, res.Distinct, res.WallMs, res.Exhausted, res.ExhaustedMsg, res.OtherErrs, res.OtherMsg)
-	return res
 }
 
 // leasable counts the subnets in [SubnetMin, SubnetMax] (IPv4).

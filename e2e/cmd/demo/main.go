@@ -64,8 +64,25 @@ func run(ctx context.Context, backend string, nHosts, nPods int, keep bool) erro
 	if err := tb.AddPodsAll(ctx, nPods); err != nil {
 		return err
 	}
-	h1 := tb.Hosts()[0]
+	if err := showState(ctx, tb, backend); err != nil {
+		return err
+	}
+	failed := pingAll(ctx, tb)
+	if keep {
+		section("testbed kept running; press Ctrl-C to tear it down")
+		fmt.Printf("  explore with: ip netns exec %s-h1 ip route   (or %s-h1p1 ping <pod>)\n", tb.Prefix(), tb.Prefix())
+		<-ctx.Done()
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d pings failed", failed)
+	}
+	return nil
+}
 
+// showState prints what the daemons made: the leases (flanneld leases and
+// etcdctl), and the first host's subnet.env, routes, VXLAN entries and log.
+func showState(ctx context.Context, tb *testbed.Testbed, backend string) error {
+	h1 := tb.Hosts()[0]
 	section("flanneld leases")
 	out, err := h1.Exec(ctx, tb.FlanneldBin(), "leases", "--etcd-endpoints", tb.EtcdEndpoint())
 	fmt.Print(indent(out))
@@ -91,9 +108,13 @@ func run(ctx context.Context, backend string, nHosts, nPods int, keep bool) erro
 	}
 	section("flanneld log of " + h1.Name)
 	fmt.Print(indent(h1.Log()))
+	return nil
+}
 
+// pingAll pings every pod from every pod on another host, printing one
+// line each, and returns how many failed.
+func pingAll(ctx context.Context, tb *testbed.Testbed) (failed int) {
 	section("pods pinging pods on other hosts")
-	failed := 0
 	for _, h := range tb.Hosts() {
 		for _, src := range h.Pods {
 			for _, other := range tb.Hosts() {
@@ -112,15 +133,7 @@ func run(ctx context.Context, backend string, nHosts, nPods int, keep bool) erro
 			}
 		}
 	}
-	if keep {
-		section("testbed kept running; press Ctrl-C to tear it down")
-		fmt.Printf("  explore with: ip netns exec %s-h1 ip route   (or %s-h1p1 ping <pod>)\n", tb.Prefix(), tb.Prefix())
-		<-ctx.Done()
-	}
-	if failed > 0 {
-		return fmt.Errorf("%d pings failed", failed)
-	}
-	return nil
+	return failed
 }
 
 func indent(s string) string {

@@ -1,0 +1,123 @@
+package firewall
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Run calls Ensure now and every resync period until ctx is done, then
+// returns nil, leaving the rules in place. It logs one line per event: the
+// first installation, each restoration of rules someone changed, the start
+// of a failure (or a change of error) and the recovery. It returns an error
+// only for an invalid cfg or resync.
+func (f *Firewall) Run(ctx context.Context, cfg RuleConfig, resync time.Duration) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if resync <= 0 {
+		return fmt.Errorf("firewall: resync period must be positive, got %v", resync)
+	}
+	tick := time.NewTicker(resync)
+	defer tick.Stop()
+	var (
+		installed bool
+		failing   string // the error logged last, "" when rules are in place
+	)
+	for {
+		repairs, err := f.ensure(cfg)
+		f.resyncs.Add(1)
+		switch {
+		case len(repairs) > 0 && installed:
+			f.repairs.Add(1)
+			f.log.Warn("firewall rules restored", "repairs", strings.Join(repairs, "; "))
+		case len(repairs) > 0:
+			f.log.Info("firewall rules installed", "repairs", strings.Join(repairs, "; "))
+		}
+		switch {
+		case err != nil && err.Error() != failing:
+			f.log.Error("firewall rules not in place, retrying every resync period", "err", err, "resync", resync,
+				"check", "that iptables, ip6tables and their -restore commands work (iptables -t nat -S) and whether another tool deletes FLANNEL-* chains")
+		case err == nil && len(repairs) == 0 && failing != "":
+			f.log.Info("firewall rules in place again")
+		case err == nil && len(repairs) == 0 && !installed:
+			f.log.Info("firewall rules already in place")
+		}
+		if err != nil {
+			failing = err.Error()
+		} else {
+			failing, installed = "", true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// Runner keeps the rules of the current lease in place, restarting the
+// resync loop (Firewall.Run) when the lease changes. Apply and Stop are
+// called from one goroutine; Status and Counts from any.
+type Runner struct {
+	fw     *Firewall
+	resync time.Duration
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewRunner finds the iptables binaries (see NewFirewall). A resync period
+// that is not positive means 5 seconds.
+func NewRunner(log *slog.Logger, resync time.Duration) (*Runner, error) {
+	fw, err := NewFirewall(log)
+	if err != nil {
+		return nil, err
+	}
+	if resync <= 0 {
+		resync = 5 * time.Second
+	}
+	return &Runner{fw: fw, resync: resync}, nil
+}
+
+// Apply (re)starts the resync loop for rc and waits until the rules were
+// in place once, so readiness is only signalled with the rules installed.
+func (r *Runner) Apply(ctx context.Context, rc RuleConfig) error {
+	r.Stop()
+	rctx, cancel := context.WithCancel(ctx)
+	r.cancel, r.done = cancel, make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		defer close(r.done)
+		errc <- r.fw.Run(rctx, rc, r.resync)
+	}()
+	select {
+	case <-r.fw.Ready():
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("iptables rules: %w", err)
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("iptables rules not in place after 30s: %w", r.fw.Status())
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stop ends the resync loop and waits for it, leaving the rules in place.
+// It does nothing when no loop runs.
+func (r *Runner) Stop() {
+	if r.cancel != nil {
+		r.cancel()
+		<-r.done
+		r.cancel = nil
+	}
+}
+
+// Status is the firewall's Status: nil when the last resync put all rules
+// in place (for /readyz).
+func (r *Runner) Status() error { return r.fw.Status() }
+
+// Counts is the firewall's Counts: resync passes made, and those that had
+// to restore rules (for metrics).
+func (r *Runner) Counts() (resyncs, repairs uint64) { return r.fw.Counts() }
