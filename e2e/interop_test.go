@@ -182,9 +182,7 @@ func TestInteropUpstream(t *testing.T) {
 					env, _ := hu.WaitSubnetFile(ctx)
 					sn6U := netip.MustParsePrefix(env["FLANNEL_IPV6_SUBNET"]).Masked()
 					checkVTEP(t, ctx, h1, "flannel-v6.1", sn6U.Addr(), mac6U, hu.Addr6)
-					mtu6, _ := hu.Exec(ctx, "cat", "/sys/class/net/flannel-v6.1/mtu")
-					env1, _ := h1.WaitSubnetFile(ctx)
-					t.Logf("pod MTU: upstream %s (its flannel-v6.1: %s), ours %s", env["FLANNEL_MTU"], strings.TrimSpace(mtu6), env1["FLANNEL_MTU"])
+					checkDualStackMTU(t, ctx, h1, hu, env["FLANNEL_MTU"])
 				}
 			case hostGW:
 				if r := routeTo(ctx, h1, snU); !strings.Contains(r, "via "+hu.Addr.String()) {
@@ -316,5 +314,35 @@ func TestInteropMigration(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkDualStackMTU: our pods get the smaller of the two VXLAN devices'
+// MTUs (IPv6's outer header is 20 bytes longer), so a full-size IPv6
+// packet from our pod, don't-fragment set, reaches upstream's pod.
+// Upstream's own choice (upMTU) is logged, not judged.
+func checkDualStackMTU(t *testing.T, ctx context.Context, ours, up *testbed.Host, upMTU string) {
+	t.Helper()
+	env, err := ours.WaitSubnetFile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devMTU := func(dev string) int {
+		out, err := ours.Exec(ctx, "cat", "/sys/class/net/"+dev+"/mtu")
+		if err != nil {
+			t.Fatalf("%s: %v", dev, err)
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(out))
+		return n
+	}
+	want := min(devMTU("flannel.1"), devMTU("flannel-v6.1"))
+	got, _ := strconv.Atoi(env["FLANNEL_MTU"])
+	if got != want || want == 0 {
+		t.Errorf("our FLANNEL_MTU is %s, want %d: the smaller of flannel.1 and flannel-v6.1", env["FLANNEL_MTU"], want)
+	}
+	t.Logf("pod MTU: upstream %s, ours %d", upMTU, got)
+	from, to := ours.Pods[0], up.Pods[0]
+	if out, err := from.Exec(ctx, "ping", "-6", "-c", "2", "-W", "2", "-M", "do", "-s", strconv.Itoa(got-48), to.Addr6.String()); err != nil {
+		t.Errorf("full-size IPv6 ping %s -> %s (upstream): %v\n%s", from.Name, to.Name, err, out)
 	}
 }
