@@ -123,6 +123,9 @@ type Engine struct {
 	fw       *firewall.Runner
 	health   *Health
 	relist   chan struct{}
+	// enableForwarding is firewall.EnableForwarding; tests of the engine
+	// replace it, so they run without root.
+	enableForwarding func(log *slog.Logger, v6 bool) error
 }
 
 // NewEngine builds an engine from parts, for tests and embedders.
@@ -135,7 +138,8 @@ func NewEngine(c Config, sm *subnet.Manager, netcfg *subnet.Config, ext *backend
 	if h == nil {
 		h = NewHealth()
 	}
-	e := &Engine{cfg: c, log: log, sm: sm, net: netcfg, ext: ext, be: be, health: h, relist: make(chan struct{}, 1)}
+	e := &Engine{cfg: c, log: log, sm: sm, net: netcfg, ext: ext, be: be, health: h, relist: make(chan struct{}, 1),
+		enableForwarding: firewall.EnableForwarding}
 	h.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_watch_restarts_total",
 		Help: "Times the lease watch was re-established (compaction, broken stream, etcd outage)."},
 		func() float64 { return float64(sm.WatchRestarts()) }))
@@ -171,7 +175,7 @@ func (e *Engine) Run(ctx context.Context) error {
 
 	// Host prerequisites come before the lease, so a host that cannot
 	// serve does not hold a subnet in etcd.
-	if err := firewall.EnableForwarding(e.log, e.net.EnableIPv6); err != nil {
+	if err := e.enableForwarding(e.log, e.net.EnableIPv6); err != nil {
 		return err
 	}
 	stopFirewall, err := e.setupFirewall()
