@@ -51,7 +51,7 @@ func (b *Backend) runQueues(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	n := min(len(b.dev.queues), len(b.socks))
 	for i, q := range b.dev.queues[:n] {
-		snd := newSender(b, q, b.socks[i], b.counters[2*i], b.dev.vnet)
+		snd := newSender(b, q, b.socks[i], b.counters[2*i])
 		rcv := newReceiver(b, q, b.socks[i], b.counters[2*i+1], b.dev.vnet)
 		g.Go(func() error { return b.packetLoop(gctx, "send", snd.run) })
 		g.Go(func() error { return b.packetLoop(gctx, "receive", rcv.run) })

@@ -122,3 +122,9 @@ func (s *sockaddr) addr() netip.Addr {
 	}
 	return netip.Addr{}
 }
+
+// addrPort decodes a socket address filled in by the kernel, with its
+// port.
+func (s *sockaddr) addrPort() netip.AddrPort {
+	return netip.AddrPortFrom(s.addr(), binary.BigEndian.Uint16(s.raw[2:]))
+}
