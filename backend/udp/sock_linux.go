@@ -186,6 +186,8 @@ func setIov(v *unix.Iovec, b []byte) {
 	v.SetLen(len(b))
 }
 
+var _ udpIO = (*udpSock)(nil)
+
 // BatchSize implements udpIO.
 func (s *udpSock) BatchSize() int { return recvBatch }
 

@@ -178,6 +178,8 @@ func (d *device) close() error {
 	return errors.Join(errs...)
 }
 
+var _ tunIO = (*tunQueue)(nil)
+
 // BatchSize implements tunIO.
 func (q *tunQueue) BatchSize() int { return readBatch }
 
