@@ -46,7 +46,7 @@ func newLoopTest(t *testing.T, vnet bool) *loopTest {
 func testBackend(logs io.Writer) *Backend {
 	ext := &backend.ExternalInterface{Name: "eth0", MTU: 1500, Addr: netip.MustParseAddr("192.168.50.11")}
 	cfg := &subnet.Config{Network: netip.MustParsePrefix("10.244.0.0/16"), EnableIPv6: true, IPv6Network: netip.MustParsePrefix("fd00:244::/56")}
-	b := New(ext, cfg, Options{Type: TypeName, Port: DefaultPort}, slog.New(slog.NewTextHandler(logs, nil)))
+	b := New(ext, cfg, Options{Type: TypeName, Port: DefaultPort}, Tuning{}, slog.New(slog.NewTextHandler(logs, nil)))
 	b.table.Store(testTable())
 	b.gso.Store(true)
 	return b

@@ -13,6 +13,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+const (
+	statsPeriod = 5 * time.Second // how soon a drop shows in the log
+	logPeriod   = time.Minute     // how often traffic alone is logged, by default
+)
+
+// Tuning holds the settings of the packet path that are per host and come
+// from the daemon's environment, not from the net-conf: they are for
+// comparisons and troubleshooting. The zero value is the default.
+type Tuning struct {
+	// NoOffload turns every offload off (FLANNEL_UDP_OFFLOAD=off): a
+	// plain TUN with one queue, no TSO, no UDP GSO or GRO.
+	NoOffload bool
+	// LogPeriod is how often the counters are logged while traffic flows
+	// (FLANNEL_UDP_LOG_PERIOD); 0 means once a minute. Drops are logged
+	// within statsPeriod regardless.
+	LogPeriod time.Duration
+}
+
 // Run implements backend.Runner: the packet path, one sender and one
 // receiver goroutine per queue, until ctx is done; then the device and
 // sockets are closed (flannel0 goes away with them). If flannel0 is

@@ -34,10 +34,10 @@
 // Network address no lease covers gets an ICMP net unreachable written back
 // into the TUN (from that address: the kernel would drop one from a local
 // address). Every drop has a reason and a counter (Stats); the daemon
-// logs the counters within statsPeriod of a drop, and every logPeriod
-// (FLANNEL_UDP_LOG_PERIOD) while traffic flows. Inner TCP/UDP
-// checksums are not re-verified on receive: the outer UDP checksum, checked
-// by the kernel, covers the whole inner packet.
+// logs the counters within statsPeriod of a drop, and every
+// Tuning.LogPeriod (FLANNEL_UDP_LOG_PERIOD) while traffic flows. Inner
+// TCP/UDP checksums are not re-verified on receive: the outer UDP
+// checksum, checked by the kernel, covers the whole inner packet.
 //
 // Speed (see send.go and recv.go for the packet flow). Upstream moves one
 // packet per system call each way; here every step is batched and the
@@ -61,8 +61,17 @@
 // Each offload falls back cleanly when refused (no vnet header: plain
 // packets; no GSO: one message per datagram; no GRO: no coalescing; no
 // multi-queue: one queue), and the daemon logs once which are active.
-// FLANNEL_UDP_OFFLOAD=off in the daemon's environment turns them all off
-// (for comparisons and troubleshooting).
+// Tuning.NoOffload (FLANNEL_UDP_OFFLOAD=off in the daemon's environment,
+// read by its main) turns them all off, for comparisons and
+// troubleshooting.
+//
+// Kernel seam. The sender and receiver loops do no system calls of their
+// own: they read and write batches through two small interfaces (io.go),
+// tunIO for a TUN queue and udpIO for its socket, which carry the offloads
+// (a virtio_net_hdr per packet, a segment size and a peer address per
+// datagram message). The real ones wrap the descriptors (tun_linux.go,
+// sock_linux.go); the tests run the loops over channel-backed fakes,
+// without root.
 //
 // water (github.com/songgao/water) is not used: IFF_VNET_HDR has to be
 // given when the device is opened and water's configuration cannot express
@@ -101,11 +110,7 @@ const DefaultPort = 8285
 // encapOverhead is what the outer IPv4 and UDP headers take from the MTU.
 const encapOverhead = 28
 
-const (
-	maxQueues   = 4
-	statsPeriod = 5 * time.Second // how soon a drop shows in the log
-	logPeriod   = time.Minute     // how often traffic alone is logged
-)
+const maxQueues = 4
 
 // Options are the backend's net-conf options.
 type Options struct {
@@ -164,19 +169,20 @@ func newBackend(p backend.Params) (backend.Backend, error) {
 	if o.Port == 0 {
 		o.Port = DefaultPort
 	}
-	return New(p.Ext, p.Config, o, p.Log), nil
+	tu, _ := p.Tuning.(Tuning) // the defaults unless the daemon set some
+	return New(p.Ext, p.Config, o, tu, p.Log), nil
 }
 
 // New returns a backend; it does not touch the kernel until Prepare.
-func New(ext *backend.ExternalInterface, cfg *subnet.Config, o Options, log *slog.Logger) *Backend {
+func New(ext *backend.ExternalInterface, cfg *subnet.Config, o Options, tu Tuning, log *slog.Logger) *Backend {
 	w := offloadsWanted{vnet: true, multiQueue: true, queues: min(runtime.NumCPU(), maxQueues)}
-	if os.Getenv("FLANNEL_UDP_OFFLOAD") == "off" {
+	if tu.NoOffload {
 		w = offloadsWanted{queues: 1}
 	}
 	b := &Backend{ext: ext, cfg: cfg, opts: o, log: log.With("backend", TypeName), want: w, logPeriod: logPeriod}
 	b.peerLog = backend.NewPeerLog(b.log)
-	if d, err := time.ParseDuration(os.Getenv("FLANNEL_UDP_LOG_PERIOD")); err == nil && d > 0 {
-		b.logPeriod = d
+	if tu.LogPeriod > 0 {
+		b.logPeriod = tu.LogPeriod
 	}
 	b.table.Store(newTable(cfg.Network, netip.Prefix{}, netip.Prefix{}, netip.Prefix{}, nil))
 	return b

@@ -22,7 +22,7 @@ func TestReconcileTable(t *testing.T) {
 	var logs bytes.Buffer
 	ext := &backend.ExternalInterface{Name: "eth0", MTU: 1500, Addr: netip.MustParseAddr("192.168.50.11")}
 	cfg := &subnet.Config{Network: netip.MustParsePrefix("10.244.0.0/16")}
-	b := New(ext, cfg, Options{Type: TypeName, Port: 9000}, slog.New(slog.NewTextHandler(&logs, nil)))
+	b := New(ext, cfg, Options{Type: TypeName, Port: 9000}, Tuning{}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if b.MTU() != 1472 {
 		t.Errorf("MTU %d", b.MTU())
 	}
