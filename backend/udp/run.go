@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,47 @@ type Tuning struct {
 	// (FLANNEL_UDP_LOG_PERIOD); 0 means once a minute. Drops are logged
 	// within statsPeriod regardless.
 	LogPeriod time.Duration
+}
+
+// openQueues opens flannel0 with the offloads wanted and one socket per
+// queue on the backend port, and logs which offloads the kernel granted.
+func (b *Backend) openQueues(ctx context.Context) error {
+	dev, err := openTun(DeviceName, b.want, b.log)
+	if err != nil {
+		return err
+	}
+	addr := netip.AddrPortFrom(b.ext.Addr, uint16(b.opts.Port))
+	if err := b.openSockets(ctx, addr, len(dev.queues)); err != nil {
+		dev.close()
+		return fmt.Errorf("udp backend: listening on %s: %w", addr, err)
+	}
+	b.dev = dev
+	b.gso.Store(b.want.vnet)
+	for range 2 * len(dev.queues) {
+		b.counters = append(b.counters, &counters{})
+	}
+	b.log.Info("udp backend ready", "dev", DeviceName, "listen", addr, "queues", len(dev.queues),
+		"vnet_hdr", dev.vnet, "tso", dev.tso, "udp_gso", b.gso.Load(), "udp_gro", b.socks[0].gro && dev.vnet)
+	return nil
+}
+
+// openSockets binds n sockets to addr (with SO_REUSEPORT when n > 1), with
+// UDP_GRO when offloads are wanted; on failure it closes those it opened.
+func (b *Backend) openSockets(ctx context.Context, addr netip.AddrPort, n int) error {
+	for i := range n {
+		s, err := listenUDP(ctx, addr, n > 1)
+		if err != nil {
+			b.closeSockets()
+			return err
+		}
+		if b.want.vnet {
+			if err := s.enableGRO(); err != nil && i == 0 {
+				b.log.Warn("UDP GRO refused by the kernel; received datagrams are not coalesced", "error", err)
+			}
+		}
+		b.socks = append(b.socks, s)
+	}
+	return nil
 }
 
 // Run implements backend.Runner: the packet path, one sender and one

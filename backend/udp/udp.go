@@ -191,32 +191,9 @@ func New(ext *backend.ExternalInterface, cfg *subnet.Config, o Options, tu Tunin
 // Prepare implements backend.Backend: it creates flannel0 and binds the
 // UDP port, so a port in use fails before a lease is taken.
 func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
-	dev, err := openTun(DeviceName, b.want, b.log)
-	if err != nil {
+	if err := b.openQueues(ctx); err != nil {
 		return subnet.LeaseAttrs{}, err
 	}
-	b.dev = dev
-	addr := netip.AddrPortFrom(b.ext.Addr, uint16(b.opts.Port))
-	for i := range dev.queues {
-		s, err := listenUDP(ctx, addr, len(dev.queues) > 1)
-		if err != nil {
-			dev.close()
-			b.closeSockets()
-			return subnet.LeaseAttrs{}, fmt.Errorf("udp backend: listening on %s: %w", addr, err)
-		}
-		if b.want.vnet {
-			if err := s.enableGRO(); err != nil && i == 0 {
-				b.log.Warn("UDP GRO refused by the kernel; received datagrams are not coalesced", "error", err)
-			}
-		}
-		b.socks = append(b.socks, s)
-	}
-	b.gso.Store(b.want.vnet)
-	for range 2 * len(dev.queues) {
-		b.counters = append(b.counters, &counters{})
-	}
-	b.log.Info("udp backend ready", "dev", DeviceName, "listen", addr, "queues", len(dev.queues),
-		"vnet_hdr", dev.vnet, "tso", dev.tso, "udp_gso", b.gso.Load(), "udp_gro", b.socks[0].gro && dev.vnet)
 	return subnet.LeaseAttrs{BackendType: TypeName}, nil
 }
 
