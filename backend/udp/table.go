@@ -8,12 +8,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// peer is where packets for one lease go: the peer's PublicIP and port,
-// with the socket address prebuilt for sendmmsg.
+// peer is where packets for one lease go: the peer's PublicIP and port.
 type peer struct {
 	addr   netip.AddrPort
 	subnet netip.Prefix
-	sa     sockaddr
+	sa     sockaddr // unused since udpIO takes addr: the socket builds it per message
 }
 
 // table is the forwarding table: immutable once published, swapped as a
