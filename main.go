@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/flanneld-go/flannel/backend/udp"
 	"github.com/flanneld-go/flannel/network"
 	"github.com/flanneld-go/flannel/subnet"
 )
@@ -139,6 +141,28 @@ func applyEnv(fs *pflag.FlagSet) error {
 	return err
 }
 
+// udpTuning reads the udp backend's variables, which are not flags (they
+// are for comparisons and troubleshooting): FLANNEL_UDP_OFFLOAD=off turns
+// its offloads off, FLANNEL_UDP_LOG_PERIOD (a Go duration) sets how often
+// its counters are logged while traffic flows. A period that does not
+// parse or is not positive leaves the default, and is reported in err.
+func udpTuning(getenv func(string) string) (udp.Tuning, error) {
+	t := udp.Tuning{NoOffload: getenv("FLANNEL_UDP_OFFLOAD") == "off"}
+	v := getenv("FLANNEL_UDP_LOG_PERIOD")
+	if v == "" {
+		return t, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err == nil && d <= 0 {
+		err = errors.New("not positive")
+	}
+	if err != nil {
+		return t, fmt.Errorf("FLANNEL_UDP_LOG_PERIOD=%q: %w; using the default", v, err)
+	}
+	t.LogPeriod = d
+	return t, nil
+}
+
 func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -167,6 +191,10 @@ func runDaemon(ctx context.Context, f flags, stderr io.Writer) error {
 	if f.healthzPort != 0 {
 		healthz = net.JoinHostPort(f.healthzIP, strconv.Itoa(f.healthzPort))
 	}
+	tuning, err := udpTuning(os.Getenv)
+	if err != nil {
+		log.Warn("ignoring a udp backend variable", "error", err)
+	}
 	log.Info("flanneld starting", "version", version, "etcd_endpoints", strings.Join(f.etcd.Endpoints, ","), "etcd_prefix", f.etcd.Prefix)
 	err = network.Run(ctx, network.Config{
 		HealthzAddr:          healthz,
@@ -180,6 +208,7 @@ func runDaemon(ctx context.Context, f flags, stderr io.Writer) error {
 		IPTablesForwardRules: f.forwardRules,
 		ReconcilePeriod:      f.reconcile,
 		Log:                  log,
+		UDP:                  tuning,
 	})
 	if ctx.Err() != nil {
 		// Stopped by a signal, possibly before the lease was ready: a

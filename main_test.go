@@ -7,10 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/flanneld-go/flannel/backend/udp"
 	"github.com/flanneld-go/flannel/internal/etcdtest"
 )
 
@@ -82,6 +84,32 @@ func TestEnvironmentAndCommandLinePrecedence(t *testing.T) {
 	}
 	if _, err := parse(t, map[string]string{"FLANNELD_IP_MASQ": "maybe"}); err == nil || !strings.Contains(err.Error(), `FLANNELD_IP_MASQ="maybe"`) {
 		t.Errorf("bad env value: %v", err)
+	}
+}
+
+// TestUDPTuning: the udp backend's variables become its Tuning; a bad
+// period is reported and leaves the default, as it always did.
+func TestUDPTuning(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want udp.Tuning
+		err  string
+	}{
+		{env: nil, want: udp.Tuning{}},
+		{env: map[string]string{"FLANNEL_UDP_OFFLOAD": "off"}, want: udp.Tuning{NoOffload: true}},
+		{env: map[string]string{"FLANNEL_UDP_OFFLOAD": "on"}, want: udp.Tuning{}},
+		{env: map[string]string{"FLANNEL_UDP_LOG_PERIOD": "10s"}, want: udp.Tuning{LogPeriod: 10 * time.Second}},
+		{env: map[string]string{"FLANNEL_UDP_OFFLOAD": "off", "FLANNEL_UDP_LOG_PERIOD": "1m30s"}, want: udp.Tuning{NoOffload: true, LogPeriod: 90 * time.Second}},
+		{env: map[string]string{"FLANNEL_UDP_LOG_PERIOD": "10"}, want: udp.Tuning{}, err: `FLANNEL_UDP_LOG_PERIOD="10": time: missing unit`},
+		{env: map[string]string{"FLANNEL_UDP_LOG_PERIOD": "-5s"}, want: udp.Tuning{}, err: `FLANNEL_UDP_LOG_PERIOD="-5s": not positive`},
+	} {
+		got, err := udpTuning(func(k string) string { return c.env[k] })
+		if got != c.want {
+			t.Errorf("%v: %+v, want %+v", c.env, got, c.want)
+		}
+		if (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%v: error %v, want %q", c.env, err, c.err)
+		}
 	}
 }
 

@@ -49,6 +49,10 @@ type Params struct {
 	// Options is the value returned by the type's ParseOptions.
 	Options any
 	Log     *slog.Logger
+	// Tuning is the daemon's per-host settings for the backend, from its
+	// environment rather than the net-conf (udp.Tuning for udp); a
+	// backend uses its defaults when it is nil or of another type.
+	Tuning any
 }
 
 // Backend is one host's data plane.

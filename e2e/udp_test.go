@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -227,7 +228,8 @@ func udpIntegrity(t *testing.T, env [2][]string) {
 	t.Logf("100 MiB intact in %v: %s", time.Since(start).Round(time.Millisecond), got)
 }
 
-// TestUDPSteady: over a 1-minute TCP transfer the daemons' goroutines and
+// TestUDPSteady: a 1-minute TCP transfer succeeds (iperf3 exits cleanly
+// and reports bytes received), and over it the daemons' goroutines and
 // memory stay flat.
 func TestUDPSteady(t *testing.T) {
 	requireTestbed(t)
@@ -255,22 +257,26 @@ func TestUDPSteady(t *testing.T) {
 	if err := p1.WaitPing(ctx, p2.Addr); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan string, 1)
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
 	go func() {
-		o, _ := p2.Exec(ctx, "iperf3", "-s", "-1")
-		done <- o
+		o, err := p2.Exec(ctx, "iperf3", "-s", "-1")
+		done <- result{o, err}
 	}()
-	client := make(chan string, 1)
+	client := make(chan result, 1)
 	go func() {
-		var o string
-		var err error
-		for range 50 {
-			if o, err = p1.Exec(ctx, "iperf3", "-c", p2.Addr.String(), "-t", "60", "-f", "g"); err == nil {
+		var r result
+		for range 50 { // until the server listens
+			r.out, r.err = p1.Exec(ctx, "iperf3", "-c", p2.Addr.String(), "-t", "60", "-J")
+			if !strings.Contains(r.out, "unable to connect") {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		client <- fmt.Sprintf("%s %v", o, err)
+		client <- r
 	}()
 	sample := func() [2]testbed.ProcStat {
 		var s [2]testbed.ProcStat
@@ -288,9 +294,14 @@ func TestUDPSteady(t *testing.T) {
 	startLog := [2]int{len(h1.Log()), len(h2.Log())}
 	time.Sleep(48 * time.Second)
 	late := sample()
-	out := <-client
-	<-done
-	t.Logf("iperf3:\n%s", lastLines(out, 4))
+	cl, srv := <-client, <-done
+	if cl.err != nil || srv.err != nil {
+		t.Errorf("iperf3 failed: client %v, server %v\n%s", cl.err, srv.err, lastLines(cl.out, 20))
+	} else if n, bps, err := iperfReceived(cl.out); err != nil || n <= 0 || bps <= 0 {
+		t.Errorf("iperf3 moved %d bytes (%.0f bit/s): %v\n%s", n, bps, err, lastLines(cl.out, 20))
+	} else {
+		t.Logf("iperf3: %d MB received, %.2f Gbit/s", n>>20, bps/1e9)
+	}
 	for i, h := range []*testbed.Host{h1, h2} {
 		grow := late[i].RSS - early[i].RSS
 		t.Logf("%s: RSS %d KiB at 10 s, %d KiB at 58 s; threads %d, %d; CPU %v", h.Name, early[i].RSS>>10, late[i].RSS>>10, early[i].Threads, late[i].Threads, late[i].CPU)
@@ -311,6 +322,27 @@ func TestUDPSteady(t *testing.T) {
 			}
 		}
 	}
+}
+
+// iperfReceived returns the bytes the server received and the throughput
+// from the JSON of "iperf3 -c ... -J".
+func iperfReceived(out string) (int64, float64, error) {
+	var res struct {
+		End struct {
+			SumReceived struct {
+				Bytes         int64   `json:"bytes"`
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(out[max(strings.Index(out, "{"), 0):]), &res); err != nil {
+		return 0, 0, fmt.Errorf("iperf3 JSON: %w", err)
+	}
+	if res.Error != "" {
+		return 0, 0, fmt.Errorf("iperf3: %s", res.Error)
+	}
+	return res.End.SumReceived.Bytes, res.End.SumReceived.BitsPerSecond, nil
 }
 
 func goroutineCounts(log string) []int {

@@ -35,6 +35,7 @@ import (
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/registry"
+	"github.com/flanneld-go/flannel/backend/udp"
 	"github.com/flanneld-go/flannel/network/firewall"
 	"github.com/flanneld-go/flannel/subnet"
 )
@@ -61,6 +62,8 @@ type Config struct {
 	// Ready is called once, after subnet.env is written and the backend and
 	// rules are in place.
 	Ready func()
+	// UDP is the udp backend's tuning (FLANNEL_UDP_* variables).
+	UDP udp.Tuning
 }
 
 // Run runs the daemon until ctx is done. It returns an error for anything
@@ -98,7 +101,7 @@ func Run(ctx context.Context, c Config) error {
 	}
 	log.Info("using external interface", "iface", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP,
 		"addr6", ext.Addr6, "public_ipv6", ext.PublicIPv6, "mtu", ext.MTU)
-	be, err := bt.New(backend.Params{Ext: ext, Config: netcfg, Options: opts, Log: log})
+	be, err := bt.New(backend.Params{Ext: ext, Config: netcfg, Options: opts, Log: log, Tuning: c.UDP})
 	if err != nil {
 		return err
 	}

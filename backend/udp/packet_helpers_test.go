@@ -122,9 +122,65 @@ func pattern(n int) []byte {
 func testTable() *table {
 	mk := func(sn, ip string) *peer {
 		ap := netip.AddrPortFrom(netip.MustParseAddr(ip), DefaultPort)
-		return &peer{addr: ap, subnet: netip.MustParsePrefix(sn), sa: newSockaddr(ap)}
+		return &peer{addr: ap, subnet: netip.MustParsePrefix(sn)}
 	}
 	return newTable(netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:244::/56"),
 		netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00:244:0:1::/64"),
 		[]*peer{mk("10.244.2.0/24", "192.168.50.12"), mk("10.244.3.0/24", "192.168.50.13"), mk("fd00:244:0:2::/64", "192.168.50.12")})
+}
+
+// tcp6 builds an IPv6 TCP packet with a valid checksum (hop limit 64,
+// ports 40000 -> 5201, ack 1000, window 502, the timestamp option).
+func tcp6(src, dst netip.Addr, seq uint32, flags uint8, payload []byte) []byte {
+	thl := tcpHeaderLen + len(tcpTimestamps)
+	p := make([]byte, ipv6HeaderLen+thl+len(payload))
+	p[0] = 0x60
+	binary.BigEndian.PutUint16(p[4:], uint16(thl+len(payload)))
+	p[6], p[7] = protoTCP, 64
+	s, d := src.As16(), dst.As16()
+	copy(p[8:], s[:])
+	copy(p[24:], d[:])
+	t := p[ipv6HeaderLen:]
+	binary.BigEndian.PutUint16(t[0:], 40000)
+	binary.BigEndian.PutUint16(t[2:], 5201)
+	binary.BigEndian.PutUint32(t[4:], seq)
+	binary.BigEndian.PutUint32(t[8:], 1000)
+	t[12] = byte(thl/4) << 4
+	t[13] = flags
+	binary.BigEndian.PutUint16(t[14:], 502)
+	copy(t[20:], tcpTimestamps)
+	copy(t[thl:], payload)
+	binary.BigEndian.PutUint16(t[16:], refChecksum(pseudo6(p, t)))
+	return p
+}
+
+// pseudo6 is the IPv6 pseudo-header of p followed by its transport part t.
+func pseudo6(p, t []byte) []byte {
+	ph := append([]byte{}, p[8:40]...)
+	ph = append(ph, byte(len(t)>>24), byte(len(t)>>16), byte(len(t)>>8), byte(len(t)), 0, 0, 0, p[6])
+	return append(ph, t...)
+}
+
+// tcp6Valid reports whether the TCP checksum of an IPv6 packet (no
+// extension headers) verifies.
+func tcp6Valid(p []byte) bool { return refChecksum(pseudo6(p, p[ipv6HeaderLen:])) == 0 }
+
+// tso6Packet is tsoPacket for IPv6 (gsoType TCPv6, csumStart past the
+// IPv6 header).
+func tso6Packet(src, dst netip.Addr, payload []byte, mss int) (vnetHdr, []byte) {
+	p := tcp6(src, dst, 9000, tcpACK|tcpPSH, payload)
+	t := p[ipv6HeaderLen:]
+	binary.BigEndian.PutUint16(t[16:], checksumFold(pseudoHeaderSum(p[8:24], p[24:40], protoTCP, len(t))))
+	thl := tcpHeaderLen + len(tcpTimestamps)
+	return vnetHdr{flags: vnetNeedsCsum, gsoType: gsoTCPv6, hdrLen: uint16(ipv6HeaderLen + thl), gsoSize: uint16(mss),
+		csumStart: ipv6HeaderLen, csumOffset: 16}, p
+}
+
+// withHdr is a packet as the TUN hands it over: its virtio header, then
+// the packet.
+func withHdr(h vnetHdr, pkt []byte) []byte {
+	b := make([]byte, vnetHdrLen+len(pkt))
+	h.encode(b)
+	copy(b[vnetHdrLen:], pkt)
+	return b
 }

@@ -2,113 +2,93 @@ package udp
 
 // Packet flow, wire to TUN. One receiver goroutine per queue (socket):
 //
-//	recvmmsg on the queue's socket: up to recvBatch messages per wake-up;
-//	with UDP_GRO one message is a run of same-size datagrams of one flow,
-//	the size in a control message
+//	udpIO.ReadBatch: up to BatchSize messages per wake-up; with UDP_GRO
+//	one message is a run of same-size datagrams of one flow (segSize)
 //	-> the source address must be a peer's PublicIP (else every datagram
 //	   of the message is dropped and counted)
 //	-> per datagram: decode the inner IP header (version nibble, lengths),
 //	   the destination must be in our lease
 //	-> consecutive in-order segments of one TCP flow are coalesced into a
-//	   super-packet with a GSO virtio_net_hdr, without copying: one writev
-//	   of the header, the first segment and the others' payloads; anything
-//	   else is written as it is, behind an empty header
-//	-> write to the TUN queue; the open super-packet is flushed before any
-//	   other packet and at the end of each wake-up, so nothing waits
+//	   super-packet with a GSO virtio_net_hdr, without copying: a gather
+//	   list of the header, the first segment and the others' payloads;
+//	   anything else goes as it is, behind an empty header
+//	-> queued in order; the open super-packet is closed before any other
+//	   packet is queued and at the end of each wake-up, when the queue goes
+//	   to the TUN in one tunIO.Write (one writev per packet), so nothing
+//	   waits for more traffic
 //
 // As on the send side, all buffers are allocated once.
 
-import (
-	"unsafe"
-
-	"golang.org/x/sys/unix"
+const (
+	recvBatch   = 8
+	maxOut      = 64                   // packets of one tunIO.Write
+	maxOutParts = 4 * maxCoalescedSegs // their parts
 )
-
-const recvBatch = 8
 
 type receiver struct {
 	b        *Backend
-	q        *tunQueue
-	s        *udpSock
+	tun      tunIO
+	udp      udpIO
 	c        *counters
-	vnet     bool
 	coalesce bool
 
-	bufs  [recvBatch][]byte
-	m     *mmsgs
-	nrecv int
-	rerr  error
-	co    *coalescer
+	msgs []rxMsg // with their buffers
+	co   *coalescer
+	hdr  [vnetHdrLen]byte // an empty virtio header for single packets
+	one  [2][]byte
 
-	hdr             [vnetHdrLen]byte // an empty virtio header for single packets
-	single          [2][]byte
-	iov             [maxCoalescedSegs + 2]unix.Iovec
-	niov            int
-	werr            unix.Errno
-	readFn, writeFn func(fd uintptr) bool
+	out     [maxOut][][]byte // queued packets: gather lists into parts
+	outSegs [maxOut]int      // inner packets carried by out[i]
+	outHdr  [maxOut][vnetHdrLen]byte
+	nout    int
+	parts   [maxOutParts][]byte
+	npart   int
 }
 
-func newReceiver(b *Backend, q *tunQueue, s *udpSock, c *counters, vnet bool) *receiver {
-	x := &receiver{b: b, q: q, s: s, c: c, vnet: vnet, coalesce: vnet, m: newMmsgs(recvBatch), co: newCoalescer()}
-	for i := range x.bufs {
-		x.bufs[i] = make([]byte, maxPacket)
+// newReceiver returns the receiver of one queue; coalesce says whether the
+// TUN takes GSO packets (it has IFF_VNET_HDR).
+func newReceiver(b *Backend, tun tunIO, udp udpIO, c *counters, coalesce bool) *receiver {
+	x := &receiver{b: b, tun: tun, udp: udp, c: c, coalesce: coalesce, co: newCoalescer(),
+		msgs: make([]rxMsg, max(udp.BatchSize(), 1))}
+	for i := range x.msgs {
+		x.msgs[i].buf = make([]byte, maxPacket)
 	}
-	x.readFn, x.writeFn = x.recv, x.writev
 	return x
 }
 
 func (x *receiver) run() error {
 	for {
-		for i := range x.bufs {
-			x.m.setRecv(i, x.bufs[i])
+		n, err := x.udp.ReadBatch(x.msgs)
+		if n > 0 {
+			x.deliver(n)
 		}
-		if err := x.s.rc.Read(x.readFn); err != nil {
+		if err != nil {
 			return err
 		}
-		if x.rerr != nil {
-			return x.rerr
-		}
-		x.deliver()
 	}
 }
 
-func (x *receiver) recv(fd uintptr) bool {
-	for {
-		n, e := recvmmsg(fd, x.m.hdrs)
-		switch e {
-		case 0:
-			x.nrecv, x.rerr = n, nil
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			x.nrecv, x.rerr = 0, e
-			return true
-		}
-	}
-}
-
-func (x *receiver) deliver() {
+// deliver checks the first n messages and writes what they carry to the
+// TUN.
+func (x *receiver) deliver(n int) {
 	t := x.b.table.Load()
-	for i := 0; i < x.nrecv; i++ {
-		n := int(x.m.hdrs[i].Len)
-		data := x.bufs[i][:n]
-		seg := n
-		if g := x.m.groSize(i); g > 0 {
-			seg = g
+	for i := range n {
+		m := &x.msgs[i]
+		data := m.buf[:m.n]
+		seg := m.n
+		if m.segSize > 0 {
+			seg = m.segSize
 		}
-		if n == 0 || seg == 0 {
+		if m.n <= 0 {
 			x.c.drop(dropTruncated)
 			continue
 		}
-		if !t.isPeer(x.m.names[i].addr()) {
-			x.c.drops[dropNotPeer].Add(uint64((n + seg - 1) / seg))
+		if !t.isPeer(m.src.Addr()) {
+			x.c.drops[dropNotPeer].Add(uint64((m.n + seg - 1) / seg))
 			continue
 		}
-		for off := 0; off < n; off += seg {
-			d := data[off:min(off+seg, n)]
+		for off := 0; off < m.n; off += seg {
+			d := data[off:min(off+seg, m.n)]
 			in, reason, ok := acceptInner(t, d)
 			if !ok {
 				x.c.drop(reason)
@@ -118,62 +98,57 @@ func (x *receiver) deliver() {
 			x.c.rxBytes.Add(uint64(len(d)))
 			if x.coalesce && coalescible(d, in) {
 				if !x.co.add(d) {
-					x.flushCoalesced()
+					x.closeCoalesced()
 					x.co.start(d)
 				}
 				continue
 			}
-			x.flushCoalesced()
-			x.writeSingle(d)
+			x.closeCoalesced()
+			x.one[0], x.one[1] = x.hdr[:], d
+			x.queue(x.one[:], 1, false)
 		}
 	}
-	x.flushCoalesced()
+	x.closeCoalesced()
+	x.flush()
 }
 
-func (x *receiver) flushCoalesced() {
-	parts, segs := x.co.finish()
-	if parts != nil {
-		x.write(parts, segs)
+// closeCoalesced queues the open super-packet, if any.
+func (x *receiver) closeCoalesced() {
+	if parts, segs := x.co.finish(); parts != nil {
+		x.queue(parts, segs, true)
 	}
 }
 
-// writeSingle writes one packet, behind an empty virtio header when the
-// TUN expects one.
-func (x *receiver) writeSingle(pkt []byte) {
-	x.single[0], x.single[1] = x.hdr[:], pkt
-	if x.vnet {
-		x.write(x.single[:], 1)
-		return
+// queue adds a packet (a gather list: header, then its bytes, carrying
+// segs inner packets) to the TUN write queue. ownHdr copies the header: the
+// coalescer reuses its own for the next super-packet.
+func (x *receiver) queue(parts [][]byte, segs int, ownHdr bool) {
+	if x.nout == maxOut || x.npart+len(parts) > len(x.parts) {
+		x.flush()
 	}
-	x.write(x.single[1:], 1)
+	p := x.parts[x.npart : x.npart+len(parts) : x.npart+len(parts)]
+	copy(p, parts)
+	if ownHdr {
+		h := x.outHdr[x.nout][:]
+		copy(h, parts[0])
+		p[0] = h
+	}
+	x.out[x.nout], x.outSegs[x.nout] = p, segs
+	x.nout++
+	x.npart += len(parts)
 }
 
-// write writes parts as one packet (carrying segs inner packets) with
-// writev.
-func (x *receiver) write(parts [][]byte, segs int) {
-	for i, p := range parts {
-		setIov(&x.iov[i], p)
-	}
-	x.niov = len(parts)
-	x.werr = 0
-	if err := x.q.rc.Write(x.writeFn); err != nil || x.werr != 0 {
-		x.c.drops[dropTunWriteError].Add(uint64(segs))
-		if x.werr != 0 {
-			x.b.firstError(&x.b.tunErrLogged, "writing to the TUN device failed", x.werr)
+// flush writes the queued packets to the TUN, counting those it refuses.
+func (x *receiver) flush() {
+	for done := 0; done < x.nout; done++ {
+		n, err := x.tun.Write(x.out[done:x.nout])
+		if done += n; done == x.nout {
+			break
+		}
+		x.c.drops[dropTunWriteError].Add(uint64(x.outSegs[done]))
+		if !closedErr(err) {
+			x.b.firstError(&x.b.tunErrLogged, "writing to the TUN device failed", err)
 		}
 	}
-}
-
-func (x *receiver) writev(fd uintptr) bool {
-	for {
-		_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&x.iov[0])), uintptr(x.niov))
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		x.werr = e
-		return true
-	}
+	x.nout, x.npart = 0, 0
 }

@@ -2,27 +2,30 @@ package udp
 
 // Packet flow, TUN to wire. One sender goroutine per TUN queue:
 //
-//	read the TUN queue: up to readBatch packets per wake-up, each behind a
+//	tunIO.Read: up to BatchSize packets per wake-up, each behind a
 //	virtio_net_hdr; with TSO a packet is a TCP super-packet of up to 64 KiB
 //	-> routeFromTun on the packet: the peer of the destination's lease,
 //	   else ICMP net unreachable back into the TUN, or a counted drop
 //	-> super-packet: splitTCP/header write one IP+TCP header per MTU-sized
 //	   segment (own lengths, sequence numbers, checksums) into a header
-//	   arena; the payload is not copied: each segment is two iovecs, its
-//	   header and its slice of the read buffer
+//	   arena; the payload is not copied: each segment is two parts of a
+//	   message, its header and its slice of the read buffer
 //	   plain packet: completeChecksum if the kernel left it to us
-//	-> one sendmmsg message per packet or, with UDP GSO, one message per
-//	   run of up to 64 equal-size segments to one peer (UDP_SEGMENT: the
-//	   kernel cuts the message into datagrams)
-//	-> sendmmsg on the queue's socket, all messages of the wake-up at once
+//	-> one message per packet or, with UDP GSO, one message per run of up
+//	   to 64 equal-size segments to one peer (segSize: the kernel cuts the
+//	   message into datagrams)
+//	-> udpIO.WriteBatch with all messages of the wake-up at once; a GSO
+//	   message the kernel refuses goes again as one datagram per segment,
+//	   and GSO stays off from then on
+//	-> the ICMP errors of the wake-up, in one tunIO.Write
 //
 // Every buffer is allocated when the sender is created; the loop allocates
 // nothing. The forwarding table is read with one atomic load per wake-up.
 
 import (
 	"errors"
+	"net"
 	"os"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,106 +33,73 @@ import (
 const (
 	readBatch   = 8          // TUN reads per wake-up
 	maxPacket   = 65535      // largest IP packet
-	maxMsgs     = 256        // sendmmsg vector
-	maxIovs     = 1024       // iovecs of one sendmmsg
-	hdrArena    = 64 << 10   // segment headers of one sendmmsg
+	maxMsgs     = 256        // messages of one WriteBatch
+	maxIovs     = 1024       // their parts
+	hdrArena    = 64 << 10   // segment headers of one WriteBatch
 	gsoMaxSegs  = 64         // UDP_MAX_SEGMENTS on older kernels
 	gsoMaxBytes = 65507 - 64 // one UDP datagram's payload limit, with margin
 )
 
 type sender struct {
-	b    *Backend
-	q    *tunQueue
-	s    *udpSock
-	c    *counters
-	vnet bool
+	b   *Backend
+	tun tunIO
+	udp udpIO
+	c   *counters
 
-	bufs [readBatch][]byte
-	lens [readBatch]int
-	icmp []byte
+	bufs  [][]byte // read buffers: virtio header, then the packet
+	sizes []int
 
-	m        *mmsgs
+	msgs     [maxMsgs]txMsg
 	nmsg     int
-	iovs     []unix.Iovec
-	niov     int
+	parts    [maxIovs][]byte // the messages' bufs point into it
+	npart    int
 	hdrs     []byte
 	hdrUsed  int
-	msgIov   [maxMsgs][2]int // first iovec and count of message i
 	msgBytes [maxMsgs]int
-	segsOf   [maxMsgs]int // inner packets carried by message i
-	segSize  [maxMsgs]int // GSO size of message i, 0 without GSO
-	sent     int
+	segsOf   [maxMsgs]int      // inner packets carried by message i
+	each     [gsoMaxSegs]txMsg // a refused GSO message, one per segment
 
-	nread  int
-	rerr   error
-	tunOut []byte
-	terr   error
-
-	readFn, sendFn, tunWriteFn func(fd uintptr) bool
+	icmp      [][]byte   // ICMP error buffers, one per read buffer
+	icmpParts [][]byte   // their gather lists: header, packet
+	icmpOut   [][][]byte // queued for the TUN
 }
 
-func newSender(b *Backend, q *tunQueue, s *udpSock, c *counters, vnet bool) *sender {
-	x := &sender{b: b, q: q, s: s, c: c, vnet: vnet, m: newMmsgs(maxMsgs), iovs: make([]unix.Iovec, maxIovs), hdrs: make([]byte, hdrArena),
-		icmp: make([]byte, vnetHdrLen+ipv6HeaderLen+8+icmp6Quote)}
-	for i := range x.bufs {
+func newSender(b *Backend, tun tunIO, udp udpIO, c *counters) *sender {
+	n := max(tun.BatchSize(), 1)
+	x := &sender{b: b, tun: tun, udp: udp, c: c, hdrs: make([]byte, hdrArena),
+		bufs: make([][]byte, n), sizes: make([]int, n),
+		icmp: make([][]byte, n), icmpParts: make([][]byte, 2*n), icmpOut: make([][][]byte, 0, n)}
+	for i := range n {
 		x.bufs[i] = make([]byte, vnetHdrLen+maxPacket)
+		x.icmp[i] = make([]byte, vnetHdrLen+ipv6HeaderLen+8+icmp6Quote)
 	}
-	x.readFn, x.sendFn, x.tunWriteFn = x.readTun, x.sendQueued, x.writeTun
 	return x
 }
 
 // run forwards until the TUN queue is closed.
 func (x *sender) run() error {
 	for {
-		if err := x.q.rc.Read(x.readFn); err != nil {
-			return err
-		}
-		if x.rerr != nil && x.nread == 0 {
-			return x.rerr
-		}
-		x.forward()
-	}
-}
-
-// readTun drains up to readBatch packets; false (nothing yet) makes the
-// poller wait for the descriptor to become readable.
-func (x *sender) readTun(fd uintptr) bool {
-	x.nread, x.rerr = 0, nil
-	off := vnetHdrLen
-	if x.vnet {
-		off = 0
-	}
-	for x.nread < readBatch {
-		buf := x.bufs[x.nread]
-		n, err := unix.Read(int(fd), buf[off:])
-		if err == unix.EINTR {
-			continue
-		}
-		if err == unix.EAGAIN {
-			break
+		n, err := x.tun.Read(x.bufs, x.sizes, vnetHdrLen)
+		if n > 0 {
+			x.forward(n)
 		}
 		if err != nil {
-			x.rerr = err
-			return true
+			return err
 		}
-		if !x.vnet {
-			clear(buf[:vnetHdrLen])
-		}
-		x.lens[x.nread] = off + n
-		x.nread++
 	}
-	return x.nread > 0
 }
 
-func (x *sender) forward() {
+// forward sends the first n packets of the read buffers on, and writes
+// the ICMP errors they caused.
+func (x *sender) forward(n int) {
 	t := x.b.table.Load()
 	gso := x.b.gso.Load()
-	for i := 0; i < x.nread; i++ {
-		buf := x.bufs[i][:x.lens[i]]
-		if len(buf) <= vnetHdrLen {
+	for i := range n {
+		if x.sizes[i] <= 0 {
 			x.c.drop(dropTruncated)
 			continue
 		}
+		buf := x.bufs[i][:vnetHdrLen+x.sizes[i]]
 		var h vnetHdr
 		h.decode(buf)
 		pkt := buf[vnetHdrLen:]
@@ -141,7 +111,7 @@ func (x *sender) forward() {
 			}
 			p, in, reason := routeFromTun(t, pkt)
 			if p == nil {
-				x.refuse(t, pkt, in, reason, s.count)
+				x.refuse(pkt, in, reason, s.count)
 				continue
 			}
 			x.queueSplit(p, pkt, &s, gso)
@@ -153,16 +123,17 @@ func (x *sender) forward() {
 		}
 		p, in, reason := routeFromTun(t, pkt)
 		if p == nil {
-			x.refuse(t, pkt, in, reason, 1)
+			x.refuse(pkt, in, reason, 1)
 			continue
 		}
-		if x.nmsg == maxMsgs || x.niov == len(x.iovs) {
+		if x.nmsg == maxMsgs || x.npart == len(x.parts) {
 			x.flush()
 		}
-		setIov(&x.iovs[x.niov], pkt)
+		x.parts[x.npart] = pkt
 		x.add(p, 1, 1, 0, len(pkt))
 	}
 	x.flush()
+	x.writeICMP()
 }
 
 // queueSplit queues the segments of a super-packet for p: runs of up to
@@ -174,7 +145,7 @@ func (x *sender) queueSplit(p *peer, pkt []byte, s *tsoSplit, gso bool) {
 	}
 	for i := 0; i < s.count; {
 		k := min(per, s.count-i)
-		if x.nmsg == maxMsgs || x.niov+2*k > len(x.iovs) || x.hdrUsed+k*s.hdrLen > len(x.hdrs) {
+		if x.nmsg == maxMsgs || x.npart+2*k > len(x.parts) || x.hdrUsed+k*s.hdrLen > len(x.hdrs) {
 			x.flush()
 		}
 		n := 0
@@ -183,8 +154,7 @@ func (x *sender) queueSplit(p *peer, pkt []byte, s *tsoSplit, gso bool) {
 			x.hdrUsed += s.hdrLen
 			s.header(pkt, i+j, hdr)
 			pl := s.payloadOf(pkt, i+j)
-			setIov(&x.iovs[x.niov+2*j], hdr)
-			setIov(&x.iovs[x.niov+2*j+1], pl)
+			x.parts[x.npart+2*j], x.parts[x.npart+2*j+1] = hdr, pl
 			n += len(hdr) + len(pl)
 		}
 		seg := 0
@@ -196,139 +166,123 @@ func (x *sender) queueSplit(p *peer, pkt []byte, s *tsoSplit, gso bool) {
 	}
 }
 
-// add makes a message of the next niov iovecs.
-func (x *sender) add(p *peer, niov, segs, segSize, n int) {
-	x.m.setSendIov(x.nmsg, x.iovs[x.niov:x.niov+niov], &p.sa, segSize)
-	x.msgIov[x.nmsg] = [2]int{x.niov, niov}
-	x.segsOf[x.nmsg], x.segSize[x.nmsg], x.msgBytes[x.nmsg] = segs, segSize, n
+// add makes a message for p of the next nparts parts.
+func (x *sender) add(p *peer, nparts, segs, segSize, n int) {
+	end := x.npart + nparts
+	x.msgs[x.nmsg] = txMsg{bufs: x.parts[x.npart:end:end], dst: p.addr, segSize: segSize}
+	x.segsOf[x.nmsg], x.msgBytes[x.nmsg] = segs, n
 	x.nmsg++
-	x.niov += niov
+	x.npart = end
 }
 
-func setIov(v *unix.Iovec, b []byte) {
-	if len(b) == 0 {
-		v.Base = nil
-	} else {
-		v.Base = &b[0]
-	}
-	v.SetLen(len(b))
-}
-
-// flush sends every queued message.
+// flush sends every queued message, counting what went and what did not.
 func (x *sender) flush() {
-	if x.nmsg == 0 {
+	for done := 0; done < x.nmsg; {
+		n, err := x.udp.WriteBatch(x.msgs[done:x.nmsg])
+		for i := done; i < done+n; i++ {
+			x.c.txPackets.Add(uint64(x.segsOf[i]))
+			x.c.txBytes.Add(uint64(x.msgBytes[i]))
+		}
+		if done += n; done == x.nmsg {
+			break
+		}
+		if closedErr(err) { // shutting down
+			for i := done; i < x.nmsg; i++ {
+				x.c.drops[dropSendError].Add(uint64(x.segsOf[i]))
+			}
+			break
+		}
+		x.refused(done, err)
+		done++
+	}
+	x.nmsg, x.npart, x.hdrUsed = 0, 0, 0
+}
+
+// refused handles message i, which the socket did not send for err.
+func (x *sender) refused(i int, err error) {
+	if x.msgs[i].segSize > 0 && gsoRefused(err) {
+		// The route's device cannot do UDP GSO: stop using it and send
+		// this message's datagrams one by one.
+		if x.b.gso.CompareAndSwap(true, false) {
+			x.b.log.Warn("UDP GSO (UDP_SEGMENT) refused by the kernel; sending datagrams one by one", "error", err)
+		}
+		x.sendEach(i)
 		return
 	}
-	x.sent = 0
-	if err := x.s.rc.Write(x.sendFn); err != nil {
-		for i := x.sent; i < x.nmsg; i++ {
-			x.c.drops[dropSendError].Add(uint64(x.segsOf[i]))
-		}
-	}
-	x.nmsg, x.niov, x.hdrUsed = 0, 0, 0
+	x.c.drops[dropSendError].Add(uint64(x.segsOf[i]))
+	x.b.firstError(&x.b.sendErrLogged, "sending to a peer failed", err)
 }
 
-// sendQueued is the sendmmsg loop; false waits for the socket to drain.
-func (x *sender) sendQueued(fd uintptr) bool {
-	for x.sent < x.nmsg {
-		n, e := sendmmsg(fd, x.m.hdrs[x.sent:x.nmsg])
-		switch e {
-		case 0:
-			for i := x.sent; i < x.sent+n; i++ {
-				x.c.txPackets.Add(uint64(x.segsOf[i]))
-				x.c.txBytes.Add(uint64(x.msgBytes[i]))
-			}
-			x.sent += n
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return false
-		default:
-			i := x.sent
-			if x.segSize[i] > 0 && (e == unix.EIO || e == unix.EINVAL || e == unix.EOPNOTSUPP) {
-				// The route's device cannot do UDP GSO: stop using it and
-				// send this message's datagrams one by one.
-				if x.b.gso.CompareAndSwap(true, false) {
-					x.b.log.Warn("UDP GSO (UDP_SEGMENT) refused by the kernel; sending datagrams one by one", "error", e)
-				}
-				x.sendEach(fd, i)
-			} else {
-				x.c.drops[dropSendError].Add(uint64(x.segsOf[i]))
-				x.b.firstError(&x.b.sendErrLogged, "sending to a peer failed", e)
-			}
-			x.sent++
-		}
-	}
-	return true
+// gsoRefused reports whether err is the kernel's answer to a UDP_SEGMENT
+// message that the route's device cannot segment.
+func gsoRefused(err error) bool {
+	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)
 }
 
-// sendEach sends the GSO message i as separate datagrams, one sendmsg
-// per segment (a header and a payload iovec).
-func (x *sender) sendEach(fd uintptr, i int) {
-	first, n := x.msgIov[i][0], x.msgIov[i][1]
-	h := x.m.hdrs[i].Hdr
-	h.Control = nil
-	h.SetControllen(0)
-	h.SetIovlen(2)
-	for j := first; j+1 < first+n; j += 2 {
-		h.Iov = &x.iovs[j]
-		_, _, e := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&h)), 0)
-		if e != 0 {
+// sendEach sends the GSO message i as separate datagrams, one message
+// per segment (its header and payload parts).
+func (x *sender) sendEach(i int) {
+	m := x.msgs[i]
+	k := len(m.bufs) / 2
+	for j := range k {
+		x.each[j] = txMsg{bufs: m.bufs[2*j : 2*j+2 : 2*j+2], dst: m.dst}
+	}
+	for done := 0; done < k; {
+		n, err := x.udp.WriteBatch(x.each[done:k])
+		for _, e := range x.each[done : done+n] {
+			x.c.txPackets.Add(1)
+			x.c.txBytes.Add(uint64(len(e.bufs[0]) + len(e.bufs[1])))
+		}
+		if done += n; done < k {
 			x.c.drop(dropSendError)
-			continue
+			if done++; closedErr(err) {
+				x.c.drops[dropSendError].Add(uint64(k - done))
+				return
+			}
 		}
-		x.c.txPackets.Add(1)
-		x.c.txBytes.Add(x.iovs[j].Len + x.iovs[j+1].Len)
 	}
 }
 
 // refuse counts count packets as dropped for reason and, for a destination
-// inside the Network that no lease covers, writes an ICMP destination
-// unreachable to the sender through the TUN.
-func (x *sender) refuse(t *table, pkt []byte, in inner, reason, count int) {
+// inside the Network that no lease covers, queues an ICMP destination
+// unreachable to the sender, written to the TUN by writeICMP.
+func (x *sender) refuse(pkt []byte, in inner, reason, count int) {
 	x.c.drops[reason].Add(uint64(count))
-	if reason != dropNoRoute {
+	if reason != dropNoRoute || len(x.icmpOut) == cap(x.icmpOut) {
 		return
 	}
 	// The message comes from the unreachable address itself: a source
 	// address of this host would be dropped by the kernel as martian when
 	// the message comes in through flannel0.
+	k := len(x.icmpOut)
+	buf := x.icmp[k]
 	var n int
 	if in.version == 4 {
-		n = icmpUnreachable(x.icmp[vnetHdrLen:], in.dst, pkt, in)
+		n = icmpUnreachable(buf[vnetHdrLen:], in.dst, pkt, in)
 	} else {
-		n = icmp6Unreachable(x.icmp[vnetHdrLen:], in.dst, pkt, in)
+		n = icmp6Unreachable(buf[vnetHdrLen:], in.dst, pkt, in)
 	}
 	if n == 0 {
 		return
 	}
-	clear(x.icmp[:vnetHdrLen])
-	out := x.icmp[:vnetHdrLen+n]
-	if !x.vnet {
-		out = out[vnetHdrLen:]
-	}
-	if x.writeTunPacket(out) == nil {
-		x.c.icmp.Add(1)
-	}
+	clear(buf[:vnetHdrLen])
+	parts := x.icmpParts[2*k : 2*k+2 : 2*k+2]
+	parts[0], parts[1] = buf[:vnetHdrLen], buf[vnetHdrLen:vnetHdrLen+n]
+	x.icmpOut = append(x.icmpOut, parts)
 }
 
-func (x *sender) writeTunPacket(b []byte) error {
-	x.tunOut, x.terr = b, nil
-	if err := x.q.rc.Write(x.tunWriteFn); err != nil {
-		return err
+// writeICMP writes the queued ICMP errors into the TUN; one that cannot be
+// written is not counted as sent (its packet is already counted as a drop).
+func (x *sender) writeICMP() {
+	for done := 0; done < len(x.icmpOut); done++ {
+		n, _ := x.tun.Write(x.icmpOut[done:])
+		x.c.icmp.Add(uint64(n))
+		done += n
 	}
-	return x.terr
-}
-
-func (x *sender) writeTun(fd uintptr) bool {
-	_, err := unix.Write(int(fd), x.tunOut)
-	if err == unix.EAGAIN {
-		return false
-	}
-	x.terr = err
-	return true
+	x.icmpOut = x.icmpOut[:0]
 }
 
 // closedErr reports whether err means the descriptor was closed (shutdown).
 func closedErr(err error) bool {
-	return errors.Is(err, os.ErrClosed) || errors.Is(err, unix.EBADF)
+	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, unix.EBADF)
 }

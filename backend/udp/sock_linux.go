@@ -12,12 +12,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// udpSock is one UDP socket bound to the backend port. With several queues
-// there is one per queue, all bound with SO_REUSEPORT.
+// udpSock is one UDP socket bound to the backend port, the real udpIO.
+// With several queues there is one per queue, all bound with SO_REUSEPORT.
 type udpSock struct {
 	conn *net.UDPConn
 	rc   syscall.RawConn
 	gro  bool // UDP_GRO is on: one read may return many datagrams
+
+	// ReadBatch's state, for readFn (a method value made once: a closure
+	// per call would allocate).
+	rx         *mmsgs
+	nrx, nrecv int
+	rerr       unix.Errno
+	readFn     func(fd uintptr) bool
+	tx         *mmsgs // WriteBatch's state, for writeFn
+	txIovs     []unix.Iovec
+	ntx, sent  int
+	werr       unix.Errno
+	writeFn    func(fd uintptr) bool
 }
 
 const sockBuf = 4 << 20
@@ -42,7 +54,8 @@ func listenUDP(ctx context.Context, addr netip.AddrPort, reusePort bool) (*udpSo
 		conn.Close()
 		return nil, err
 	}
-	s := &udpSock{conn: conn, rc: rc}
+	s := &udpSock{conn: conn, rc: rc, rx: newMmsgs(recvBatch), tx: newMmsgs(maxMsgs), txIovs: make([]unix.Iovec, maxIovs)}
+	s.readFn, s.writeFn = s.recv, s.send
 	rc.Control(func(fd uintptr) {
 		// Larger buffers absorb bursts; FORCE works as root, the plain
 		// option is the fallback (capped by net.core.[rw]mem_max).
@@ -102,17 +115,19 @@ func (m *mmsgs) setRecv(i int, buf []byte) {
 	m.hdrs[i].Len = 0
 }
 
-// setSendIov points message i at the iovecs iov (part of a pool the
-// caller keeps until the send) for dst; segSize > 0 adds a UDP_SEGMENT
-// control message (the kernel cuts the message into datagrams of that
-// size: GSO).
-func (m *mmsgs) setSendIov(i int, iov []unix.Iovec, dst *sockaddr, segSize int) {
+// setSendIov points message i at the iovecs iov (part of a pool kept
+// until the send) for dst; segSize > 0 adds a UDP_SEGMENT control message
+// (the kernel cuts the message into datagrams of that size: GSO).
+func (m *mmsgs) setSendIov(i int, iov []unix.Iovec, dst netip.AddrPort, segSize int) {
 	h := &m.hdrs[i].Hdr
-	h.Iov = &iov[0]
+	h.Iov = nil
+	if len(iov) > 0 {
+		h.Iov = &iov[0]
+	}
 	h.SetIovlen(len(iov))
-	m.names[i] = *dst
+	m.names[i] = newSockaddr(dst)
 	h.Name = &m.names[i].raw[0]
-	h.Namelen = dst.len
+	h.Namelen = m.names[i].len
 	if segSize > 0 {
 		c := m.oob[i*cmsgSpace : (i+1)*cmsgSpace]
 		clear(c)
@@ -160,4 +175,123 @@ func recvmmsg(fd uintptr, hdrs []unix.Mmsghdr) (int, unix.Errno) {
 func sendmmsg(fd uintptr, hdrs []unix.Mmsghdr) (int, unix.Errno) {
 	n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
 	return int(n), e
+}
+
+func setIov(v *unix.Iovec, b []byte) {
+	if len(b) == 0 {
+		v.Base = nil
+	} else {
+		v.Base = &b[0]
+	}
+	v.SetLen(len(b))
+}
+
+var _ udpIO = (*udpSock)(nil)
+
+// BatchSize implements udpIO.
+func (s *udpSock) BatchSize() int { return recvBatch }
+
+// Close implements udpIO.
+func (s *udpSock) Close() error { return s.conn.Close() }
+
+// ReadBatch implements udpIO with recvmmsg(2), waiting in the poller while
+// nothing has arrived. Errors of the poller (closed, or the read deadline
+// that wakes a receiver) are returned as they are.
+func (s *udpSock) ReadBatch(msgs []rxMsg) (int, error) {
+	s.nrx = min(len(msgs), len(s.rx.hdrs))
+	for i := range s.nrx {
+		s.rx.setRecv(i, msgs[i].buf)
+	}
+	s.nrecv, s.rerr = 0, 0
+	if err := s.rc.Read(s.readFn); err != nil {
+		return 0, err
+	}
+	if s.rerr != 0 {
+		return 0, s.rerr
+	}
+	for i := range s.nrecv {
+		m := &msgs[i]
+		m.n = int(s.rx.hdrs[i].Len)
+		m.src = s.rx.names[i].addrPort()
+		m.segSize = s.rx.groSize(i)
+	}
+	return s.nrecv, nil
+}
+
+func (s *udpSock) recv(fd uintptr) bool {
+	for {
+		n, e := recvmmsg(fd, s.rx.hdrs[:s.nrx])
+		switch e {
+		case 0:
+			s.nrecv = n
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			s.rerr = e
+			return true
+		}
+	}
+}
+
+// WriteBatch implements udpIO with sendmmsg(2), as many messages per call
+// as the vectors hold, waiting in the poller while the socket buffer is
+// full.
+func (s *udpSock) WriteBatch(msgs []txMsg) (int, error) {
+	done := 0
+	for done < len(msgs) {
+		s.ntx = s.load(msgs[done:])
+		if s.ntx == 0 {
+			return done, unix.EMSGSIZE // more parts than iovecs
+		}
+		s.sent, s.werr = 0, 0
+		if err := s.rc.Write(s.writeFn); err != nil {
+			return done + s.sent, err
+		}
+		done += s.sent
+		if s.werr != 0 {
+			return done, s.werr
+		}
+	}
+	return done, nil
+}
+
+// load puts as many of msgs as fit into the sendmmsg vector and returns
+// how many.
+func (s *udpSock) load(msgs []txMsg) int {
+	k, niov := 0, 0
+	for ; k < len(msgs) && k < len(s.tx.hdrs); k++ {
+		m := &msgs[k]
+		if niov+len(m.bufs) > len(s.txIovs) {
+			break
+		}
+		iov := s.txIovs[niov : niov+len(m.bufs)]
+		for j, b := range m.bufs {
+			setIov(&iov[j], b)
+		}
+		s.tx.setSendIov(k, iov, m.dst, m.segSize)
+		niov += len(m.bufs)
+	}
+	return k
+}
+
+// send is the sendmmsg loop; false waits for the socket to drain. It stops
+// at the first message the kernel refuses, with the errno in werr.
+func (s *udpSock) send(fd uintptr) bool {
+	for s.sent < s.ntx {
+		n, e := sendmmsg(fd, s.tx.hdrs[s.sent:s.ntx])
+		switch e {
+		case 0:
+			s.sent += n
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			s.werr = e
+			return true
+		}
+	}
+	return true
 }

@@ -8,12 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// peer is where packets for one lease go: the peer's PublicIP and port,
-// with the socket address prebuilt for sendmmsg.
+// peer is where packets for one lease go: the peer's PublicIP and port.
 type peer struct {
 	addr   netip.AddrPort
 	subnet netip.Prefix
-	sa     sockaddr
 }
 
 // table is the forwarding table: immutable once published, swapped as a
@@ -121,4 +119,10 @@ func (s *sockaddr) addr() netip.Addr {
 		return netip.AddrFrom16([16]byte(s.raw[8:24])).Unmap()
 	}
 	return netip.Addr{}
+}
+
+// addrPort decodes a socket address filled in by the kernel, with its
+// port.
+func (s *sockaddr) addrPort() netip.AddrPort {
+	return netip.AddrPortFrom(s.addr(), binary.BigEndian.Uint16(s.raw[2:]))
 }

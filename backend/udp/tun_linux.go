@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -20,12 +22,28 @@ const (
 	tunFTSO6 = 0x04
 )
 
-// tunQueue is one queue (file descriptor) of the TUN device. Every read
-// and write goes through rc so the descriptor cannot be closed and reused
-// under a system call.
+// tunQueue is one queue (file descriptor) of the TUN device, the real
+// tunIO. Every read and write goes through rc so the descriptor cannot be
+// closed and reused under a system call.
 type tunQueue struct {
-	f  *os.File
-	rc syscall.RawConn
+	f    *os.File
+	rc   syscall.RawConn
+	vnet bool // IFF_VNET_HDR: each packet starts with a virtio_net_hdr
+
+	// Read's arguments and results, for readFn (a method value made once:
+	// a closure per call would allocate).
+	rbufs  [][]byte
+	rsizes []int
+	roff   int
+	nread  int
+	rerr   error
+	readFn func(fd uintptr) bool
+
+	wmu     sync.Mutex // serializes Write: the sender and the receiver both write
+	iov     [maxCoalescedSegs + 2]unix.Iovec
+	niov    int
+	werr    unix.Errno
+	writeFn func(fd uintptr) bool
 }
 
 // device is the TUN device with its queues and the offloads the kernel
@@ -136,7 +154,9 @@ func openQueue(name string, flags uint16) (*tunQueue, error) {
 		f.Close()
 		return nil, err
 	}
-	return &tunQueue{f: f, rc: rc}, nil
+	q := &tunQueue{f: f, rc: rc, vnet: flags&unix.IFF_VNET_HDR != 0}
+	q.readFn, q.writeFn = q.read, q.writev
+	return q, nil
 }
 
 func setOffload(q *tunQueue, flags int) error {
@@ -156,4 +176,101 @@ func (d *device) close() error {
 		errs = append(errs, q.f.Close())
 	}
 	return errors.Join(errs...)
+}
+
+var _ tunIO = (*tunQueue)(nil)
+
+// BatchSize implements tunIO.
+func (q *tunQueue) BatchSize() int { return readBatch }
+
+// Close implements tunIO.
+func (q *tunQueue) Close() error { return q.f.Close() }
+
+// Read implements tunIO: read(2) until the queue is empty or bufs are
+// full, waiting in the poller while there is nothing to read. Any error of
+// the poller means the file was closed (no deadline is ever set on it) and
+// is returned as os.ErrClosed.
+func (q *tunQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	q.rbufs, q.rsizes, q.roff = bufs[:min(len(bufs), len(sizes))], sizes, offset
+	q.nread, q.rerr = 0, nil
+	err := q.rc.Read(q.readFn)
+	q.rbufs, q.rsizes = nil, nil
+	switch {
+	case q.nread > 0:
+		return q.nread, nil // an error after them shows on the next call
+	case err != nil:
+		return 0, os.ErrClosed
+	}
+	return 0, q.rerr
+}
+
+// read drains up to len(q.rbufs) packets; false (nothing yet) makes the
+// poller wait for the descriptor to become readable.
+func (q *tunQueue) read(fd uintptr) bool {
+	for q.nread < len(q.rbufs) {
+		buf := q.rbufs[q.nread]
+		start := q.roff
+		if q.vnet {
+			start -= vnetHdrLen // the kernel's header goes right before the packet
+		}
+		n, err := unix.Read(int(fd), buf[start:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			q.rerr = err
+			return true
+		}
+		if q.vnet {
+			n = max(n-vnetHdrLen, 0)
+		} else {
+			clear(buf[q.roff-vnetHdrLen : q.roff])
+		}
+		q.rsizes[q.nread] = n
+		q.nread++
+	}
+	return q.nread > 0
+}
+
+// Write implements tunIO: one writev(2) per packet, of its header (unless
+// the device has none) and its parts.
+func (q *tunQueue) Write(pkts [][][]byte) (int, error) {
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	for i, p := range pkts {
+		if !q.vnet {
+			p = p[1:]
+		}
+		if len(p) > len(q.iov) {
+			return i, unix.EMSGSIZE
+		}
+		for j, b := range p {
+			setIov(&q.iov[j], b)
+		}
+		q.niov, q.werr = len(p), 0
+		if err := q.rc.Write(q.writeFn); err != nil {
+			return i, os.ErrClosed
+		}
+		if q.werr != 0 {
+			return i, q.werr
+		}
+	}
+	return len(pkts), nil
+}
+
+func (q *tunQueue) writev(fd uintptr) bool {
+	for {
+		_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&q.iov[0])), uintptr(q.niov))
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		q.werr = e
+		return true
+	}
 }

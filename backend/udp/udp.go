@@ -34,10 +34,10 @@
 // Network address no lease covers gets an ICMP net unreachable written back
 // into the TUN (from that address: the kernel would drop one from a local
 // address). Every drop has a reason and a counter (Stats); the daemon
-// logs the counters within statsPeriod of a drop, and every logPeriod
-// (FLANNEL_UDP_LOG_PERIOD) while traffic flows. Inner TCP/UDP
-// checksums are not re-verified on receive: the outer UDP checksum, checked
-// by the kernel, covers the whole inner packet.
+// logs the counters within statsPeriod of a drop, and every
+// Tuning.LogPeriod (FLANNEL_UDP_LOG_PERIOD) while traffic flows. Inner
+// TCP/UDP checksums are not re-verified on receive: the outer UDP
+// checksum, checked by the kernel, covers the whole inner packet.
 //
 // Speed (see send.go and recv.go for the packet flow). Upstream moves one
 // packet per system call each way; here every step is batched and the
@@ -61,8 +61,17 @@
 // Each offload falls back cleanly when refused (no vnet header: plain
 // packets; no GSO: one message per datagram; no GRO: no coalescing; no
 // multi-queue: one queue), and the daemon logs once which are active.
-// FLANNEL_UDP_OFFLOAD=off in the daemon's environment turns them all off
-// (for comparisons and troubleshooting).
+// Tuning.NoOffload (FLANNEL_UDP_OFFLOAD=off in the daemon's environment,
+// read by its main) turns them all off, for comparisons and
+// troubleshooting.
+//
+// Kernel seam. The sender and receiver loops do no system calls of their
+// own: they read and write batches through two small interfaces (io.go),
+// tunIO for a TUN queue and udpIO for its socket, which carry the offloads
+// (a virtio_net_hdr per packet, a segment size and a peer address per
+// datagram message). The real ones wrap the descriptors (tun_linux.go,
+// sock_linux.go); the tests run the loops over channel-backed fakes,
+// without root.
 //
 // water (github.com/songgao/water) is not used: IFF_VNET_HDR has to be
 // given when the device is opened and water's configuration cannot express
@@ -72,10 +81,8 @@ package udp
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"os"
 	"runtime"
@@ -83,8 +90,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
+	"errors"
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/dataplane"
@@ -103,11 +109,7 @@ const DefaultPort = 8285
 // encapOverhead is what the outer IPv4 and UDP headers take from the MTU.
 const encapOverhead = 28
 
-const (
-	maxQueues   = 4
-	statsPeriod = 5 * time.Second // how soon a drop shows in the log
-	logPeriod   = time.Minute     // how often traffic alone is logged
-)
+const maxQueues = 4
 
 // Options are the backend's net-conf options.
 type Options struct {
@@ -172,19 +174,20 @@ func newBackend(p backend.Params) (backend.Backend, error) {
 	if o.Port == 0 {
 		o.Port = DefaultPort
 	}
-	return New(p.Ext, p.Config, o, p.Log), nil
+	tu, _ := p.Tuning.(Tuning) // the defaults unless the daemon set some
+	return New(p.Ext, p.Config, o, tu, p.Log), nil
 }
 
 // New returns a backend; it does not touch the kernel until Prepare.
-func New(ext *backend.ExternalInterface, cfg *subnet.Config, o Options, log *slog.Logger) *Backend {
+func New(ext *backend.ExternalInterface, cfg *subnet.Config, o Options, tu Tuning, log *slog.Logger) *Backend {
 	w := offloadsWanted{vnet: true, multiQueue: true, queues: min(runtime.NumCPU(), maxQueues)}
-	if os.Getenv("FLANNEL_UDP_OFFLOAD") == "off" {
+	if tu.NoOffload {
 		w = offloadsWanted{queues: 1}
 	}
 	b := &Backend{ext: ext, cfg: cfg, opts: o, log: log.With("backend", TypeName), want: w, logPeriod: logPeriod, k: dataplane.NewNetlink(nil)}
 	b.peerLog = backend.NewPeerLog(b.log)
-	if d, err := time.ParseDuration(os.Getenv("FLANNEL_UDP_LOG_PERIOD")); err == nil && d > 0 {
-		b.logPeriod = d
+	if tu.LogPeriod > 0 {
+		b.logPeriod = tu.LogPeriod
 	}
 	b.table.Store(newTable(cfg.Network, netip.Prefix{}, netip.Prefix{}, netip.Prefix{}, nil))
 	return b
@@ -193,40 +196,10 @@ func New(ext *backend.ExternalInterface, cfg *subnet.Config, o Options, log *slo
 // Prepare implements backend.Backend: it creates flannel0 and binds the
 // UDP port, so a port in use fails before a lease is taken.
 func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
-	dev, err := openTun(DeviceName, b.want, b.log)
-	if err != nil {
+	if err := b.openQueues(ctx); err != nil {
 		return subnet.LeaseAttrs{}, err
 	}
-	b.dev = dev
-	addr := netip.AddrPortFrom(b.ext.Addr, uint16(b.opts.Port))
-	for i := range dev.queues {
-		s, err := listenUDP(ctx, addr, len(dev.queues) > 1)
-		if err != nil {
-			dev.close()
-			b.closeSockets()
-			return subnet.LeaseAttrs{}, fmt.Errorf("udp backend: listening on %s: %w", addr, err)
-		}
-		if b.want.vnet {
-			if err := s.enableGRO(); err != nil && i == 0 {
-				b.log.Warn("UDP GRO refused by the kernel; received datagrams are not coalesced", "error", err)
-			}
-		}
-		b.socks = append(b.socks, s)
-	}
-	b.gso.Store(b.want.vnet)
-	for range 2 * len(dev.queues) {
-		b.counters = append(b.counters, &counters{})
-	}
-	b.log.Info("udp backend ready", "dev", DeviceName, "listen", addr, "queues", len(dev.queues),
-		"vnet_hdr", dev.vnet, "tso", dev.tso, "udp_gso", b.gso.Load(), "udp_gro", b.socks[0].gro && dev.vnet)
 	return subnet.LeaseAttrs{BackendType: TypeName}, nil
-}
-
-func (b *Backend) closeSockets() {
-	for _, s := range b.socks {
-		s.conn.Close()
-	}
-	b.socks = nil
 }
 
 // Devices implements backend.DeviceOwner.
@@ -353,9 +326,9 @@ func Peers(cfg *subnet.Config, o Options, leases []subnet.Lease) ([]*peer, []bac
 		// Both families go to the peer's IPv4 PublicIP: the underlay of
 		// this backend is IPv4, as upstream's.
 		ap := netip.AddrPortFrom(l.Attrs.PublicIP, uint16(o.Port))
-		out = append(out, &peer{addr: ap, subnet: l.Subnet.Masked(), sa: newSockaddr(ap)})
+		out = append(out, &peer{addr: ap, subnet: l.Subnet.Masked()})
 		if cfg.EnableIPv6 && l.IPv6Subnet.IsValid() {
-			out = append(out, &peer{addr: ap, subnet: l.IPv6Subnet.Masked(), sa: newSockaddr(ap)})
+			out = append(out, &peer{addr: ap, subnet: l.IPv6Subnet.Masked()})
 		}
 	}
 	return out, skips
@@ -375,89 +348,6 @@ func (b *Backend) publish() {
 		}
 	}
 	b.table.Store(newTable(b.cfg.Network, net6, own4, own6, b.peers))
-}
-
-// firstError logs the first failure of a kind; the counters count them all.
-func (b *Backend) firstError(flag *atomic.Bool, msg string, err error) {
-	if flag.CompareAndSwap(false, true) {
-		b.log.Warn(msg+" (logged once; see the drop counters)", "error", err)
-	}
-}
-
-// Stats returns the counters summed over all queues.
-func (b *Backend) Stats() Stats {
-	s := Stats{Drops: make(map[string]uint64, numDrops)}
-	for _, c := range b.counters {
-		c.addTo(&s)
-	}
-	return s
-}
-
-// Run implements backend.Runner: the packet path, one sender and one
-// receiver goroutine per queue, until ctx is done; then the device and
-// sockets are closed (flannel0 goes away with them). If flannel0 is
-// deleted while the daemon runs (by hand, say), Run re-creates and
-// re-configures it and goes on, as the vxlan backend does with its device.
-func (b *Backend) Run(ctx context.Context) error {
-	if b.dev == nil {
-		return fmt.Errorf("udp backend: Run before Prepare")
-	}
-	defer func() {
-		b.closeSockets()
-		b.dev.close()
-	}()
-	for {
-		err := b.runQueues(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if !errors.Is(err, errDeviceGone) {
-			return err
-		}
-		b.log.Warn("TUN device deleted while running (by hand?); re-creating it", "dev", DeviceName)
-		if rerr := b.recreateDevice(); rerr != nil {
-			return fmt.Errorf("udp backend: %s was deleted and re-creating it failed; exiting so that a restart recreates it: %w", DeviceName, rerr)
-		}
-	}
-}
-
-// errDeviceGone: a packet loop stopped because flannel0 no longer exists.
-var errDeviceGone = errors.New("the TUN device is gone")
-
-// runQueues runs the packet loops on the current device, and the counter
-// logger, until ctx is done or a loop fails; it stops the others before
-// returning.
-func (b *Backend) runQueues(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
-	n := min(len(b.dev.queues), len(b.socks))
-	for i, q := range b.dev.queues[:n] {
-		snd := newSender(b, q, b.socks[i], b.counters[2*i], b.dev.vnet)
-		rcv := newReceiver(b, q, b.socks[i], b.counters[2*i+1], b.dev.vnet)
-		g.Go(func() error { return b.packetLoop(gctx, "send", snd.run) })
-		g.Go(func() error { return b.packetLoop(gctx, "receive", rcv.run) })
-	}
-	g.Go(func() error { b.logStats(gctx); return nil })
-	g.Go(func() error {
-		<-gctx.Done()
-		if ctx.Err() != nil {
-			// Shutdown: closing unblocks every loop.
-			b.closeSockets()
-			b.dev.close()
-			return nil
-		}
-		// A loop failed: wake the receivers blocked on their sockets
-		// (which stay open for the next device) and close the queues.
-		for _, s := range b.socks {
-			s.conn.SetReadDeadline(time.Unix(1, 0))
-		}
-		b.dev.close()
-		return nil
-	})
-	err := g.Wait()
-	for _, s := range b.socks {
-		s.conn.SetReadDeadline(time.Time{})
-	}
-	return err
 }
 
 // recreateDevice opens flannel0 anew with the offloads of the first one and
@@ -487,43 +377,4 @@ func (b *Backend) recreateDevice() error {
 	}
 	b.log.Info("TUN device re-created", "dev", DeviceName, "queues", len(dev.queues), "vnet_hdr", dev.vnet, "tso", dev.tso)
 	return nil
-}
-
-func (b *Backend) packetLoop(ctx context.Context, dir string, run func() error) error {
-	err := run()
-	if ctx.Err() != nil || closedErr(err) {
-		return nil
-	}
-	if errors.Is(err, unix.EBADFD) || !linkExists(DeviceName) {
-		return fmt.Errorf("udp backend %s loop: %w (%w)", dir, errDeviceGone, err)
-	}
-	return fmt.Errorf("udp backend %s loop: %w", dir, err)
-}
-
-// logStats logs the counters: within statsPeriod when a drop counter
-// changed, else at most every logPeriod while traffic flows, with the
-// number of goroutines and the heap in use (flat in a healthy daemon).
-func (b *Backend) logStats(ctx context.Context) {
-	t := time.NewTicker(statsPeriod)
-	defer t.Stop()
-	last := b.Stats()
-	var lastLog time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		s := b.Stats()
-		dropped := !maps.Equal(s.Drops, last.Drops)
-		moved := s.TxPackets != last.TxPackets || s.RxPackets != last.RxPackets || s.ICMPSent != last.ICMPSent
-		// Half a tick of slack: the ticks jitter around the period.
-		if !dropped && !(moved && time.Since(lastLog) >= b.logPeriod-statsPeriod/2) {
-			continue
-		}
-		last, lastLog = s, time.Now()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		b.log.Info("udp counters: "+s.String(), "goroutines", runtime.NumGoroutine(), "heap_inuse_kib", ms.HeapInuse>>10)
-	}
 }

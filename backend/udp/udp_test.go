@@ -80,7 +80,7 @@ func TestReconcileTable(t *testing.T) {
 // fakeBackend is a backend over a fake kernel holding flannel0.
 func fakeBackend(cfg *subnet.Config, logs *bytes.Buffer) (*Backend, *dataplane.Fake) {
 	ext := &backend.ExternalInterface{Name: "eth0", MTU: 1500, Addr: netip.MustParseAddr("192.168.50.11")}
-	b := New(ext, cfg, Options{Type: TypeName, Port: 9000}, slog.New(slog.NewTextHandler(logs, nil)))
+	b := New(ext, cfg, Options{Type: TypeName, Port: 9000}, Tuning{}, slog.New(slog.NewTextHandler(logs, nil)))
 	k := dataplane.NewFake()
 	k.AddLink(dataplane.Link{Name: "eth0"})
 	k.AddLink(dataplane.Link{Name: DeviceName, Type: "tun"})
