@@ -128,3 +128,31 @@ func TestApplyDesiredDirectRoutingMove(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDesired: whatever a peer writes as its BackendData, Desired does not
+// panic, and a peer either gets a complete, consistent set of entries (the
+// MAC it published, on our device, to its address) or is skipped.
+func FuzzDesired(f *testing.F) {
+	f.Add([]byte(`{"VNI":1,"VtepMAC":"0a:00:00:00:00:02"}`))
+	f.Add([]byte(`{"VNI":1,"VtepMAC":"0a:00:00:00:00:02:03:04"}`))
+	f.Add([]byte(`{"VtepMAC":null}`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(``))
+	h := Host{Ext: 2, Own: own, Dev4: 5}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := peer("10.244.2.0/24", "192.168.50.12", "")
+		p.Attrs.BackendData = data
+		got, skips := Desired(Options{}, h, []subnet.Lease{p}, nil)
+		switch {
+		case len(skips) == 1 && len(got.Neighs)+len(got.FDBs)+len(got.Routes) == 0:
+		case len(skips) == 0 && len(got.Neighs) == 1 && len(got.FDBs) == 1 && len(got.Routes) == 1:
+			n, fdb, r := got.Neighs[0], got.FDBs[0], got.Routes[0]
+			if n.MAC != fdb.MAC || n.LinkIndex != 5 || fdb.LinkIndex != 5 || r.LinkIndex != 5 ||
+				fdb.Dst != p.Attrs.PublicIP || r.Dst != p.Subnet || n.IP != p.Subnet.Addr() {
+				t.Fatalf("inconsistent entries for %q:\n%s", data, got)
+			}
+		default:
+			t.Fatalf("BackendData %q: %d skips and\n%s", data, len(skips), got)
+		}
+	})
+}
