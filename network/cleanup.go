@@ -11,7 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/flanneld-go/flannel/backend/dataplane"
-	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // Cleanup decommissions this host: it deletes the devices our backends
@@ -91,7 +91,7 @@ func deleteOwnLeases(ctx context.Context, c Config, public interface{ String() s
 		return fmt.Errorf("the lease of %s stays in etcd: %w", public, err)
 	}
 	defer cli.Close()
-	sm := subnet.NewManager(cli, c.Etcd.Prefix, 0, log)
+	sm := etcd.NewManager(cli, c.Etcd.Prefix, 0, log)
 	leases, _, err := sm.List(ctx, false)
 	if err != nil {
 		return fmt.Errorf("the lease of %s stays in etcd: %w", public, err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/flanneld-go/flannel/backend/registry"
 	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // CheckConfig validates a net-conf, backend options included, and returns
@@ -41,7 +42,7 @@ func PrintLeases(ctx context.Context, ec EtcdConfig, w io.Writer) error {
 		return err
 	}
 	defer cli.Close()
-	sm := subnet.NewManager(cli, ec.Prefix, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	sm := etcd.NewManager(cli, ec.Prefix, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	leases, _, err := sm.List(ctx, true)
 	if err != nil {
 		return err

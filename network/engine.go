@@ -31,6 +31,7 @@ import (
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/registry"
 	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // Config is the daemon's configuration, from flags and FLANNELD_* variables.
@@ -70,7 +71,7 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	defer cli.Close()
-	sm := subnet.NewManager(cli, c.Etcd.Prefix, c.LeaseTTL, log)
+	sm := etcd.NewManager(cli, c.Etcd.Prefix, c.LeaseTTL, log)
 
 	netcfg, err := sm.WaitConfig(ctx)
 	if err != nil {
@@ -103,7 +104,7 @@ func Run(ctx context.Context, c Config) error {
 type Engine struct {
 	cfg Config
 	log *slog.Logger
-	sm  *subnet.Manager
+	sm  *etcd.Manager
 	net *subnet.Config
 	ext *backend.ExternalInterface
 	be  backend.Backend
@@ -120,7 +121,7 @@ type Engine struct {
 }
 
 // NewEngine builds an engine from parts, for tests and embedders.
-func NewEngine(c Config, sm *subnet.Manager, netcfg *subnet.Config, ext *backend.ExternalInterface, be backend.Backend) *Engine {
+func NewEngine(c Config, sm *etcd.Manager, netcfg *subnet.Config, ext *backend.ExternalInterface, be backend.Backend) *Engine {
 	log := c.Log
 	if log == nil {
 		log = slog.Default()
@@ -240,7 +241,7 @@ func (e *Engine) previousSubnet() subnet.Hint {
 // acquire gets a lease, waiting out etcd outages. Running out of subnets is
 // returned at once: only the operator can fix it.
 func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, error) {
-	outage := subnet.NewOutageLog(e.log, "acquiring a lease")
+	outage := etcd.NewOutageLog(e.log, "acquiring a lease")
 	delay := time.Second
 	for {
 		// Each attempt is bounded: the etcd client waits for a connection
@@ -324,8 +325,8 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 	debounce.Stop()
 	pending := false
 	synced := false
-	renewOutage := subnet.NewOutageLog(e.log, "renewing the lease")
-	etcdOutage := subnet.NewOutageLog(e.log, "checking etcd")
+	renewOutage := etcd.NewOutageLog(e.log, "renewing the lease")
+	etcdOutage := etcd.NewOutageLog(e.log, "checking etcd")
 	m := e.health.metrics
 
 	reconcile := func() {
@@ -381,7 +382,7 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 			e.setLease(r.lease)
 			e.log.Info("lease renewed", "subnet", r.lease.String(), "expires", r.lease.Expiration.Format(time.RFC3339))
 			renew.Reset(e.renewDelay())
-		case errors.Is(r.err, subnet.ErrLeaseLost):
+		case errors.Is(r.err, etcd.ErrLeaseLost):
 			e.log.Warn("our lease is gone from etcd; acquiring again", "subnet", e.lease.String(), "reason", r.err)
 			if err := e.reacquire(ctx); err != nil {
 				return err

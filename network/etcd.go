@@ -43,7 +43,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
-	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // EtcdConfig is how to reach etcd. Password is never logged: String and
@@ -143,7 +143,7 @@ func ConnectEtcd(ctx context.Context, c EtcdConfig) (*clientv3.Client, error) {
 // outage, until ctx is done. TLS and authentication problems are returned
 // at once.
 func DialEtcd(ctx context.Context, c EtcdConfig, log *slog.Logger) (*clientv3.Client, error) {
-	outage := subnet.NewOutageLog(log, "connecting to etcd")
+	outage := etcd.NewOutageLog(log, "connecting to etcd")
 	delay := time.Second
 	for {
 		cli, err := ConnectEtcd(ctx, c)
@@ -293,7 +293,7 @@ func checkAccess(ctx context.Context, cli *clientv3.Client, c EtcdConfig) error 
 	defer cancel()
 	prefix := c.Prefix
 	if prefix == "" {
-		prefix = subnet.DefaultPrefix
+		prefix = etcd.DefaultPrefix
 	}
 	prefix = strings.TrimSuffix(prefix, "/")
 	key := prefix + "/config"

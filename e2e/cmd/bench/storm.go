@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // StormResult is one acquisition storm.
@@ -57,11 +58,11 @@ func storm(ctx context.Context, dial func() (*clientv3.Client, error), conf stri
 	if _, err := admin.Delete(ctx, subnetsDir, clientv3.WithPrefix()); err != nil {
 		return fail(err)
 	}
-	if _, err := admin.Put(ctx, subnet.DefaultPrefix+"/config", conf); err != nil {
+	if _, err := admin.Put(ctx, etcd.DefaultPrefix+"/config", conf); err != nil {
 		return fail(err)
 	}
 	quiet := slog.New(slog.DiscardHandler)
-	mgrs := make([]*subnet.Manager, n)
+	mgrs := make([]*etcd.Manager, n)
 	for i := range mgrs {
 		cli, err := dial()
 		if err != nil {
@@ -69,10 +70,10 @@ func storm(ctx context.Context, dial func() (*clientv3.Client, error), conf stri
 		}
 		defer cli.Close()
 		// Connect now, so the storm measures acquisition, not dialing.
-		if _, err := cli.Get(ctx, subnet.DefaultPrefix+"/config"); err != nil {
+		if _, err := cli.Get(ctx, etcd.DefaultPrefix+"/config"); err != nil {
 			return fail(err)
 		}
-		mgrs[i] = subnet.NewManager(cli, "", time.Hour, quiet)
+		mgrs[i] = etcd.NewManager(cli, "", time.Hour, quiet)
 	}
 	type out struct {
 		l   subnet.Lease

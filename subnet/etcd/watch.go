@@ -1,14 +1,15 @@
-package subnet
+package etcd
 
 import (
 	"context"
-	"log/slog"
 	"math/rand/v2"
 	"path"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flanneld-go/flannel/subnet"
 )
 
 // WatchLeases sends batches of lease changes to out until ctx is done, and
@@ -21,9 +22,9 @@ import (
 // watch breaks (compaction, lost leader, etcd restart) it lists again and
 // emits only the difference from what it had sent, so the receiver's view
 // is always exact. Malformed keys or values are logged and skipped.
-func (m *Manager) WatchLeases(ctx context.Context, out chan<- []Event, relist <-chan struct{}) error {
+func (m *Manager) WatchLeases(ctx context.Context, out chan<- []subnet.Event, relist <-chan struct{}) error {
 	defer close(out)
-	known := map[string]Lease{}
+	known := map[string]subnet.Lease{}
 	outage := NewOutageLog(m.log, "watching leases")
 	backoff := newBackoff(500*time.Millisecond, 30*time.Second)
 	first := true
@@ -41,7 +42,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- []Event, relist <-
 		}
 		outage.OK()
 		backoff.Reset()
-		batch := diffLeases(known, leases)
+		batch := subnet.DiffLeases(known, leases)
 		if len(batch) > 0 || first {
 			first = false
 			if !send(ctx, out, batch) {
@@ -57,7 +58,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- []Event, relist <-
 }
 
 // watchFrom follows changes from rev until the watch breaks or ctx ends.
-func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]Lease, out chan<- []Event, relist <-chan struct{}) {
+func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]subnet.Lease, out chan<- []subnet.Event, relist <-chan struct{}) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := m.cli.Watch(wctx, m.subnetsDir(), clientv3.WithPrefix(), clientv3.WithRev(rev))
@@ -81,27 +82,27 @@ func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]Lea
 			m.log.Warn("lease watch broke; re-listing", "error", err)
 			return
 		}
-		var batch []Event
+		var batch []subnet.Event
 		for _, ev := range resp.Events {
 			key := string(ev.Kv.Key)
 			short := path.Base(key) // known is keyed like Lease.Key()
 			switch ev.Type {
 			case mvccpb.PUT:
-				l, err := m.decode(key, ev.Kv.Value, ev.Kv.Lease, ev.Kv.ModRevision)
+				l, err := subnet.DecodeLease(key, ev.Kv.Value, ev.Kv.Lease, ev.Kv.ModRevision)
 				if err != nil {
 					m.log.Warn("skipping malformed lease in etcd", "key", key, "error", err)
 					if old, ok := known[short]; ok { // it was valid before: it is gone now
 						delete(known, short)
-						batch = append(batch, Event{Type: EventRemoved, Lease: old})
+						batch = append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: old})
 					}
 					continue
 				}
 				known[short] = l
-				batch = append(batch, Event{Type: EventAdded, Lease: l})
+				batch = append(batch, subnet.Event{Type: subnet.EventAdded, Lease: l})
 			case mvccpb.DELETE:
 				if old, ok := known[short]; ok {
 					delete(known, short)
-					batch = append(batch, Event{Type: EventRemoved, Lease: old})
+					batch = append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: old})
 				}
 			}
 		}
@@ -114,30 +115,7 @@ func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]Lea
 	}
 }
 
-// diffLeases updates known to leases and returns the events between them.
-func diffLeases(known map[string]Lease, leases []Lease) []Event {
-	var batch []Event
-	seen := make(map[string]bool, len(leases))
-	for _, l := range leases {
-		key := l.Key()
-		seen[key] = true
-		old, ok := known[key]
-		if ok && old.Attrs.Equal(l.Attrs) && old.etcdLease == l.etcdLease {
-			continue
-		}
-		known[key] = l
-		batch = append(batch, Event{Type: EventAdded, Lease: l})
-	}
-	for key, old := range known {
-		if !seen[key] {
-			delete(known, key)
-			batch = append(batch, Event{Type: EventRemoved, Lease: old})
-		}
-	}
-	return batch
-}
-
-func send(ctx context.Context, out chan<- []Event, batch []Event) bool {
+func send(ctx context.Context, out chan<- []subnet.Event, batch []subnet.Event) bool {
 	select {
 	case out <- batch:
 		return true
@@ -145,49 +123,6 @@ func send(ctx context.Context, out chan<- []Event, batch []Event) bool {
 		return false
 	}
 }
-
-// OutageLog reports a failing dependency once when it starts failing, a
-// reminder every minute while it keeps failing, and once when it recovers,
-// instead of a line per retry.
-type OutageLog struct {
-	log     *slog.Logger
-	what    string
-	since   time.Time
-	lastLog time.Time
-	fails   int
-}
-
-// NewOutageLog returns an OutageLog for the activity what.
-func NewOutageLog(log *slog.Logger, what string) *OutageLog {
-	return &OutageLog{log: log, what: what}
-}
-
-// Fail records a failed attempt.
-func (o *OutageLog) Fail(err error) {
-	now := time.Now()
-	o.fails++
-	if o.since.IsZero() {
-		o.since, o.lastLog = now, now
-		o.log.Warn("etcd unavailable; retrying with backoff", "activity", o.what, "error", err)
-		return
-	}
-	if now.Sub(o.lastLog) >= time.Minute {
-		o.lastLog = now
-		o.log.Warn("etcd still unavailable", "activity", o.what, "for", now.Sub(o.since).Round(time.Second), "attempts", o.fails, "error", err)
-	}
-}
-
-// OK records a success, logging the recovery after an outage.
-func (o *OutageLog) OK() {
-	if o.since.IsZero() {
-		return
-	}
-	o.log.Info("etcd available again", "activity", o.what, "after", time.Since(o.since).Round(time.Millisecond), "attempts", o.fails)
-	o.since, o.fails = time.Time{}, 0
-}
-
-// Failing reports whether the last attempt failed.
-func (o *OutageLog) Failing() bool { return !o.since.IsZero() }
 
 // backoff is exponential with jitter and honours the context.
 type backoff struct {
