@@ -27,7 +27,7 @@ import (
 var version = "dev"
 
 type flags struct {
-	etcd           network.EtcdConfig
+	etcd           etcd.Config
 	iface          network.IfaceOptions
 	subnetFile     string
 	renewMargin    int

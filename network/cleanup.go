@@ -86,7 +86,7 @@ func Cleanup(ctx context.Context, c Config, w io.Writer) error {
 }
 
 func deleteOwnLeases(ctx context.Context, c Config, public interface{ String() string }, w io.Writer, log *slog.Logger) error {
-	cli, err := NewEtcdClient(c.Etcd)
+	cli, err := etcd.NewClient(c.Etcd)
 	if err != nil {
 		return fmt.Errorf("the lease of %s stays in etcd: %w", public, err)
 	}

@@ -36,8 +36,8 @@ func CheckConfig(data []byte) ([]byte, []string, error) {
 
 // PrintLeases writes a table of the leases in etcd. It does not wait for
 // an unreachable etcd.
-func PrintLeases(ctx context.Context, ec EtcdConfig, w io.Writer) error {
-	cli, err := ConnectEtcd(ctx, ec)
+func PrintLeases(ctx context.Context, ec etcd.Config, w io.Writer) error {
+	cli, err := etcd.Connect(ctx, ec)
 	if err != nil {
 		return err
 	}

@@ -36,7 +36,7 @@ import (
 
 // Config is the daemon's configuration, from flags and FLANNELD_* variables.
 type Config struct {
-	Etcd                 EtcdConfig
+	Etcd                 etcd.Config
 	Iface                IfaceOptions
 	SubnetFile           string
 	RenewMargin          time.Duration
@@ -66,7 +66,7 @@ func Run(ctx context.Context, c Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	cli, err := DialEtcd(ctx, c.Etcd, log)
+	cli, err := etcd.Dial(ctx, c.Etcd, log)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package network
+package etcd
 
 // Connecting to etcd, and saying what is wrong when it cannot work.
 //
@@ -14,7 +14,7 @@ package network
 //
 //   - etcd answered: go on;
 //   - no connection or no answer (refused, timeout, unknown host): etcd is
-//     down, an outage to wait out (ErrEtcdUnreachable);
+//     down, an outage to wait out (ErrUnreachable);
 //   - anything else (our or etcd's certificate check failed, TLS on one
 //     side only): a fatal error naming the flag to check.
 //
@@ -41,14 +41,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-
-	"github.com/flanneld-go/flannel/subnet/etcd"
+	grpcbackoff "google.golang.org/grpc/backoff"
 )
 
-// EtcdConfig is how to reach etcd. Password is never logged: String and
+// Config is how to reach etcd. Password is never logged: String and
 // LogValue leave it out.
-type EtcdConfig struct {
+type Config struct {
 	Endpoints []string
 	Prefix    string
 	CAFile    string
@@ -59,7 +57,7 @@ type EtcdConfig struct {
 }
 
 // String describes c without the password.
-func (c EtcdConfig) String() string {
+func (c Config) String() string {
 	pw := ""
 	if c.Password != "" {
 		pw = "(redacted)"
@@ -69,21 +67,21 @@ func (c EtcdConfig) String() string {
 }
 
 // GoString is String, so that %#v does not print the password either.
-func (c EtcdConfig) GoString() string { return c.String() }
+func (c Config) GoString() string { return c.String() }
 
 // LogValue is c for log/slog, without the password.
-func (c EtcdConfig) LogValue() slog.Value { return slog.StringValue(c.String()) }
+func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
-// ErrEtcdUnreachable marks errors of an etcd that could not be reached
+// ErrUnreachable marks errors of an etcd that could not be reached
 // (connection refused, no answer, unknown host): waiting may help, unlike
 // TLS and authentication errors.
-var ErrEtcdUnreachable = errors.New("etcd unreachable")
+var ErrUnreachable = errors.New("etcd unreachable")
 
-// unreachableError is an ErrEtcdUnreachable with what happened.
+// unreachableError is an ErrUnreachable with what happened.
 type unreachableError struct{ msg string }
 
 func (e *unreachableError) Error() string        { return e.msg }
-func (e *unreachableError) Is(target error) bool { return target == ErrEtcdUnreachable }
+func (e *unreachableError) Is(target error) bool { return target == ErrUnreachable }
 
 func unreachable(format string, args ...any) error {
 	return &unreachableError{msg: fmt.Sprintf(format, args...)}
@@ -96,17 +94,17 @@ const (
 	checkTimeout = 5 * time.Second
 )
 
-// NewEtcdClient checks the endpoints and credentials and returns a client.
+// NewClient checks the endpoints and credentials and returns a client.
 // TLS and authentication problems are errors that say what to check. An
 // etcd that cannot be reached is no error: the client is returned and the
 // caller waits the outage out. With a user name that is not possible (the
-// client must log in when it is created), and the ErrEtcdUnreachable error
-// is returned; DialEtcd waits instead.
-func NewEtcdClient(c EtcdConfig) (*clientv3.Client, error) {
+// client must log in when it is created), and the ErrUnreachable error
+// is returned; Dial waits instead.
+func NewClient(c Config) (*clientv3.Client, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout+2*checkTimeout)
 	defer cancel()
-	cli, err := ConnectEtcd(ctx, c)
-	if err == nil || !errors.Is(err, ErrEtcdUnreachable) || c.Username != "" {
+	cli, err := Connect(ctx, c)
+	if err == nil || !errors.Is(err, ErrUnreachable) || c.Username != "" {
 		return cli, err
 	}
 	cc, err := clientConfig(c)
@@ -116,11 +114,11 @@ func NewEtcdClient(c EtcdConfig) (*clientv3.Client, error) {
 	return newClient(c, cc)
 }
 
-// ConnectEtcd checks the endpoints and credentials and returns a client, or
+// Connect checks the endpoints and credentials and returns a client, or
 // an error that says what is wrong. An unreachable etcd is an error that
-// matches ErrEtcdUnreachable. For commands that must not wait (flanneld
+// matches ErrUnreachable. For commands that must not wait (flanneld
 // leases).
-func ConnectEtcd(ctx context.Context, c EtcdConfig) (*clientv3.Client, error) {
+func Connect(ctx context.Context, c Config) (*clientv3.Client, error) {
 	cc, err := clientConfig(c)
 	if err != nil {
 		return nil, err
@@ -139,14 +137,14 @@ func ConnectEtcd(ctx context.Context, c EtcdConfig) (*clientv3.Client, error) {
 	return cli, nil
 }
 
-// DialEtcd is ConnectEtcd that waits while etcd is unreachable, logging the
+// Dial is Connect that waits while etcd is unreachable, logging the
 // outage, until ctx is done. TLS and authentication problems are returned
 // at once.
-func DialEtcd(ctx context.Context, c EtcdConfig, log *slog.Logger) (*clientv3.Client, error) {
-	outage := etcd.NewOutageLog(log, "connecting to etcd")
+func Dial(ctx context.Context, c Config, log *slog.Logger) (*clientv3.Client, error) {
+	outage := NewOutageLog(log, "connecting to etcd")
 	delay := time.Second
 	for {
-		cli, err := ConnectEtcd(ctx, c)
+		cli, err := Connect(ctx, c)
 		if err == nil {
 			outage.OK()
 			return cli, nil
@@ -154,7 +152,7 @@ func DialEtcd(ctx context.Context, c EtcdConfig, log *slog.Logger) (*clientv3.Cl
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if !errors.Is(err, ErrEtcdUnreachable) {
+		if !errors.Is(err, ErrUnreachable) {
 			return nil, err
 		}
 		outage.Fail(err)
@@ -168,7 +166,7 @@ func DialEtcd(ctx context.Context, c EtcdConfig, log *slog.Logger) (*clientv3.Cl
 }
 
 // clientConfig validates c and builds the etcd client's config.
-func clientConfig(c EtcdConfig) (clientv3.Config, error) {
+func clientConfig(c Config) (clientv3.Config, error) {
 	cc := clientv3.Config{
 		Endpoints:   c.Endpoints,
 		DialTimeout: checkTimeout,
@@ -181,7 +179,7 @@ func clientConfig(c EtcdConfig) (clientv3.Config, error) {
 		// outage the daemon would notice etcd's return only tens of
 		// seconds late. Cap it at 5 s.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			Backoff:           grpcbackoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
 			MinConnectTimeout: 5 * time.Second,
 		})},
 	}
@@ -230,7 +228,7 @@ func clientConfig(c EtcdConfig) (clientv3.Config, error) {
 
 // tlsFlagsGiven names the TLS flags that are set, e.g. "--etcd-cafile and
 // --etcd-certfile", or returns "".
-func tlsFlagsGiven(c EtcdConfig) string {
+func tlsFlagsGiven(c Config) string {
 	var given []string
 	for _, f := range []struct{ name, v string }{{"--etcd-cafile", c.CAFile}, {"--etcd-certfile", c.CertFile}, {"--etcd-keyfile", c.KeyFile}} {
 		if f.v != "" {
@@ -246,7 +244,7 @@ func tlsFlagsGiven(c EtcdConfig) string {
 	return strings.Join(given[:len(given)-1], ", ") + " and " + given[len(given)-1]
 }
 
-func tlsConfig(c EtcdConfig) (*tls.Config, error) {
+func tlsConfig(c Config) (*tls.Config, error) {
 	t := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)
@@ -273,7 +271,7 @@ func tlsConfig(c EtcdConfig) (*tls.Config, error) {
 }
 
 // newClient creates the client; with a user name it logs in.
-func newClient(c EtcdConfig, cc clientv3.Config) (*clientv3.Client, error) {
+func newClient(c Config, cc clientv3.Config) (*clientv3.Client, error) {
 	cli, err := clientv3.New(cc)
 	switch {
 	case err == nil:
@@ -288,12 +286,12 @@ func newClient(c EtcdConfig, cc clientv3.Config) (*clientv3.Client, error) {
 
 // checkAccess reads the config key once (its count only), to find out
 // early that etcd wants credentials or that our user may not read it.
-func checkAccess(ctx context.Context, cli *clientv3.Client, c EtcdConfig) error {
+func checkAccess(ctx context.Context, cli *clientv3.Client, c Config) error {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	prefix := c.Prefix
 	if prefix == "" {
-		prefix = etcd.DefaultPrefix
+		prefix = DefaultPrefix
 	}
 	prefix = strings.TrimSuffix(prefix, "/")
 	key := prefix + "/config"
