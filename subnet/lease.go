@@ -157,9 +157,9 @@ func ParseSubnetKey(s string) (v4, v6 netip.Prefix, err error) {
 	return v4, v6, nil
 }
 
-// DecodeLease makes a lease of an etcd key (its last element, as made by
-// SubnetKey) and value (LeaseAttrs JSON), with the key's etcd lease ID and
-// mod revision.
+// DecodeLease makes a lease of an etcd key, whose last path element is a
+// SubnetKey, and its value, LeaseAttrs JSON; etcdLeaseID and modRevision
+// are the key's, as etcd reports them.
 func DecodeLease(key string, value []byte, etcdLeaseID, modRevision int64) (Lease, error) {
 	v4, v6, err := ParseSubnetKey(path.Base(key))
 	if err != nil {

@@ -34,13 +34,8 @@ var ErrInvalidConfig = errors.New("invalid net-conf")
 // or expired); the caller acquires again.
 var ErrLeaseLost = errors.New("lease lost")
 
-// Manager leases subnets in etcd with upstream flannel's key layout:
-//
-//	<prefix>/config                  the net-conf JSON
-//	<prefix>/subnets/<v4>-<len>      one host's lease, LeaseAttrs JSON,
-//	<prefix>/subnets/<v4>-<len>&<v6>-<len>   attached to an etcd lease (TTL)
-//
-// A subnet key without an etcd lease is a permanent reservation.
+// Manager reads the net-conf and leases subnets under one prefix, in the
+// key layout of the package doc. It is safe for concurrent use.
 type Manager struct {
 	cli    *clientv3.Client
 	prefix string
