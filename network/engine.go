@@ -30,6 +30,7 @@ import (
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/registry"
+	"github.com/flanneld-go/flannel/internal/backoff"
 	"github.com/flanneld-go/flannel/subnet"
 	"github.com/flanneld-go/flannel/subnet/etcd"
 )
@@ -242,7 +243,7 @@ func (e *Engine) previousSubnet() subnet.Hint {
 // returned at once: only the operator can fix it.
 func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, error) {
 	outage := etcd.NewOutageLog(e.log, "acquiring a lease")
-	delay := time.Second
+	retry := backoff.New(time.Second, 30*time.Second)
 	for {
 		// Each attempt is bounded: the etcd client waits for a connection
 		// without limit, and an outage must be logged, not waited on.
@@ -261,12 +262,9 @@ func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, e
 		}
 		e.health.metrics.etcdErrors.WithLabelValues("acquire").Inc()
 		outage.Fail(err)
-		select {
-		case <-ctx.Done():
-			return subnet.Lease{}, ctx.Err()
-		case <-time.After(delay):
+		if err := retry.Wait(ctx); err != nil {
+			return subnet.Lease{}, err
 		}
-		delay = min(delay*2, 30*time.Second)
 	}
 }
 

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/flanneld-go/flannel/internal/backoff"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -27,8 +27,12 @@ import (
 // tries again.
 func (m *Manager) Acquire(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, hint subnet.Hint) (subnet.Lease, error) {
 	const attempts = 50
+	// After a lost race (someone else changed the subnet table between our
+	// read and our write) back off a little, fully jittered so that racers
+	// spread out: up to 20 ms at first, up to 500 ms from the sixth race on.
+	retry := backoff.New(10*time.Millisecond, 250*time.Millisecond).WithJitter(1)
 	var lastErr error
-	for i := 0; i < attempts; i++ {
+	for range attempts {
 		l, err := m.tryAcquire(ctx, cfg, attrs, hint)
 		if err == nil {
 			return l, nil
@@ -37,12 +41,8 @@ func (m *Manager) Acquire(ctx context.Context, cfg *subnet.Config, attrs subnet.
 			return subnet.Lease{}, err
 		}
 		lastErr = err
-		// Someone else changed the subnet table between our read and our
-		// write: back off a little, with jitter so racers spread out.
-		select {
-		case <-ctx.Done():
-			return subnet.Lease{}, ctx.Err()
-		case <-time.After(time.Duration(rand.IntN(20*(i+1))) * time.Millisecond):
+		if err := retry.Wait(ctx); err != nil {
+			return subnet.Lease{}, err
 		}
 	}
 	return subnet.Lease{}, fmt.Errorf("acquiring a subnet: gave up after %d attempts: %w", attempts, lastErr)

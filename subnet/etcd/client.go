@@ -42,6 +42,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+
+	"github.com/flanneld-go/flannel/internal/backoff"
 )
 
 // Config is how to reach etcd. Password is never logged: String and
@@ -142,7 +144,7 @@ func Connect(ctx context.Context, c Config) (*clientv3.Client, error) {
 // at once.
 func Dial(ctx context.Context, c Config, log *slog.Logger) (*clientv3.Client, error) {
 	outage := NewOutageLog(log, "connecting to etcd")
-	delay := time.Second
+	retry := backoff.New(time.Second, 10*time.Second)
 	for {
 		cli, err := Connect(ctx, c)
 		if err == nil {
@@ -156,12 +158,9 @@ func Dial(ctx context.Context, c Config, log *slog.Logger) (*clientv3.Client, er
 			return nil, err
 		}
 		outage.Fail(err)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
+		if err := retry.Wait(ctx); err != nil {
+			return nil, err
 		}
-		delay = min(delay*2, 10*time.Second)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/flanneld-go/flannel/internal/backoff"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -106,6 +107,7 @@ const configReadTimeout = 5 * time.Second
 // operator must see it.
 func (m *Manager) WaitConfig(ctx context.Context) (*subnet.Config, error) {
 	var lastLog time.Time
+	retry := backoff.New(time.Second, time.Second)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, configReadTimeout)
 		cfg, warnings, err := m.GetConfig(rctx)
@@ -134,10 +136,8 @@ func (m *Manager) WaitConfig(ctx context.Context) (*subnet.Config, error) {
 			}
 			lastLog = time.Now()
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
+		if err := retry.Wait(ctx); err != nil {
+			return nil, err
 		}
 	}
 }

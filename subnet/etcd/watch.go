@@ -2,13 +2,13 @@ package etcd
 
 import (
 	"context"
-	"math/rand/v2"
 	"path"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/flanneld-go/flannel/internal/backoff"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -26,7 +26,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- []subnet.Event, re
 	defer close(out)
 	known := map[string]subnet.Lease{}
 	outage := NewOutageLog(m.log, "watching leases")
-	backoff := newBackoff(500*time.Millisecond, 30*time.Second)
+	retry := backoff.New(500*time.Millisecond, 30*time.Second).WithJitter(0.25)
 	first := true
 	for {
 		leases, rev, err := m.List(ctx, false)
@@ -35,13 +35,13 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- []subnet.Event, re
 				return nil
 			}
 			outage.Fail(err)
-			if !backoff.Wait(ctx) {
+			if retry.Wait(ctx) != nil {
 				return nil
 			}
 			continue
 		}
 		outage.OK()
-		backoff.Reset()
+		retry.Reset()
 		batch := subnet.DiffLeases(known, leases)
 		if len(batch) > 0 || first {
 			first = false
@@ -121,29 +121,5 @@ func send(ctx context.Context, out chan<- []subnet.Event, batch []subnet.Event) 
 		return true
 	case <-ctx.Done():
 		return false
-	}
-}
-
-// backoff is exponential with jitter and honours the context.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
-
-func (b *backoff) Reset() { b.cur = b.min }
-
-// Wait sleeps for the current delay (±25%) and doubles it; false if ctx
-// ended first.
-func (b *backoff) Wait(ctx context.Context) bool {
-	d := b.cur - b.cur/4 + time.Duration(rand.Int64N(int64(b.cur/2)+1))
-	b.cur = min(b.cur*2, b.max)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
