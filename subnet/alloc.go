@@ -58,10 +58,11 @@ func (c *Config) PickSubnets(leases []Lease, self netip.Addr, hint Hint) (v4, v6
 	return v4, v6, nil
 }
 
+// takenSet is what other hosts hold, and how many leases and reservations
+// there are, for the exhaustion message.
 type takenSet struct {
-	v4, v6             map[netip.Prefix]bool
-	leased, reserved   int
-	leased6, reserved6 int
+	v4, v6           map[netip.Prefix]bool
+	leased, reserved int
 }
 
 // newTakenSet collects the subnets held by others. Leases under our own
