@@ -5,9 +5,11 @@ import (
 	"time"
 )
 
-// OutageLog reports a failing dependency once when it starts failing, a
-// reminder every minute while it keeps failing, and once when it recovers,
-// instead of a line per retry.
+// OutageLog reports an etcd outage as one activity (dialling, watching,
+// acquiring, renewing, the engine's etcd check) sees it: once when it
+// starts failing, a reminder every minute while it keeps failing, and once
+// when it recovers, instead of a line per retry. Each activity has its
+// own; it is not safe for concurrent use.
 type OutageLog struct {
 	log     *slog.Logger
 	what    string
