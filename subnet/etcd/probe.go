@@ -2,7 +2,7 @@ package etcd
 
 // The probe of etcd endpoints: what the etcd client would do to connect,
 // done by hand so that the failure can be told apart and explained (see
-// etcd.go for why).
+// client.go for why).
 //
 // What each failure looks like on the wire, and what it becomes:
 //

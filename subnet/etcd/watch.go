@@ -82,37 +82,44 @@ func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]sub
 			m.log.Warn("lease watch broke; re-listing", "error", err)
 			return
 		}
-		var batch []subnet.Event
-		for _, ev := range resp.Events {
-			key := string(ev.Kv.Key)
-			short := path.Base(key) // known is keyed like Lease.Key()
-			switch ev.Type {
-			case mvccpb.PUT:
-				l, err := subnet.DecodeLease(key, ev.Kv.Value, ev.Kv.Lease, ev.Kv.ModRevision)
-				if err != nil {
-					m.log.Warn("skipping malformed lease in etcd", "key", key, "error", err)
-					if old, ok := known[short]; ok { // it was valid before: it is gone now
-						delete(known, short)
-						batch = append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: old})
-					}
-					continue
-				}
-				known[short] = l
-				batch = append(batch, subnet.Event{Type: subnet.EventAdded, Lease: l})
-			case mvccpb.DELETE:
-				if old, ok := known[short]; ok {
-					delete(known, short)
-					batch = append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: old})
-				}
-			}
-		}
-		if len(batch) > 0 && !send(ctx, out, batch) {
+		if batch := m.fold(resp.Events, known); len(batch) > 0 && !send(ctx, out, batch) {
 			return
 		}
 	}
 	if ctx.Err() == nil {
 		m.log.Warn("lease watch closed; re-listing")
 	}
+}
+
+// fold applies the events of one watch response to known and returns them
+// as lease events. A malformed value is logged and skipped; if the key held
+// a valid lease before, that lease is gone now.
+func (m *Manager) fold(events []*clientv3.Event, known map[string]subnet.Lease) []subnet.Event {
+	var batch []subnet.Event
+	remove := func(short string) {
+		if old, ok := known[short]; ok {
+			delete(known, short)
+			batch = append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: old})
+		}
+	}
+	for _, ev := range events {
+		key := string(ev.Kv.Key)
+		short := path.Base(key) // known is keyed like Lease.Key()
+		switch ev.Type {
+		case mvccpb.PUT:
+			l, err := subnet.DecodeLease(key, ev.Kv.Value, ev.Kv.Lease, ev.Kv.ModRevision)
+			if err != nil {
+				m.log.Warn("skipping malformed lease in etcd", "key", key, "error", err)
+				remove(short)
+				continue
+			}
+			known[short] = l
+			batch = append(batch, subnet.Event{Type: subnet.EventAdded, Lease: l})
+		case mvccpb.DELETE:
+			remove(short)
+		}
+	}
+	return batch
 }
 
 func send(ctx context.Context, out chan<- []subnet.Event, batch []subnet.Event) bool {
