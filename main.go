@@ -22,14 +22,14 @@ import (
 
 	"github.com/flanneld-go/flannel/backend/udp"
 	"github.com/flanneld-go/flannel/network"
-	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 type flags struct {
-	etcd           network.EtcdConfig
+	etcd           etcd.Config
 	iface          network.IfaceOptions
 	subnetFile     string
 	renewMargin    int
@@ -84,7 +84,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	fl.StringVar(&f.subnetFile, "subnet-file", "/run/flannel/subnet.env", "file the subnet variables are written to")
 	fl = root.Flags()
 	fl.IntVar(&f.renewMargin, "subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires (1..1439)")
-	fl.DurationVar(&f.leaseTTL, "subnet-lease-ttl", subnet.DefaultTTL, "life of a subnet lease (testing only; keep the default in production)")
+	fl.DurationVar(&f.leaseTTL, "subnet-lease-ttl", etcd.DefaultTTL, "life of a subnet lease (testing only; keep the default in production)")
 	fl.BoolVar(&f.ipMasq, "ip-masq", false, "masquerade traffic from pods to destinations outside the network")
 	fl.IntVar(&f.iptablesResync, "iptables-resync", 5, "seconds between checks of the iptables rules")
 	fl.BoolVar(&f.forwardRules, "iptables-forward-rules", true, "add FORWARD rules accepting traffic to and from the network")
@@ -111,7 +111,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 
 func addEtcdFlags(fl *pflag.FlagSet, f *flags) {
 	fl.StringSliceVar(&f.etcd.Endpoints, "etcd-endpoints", []string{"http://127.0.0.1:2379"}, "comma-separated etcd endpoints")
-	fl.StringVar(&f.etcd.Prefix, "etcd-prefix", subnet.DefaultPrefix, "etcd prefix of the network config and leases")
+	fl.StringVar(&f.etcd.Prefix, "etcd-prefix", etcd.DefaultPrefix, "etcd prefix of the network config and leases")
 	fl.StringVar(&f.etcd.CAFile, "etcd-cafile", "", "CA certificate file to verify etcd's certificate")
 	fl.StringVar(&f.etcd.CertFile, "etcd-certfile", "", "client certificate file for etcd")
 	fl.StringVar(&f.etcd.KeyFile, "etcd-keyfile", "", "client key file for etcd")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flanneld-go/flannel/internal/etcdtest"
 	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // TestAcquisitionStorm starts 250 subnet managers, each with its own etcd
@@ -46,7 +47,7 @@ func TestAcquisitionStorm(t *testing.T) {
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if _, err := clients[0].Delete(ctx, subnet.DefaultPrefix+"/subnets/", clientv3.WithPrefix()); err != nil {
+		if _, err := clients[0].Delete(ctx, etcd.DefaultPrefix+"/subnets/", clientv3.WithPrefix()); err != nil {
 			t.Fatal(err)
 		}
 		cfg, _, err := subnet.ParseConfig([]byte(tc.conf))
@@ -58,7 +59,7 @@ func TestAcquisitionStorm(t *testing.T) {
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for i, cli := range clients {
-			m := subnet.NewManager(cli, "", time.Hour, slog.New(slog.DiscardHandler))
+			m := etcd.NewManager(cli, "", time.Hour, slog.New(slog.DiscardHandler))
 			attrs := subnet.LeaseAttrs{PublicIP: netip.AddrFrom4([4]byte{10, 60, byte(i >> 8), byte(i)}), BackendType: "vxlan"}
 			wg.Add(1)
 			go func() {
@@ -93,7 +94,7 @@ func TestAcquisitionStorm(t *testing.T) {
 		if want := min(n, tc.leasable); len(got) != want || exhausted != n-want {
 			t.Errorf("%s: %d distinct subnets and %d exhaustion errors, want %d and %d", cfg.Network, len(got), exhausted, want, n-want)
 		}
-		resp, err := clients[0].Get(ctx, subnet.DefaultPrefix+"/subnets/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		resp, err := clients[0].Get(ctx, etcd.DefaultPrefix+"/subnets/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
 			t.Fatal(err)
 		}

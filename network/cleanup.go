@@ -12,7 +12,7 @@ import (
 
 	"github.com/flanneld-go/flannel/backend/dataplane"
 	"github.com/flanneld-go/flannel/network/firewall"
-	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // Cleanup decommissions this host: it deletes the devices our backends
@@ -103,12 +103,12 @@ func removeRules(log *slog.Logger, w io.Writer) error {
 }
 
 func deleteOwnLeases(ctx context.Context, c Config, public interface{ String() string }, w io.Writer, log *slog.Logger) error {
-	cli, err := NewEtcdClient(c.Etcd)
+	cli, err := etcd.NewClient(c.Etcd)
 	if err != nil {
 		return fmt.Errorf("the lease of %s stays in etcd: %w", public, err)
 	}
 	defer cli.Close()
-	sm := subnet.NewManager(cli, c.Etcd.Prefix, 0, log)
+	sm := etcd.NewManager(cli, c.Etcd.Prefix, 0, log)
 	leases, _, err := sm.List(ctx, false)
 	if err != nil {
 		return fmt.Errorf("the lease of %s stays in etcd: %w", public, err)

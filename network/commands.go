@@ -12,6 +12,7 @@ import (
 
 	"github.com/flanneld-go/flannel/backend/registry"
 	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // CheckConfig validates a net-conf, backend options included, and returns
@@ -35,13 +36,13 @@ func CheckConfig(data []byte) ([]byte, []string, error) {
 
 // PrintLeases writes a table of the leases in etcd. It does not wait for
 // an unreachable etcd.
-func PrintLeases(ctx context.Context, ec EtcdConfig, w io.Writer) error {
-	cli, err := ConnectEtcd(ctx, ec)
+func PrintLeases(ctx context.Context, ec etcd.Config, w io.Writer) error {
+	cli, err := etcd.Connect(ctx, ec)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	sm := subnet.NewManager(cli, ec.Prefix, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	sm := etcd.NewManager(cli, ec.Prefix, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	leases, _, err := sm.List(ctx, true)
 	if err != nil {
 		return err

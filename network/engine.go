@@ -38,11 +38,12 @@ import (
 	"github.com/flanneld-go/flannel/backend/udp"
 	"github.com/flanneld-go/flannel/network/firewall"
 	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // Config is the daemon's configuration, from flags and FLANNELD_* variables.
 type Config struct {
-	Etcd                 EtcdConfig
+	Etcd                 etcd.Config
 	Iface                IfaceOptions
 	SubnetFile           string
 	RenewMargin          time.Duration
@@ -74,12 +75,12 @@ func Run(ctx context.Context, c Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	cli, err := DialEtcd(ctx, c.Etcd, log)
+	cli, err := etcd.Dial(ctx, c.Etcd, log)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	sm := subnet.NewManager(cli, c.Etcd.Prefix, c.LeaseTTL, log)
+	sm := etcd.NewManager(cli, c.Etcd.Prefix, c.LeaseTTL, log)
 
 	netcfg, err := sm.WaitConfig(ctx)
 	if err != nil {
@@ -112,7 +113,7 @@ func Run(ctx context.Context, c Config) error {
 type Engine struct {
 	cfg Config
 	log *slog.Logger
-	sm  *subnet.Manager
+	sm  *etcd.Manager
 	net *subnet.Config
 	ext *backend.ExternalInterface
 	be  backend.Backend
@@ -132,7 +133,7 @@ type Engine struct {
 }
 
 // NewEngine builds an engine from parts, for tests and embedders.
-func NewEngine(c Config, sm *subnet.Manager, netcfg *subnet.Config, ext *backend.ExternalInterface, be backend.Backend) *Engine {
+func NewEngine(c Config, sm *etcd.Manager, netcfg *subnet.Config, ext *backend.ExternalInterface, be backend.Backend) *Engine {
 	log := c.Log
 	if log == nil {
 		log = slog.Default()

@@ -14,6 +14,7 @@ import (
 	"github.com/flanneld-go/flannel/backend/dataplane"
 	"github.com/flanneld-go/flannel/internal/etcdtest"
 	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // recordingBackend is a backend that touches no kernel state and records
@@ -65,7 +66,7 @@ type testHost struct {
 func startHost(t *testing.T, srv *etcdtest.Server, cfg *subnet.Config, ip, file string) *testHost {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	sm := subnet.NewManager(srv.Client(t), "/coreos.com/network", time.Hour, log)
+	sm := etcd.NewManager(srv.Client(t), "/coreos.com/network", time.Hour, log)
 	ext := &backend.ExternalInterface{Name: "eth0", Index: 2, MTU: 1500, Addr: netip.MustParseAddr(ip), PublicIP: netip.MustParseAddr(ip)}
 	be := &recordingBackend{}
 	ready := make(chan struct{})

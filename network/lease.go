@@ -9,8 +9,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/flanneld-go/flannel/internal/backoff"
 	"github.com/flanneld-go/flannel/network/firewall"
 	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // etcdRequestTimeout bounds the engine's own etcd requests (acquire,
@@ -34,8 +36,8 @@ func (e *Engine) previousSubnet() subnet.Hint {
 // acquire gets a lease, waiting out etcd outages. Running out of subnets is
 // returned at once: only the operator can fix it.
 func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, error) {
-	outage := subnet.NewOutageLog(e.log, "acquiring a lease")
-	delay := time.Second
+	outage := etcd.NewOutageLog(e.log, "acquiring a lease")
+	retry := backoff.New(time.Second, 30*time.Second)
 	for {
 		// Each attempt is bounded: the etcd client waits for a connection
 		// without limit, and an outage must be logged, not waited on.
@@ -54,12 +56,9 @@ func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, e
 		}
 		e.health.metrics.etcdErrors.WithLabelValues("acquire").Inc()
 		outage.Fail(err)
-		select {
-		case <-ctx.Done():
-			return subnet.Lease{}, ctx.Err()
-		case <-time.After(delay):
+		if err := retry.Wait(ctx); err != nil {
+			return subnet.Lease{}, err
 		}
-		delay = min(delay*2, 30*time.Second)
 	}
 }
 

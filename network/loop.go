@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // coalesceWindow is how long lease events are gathered before a reconcile.
@@ -28,14 +29,14 @@ type loop struct {
 	renewDone, acquired        chan leaseResult
 	probing                    bool
 	probed                     chan error
-	renewOutage, etcdOutage    *subnet.OutageLog
+	renewOutage, etcdOutage    *etcd.OutageLog
 	reconcilePeriod, probeEach time.Duration
 }
 
 func newLoop(ctx context.Context, e *Engine) *loop {
 	l := &loop{e: e, ctx: ctx, peers: NewPeerSet(e.net),
 		renewDone: make(chan leaseResult, 1), acquired: make(chan leaseResult, 1), probed: make(chan error, 1),
-		renewOutage: subnet.NewOutageLog(e.log, "renewing the lease"), etcdOutage: subnet.NewOutageLog(e.log, "checking etcd"),
+		renewOutage: etcd.NewOutageLog(e.log, "renewing the lease"), etcdOutage: etcd.NewOutageLog(e.log, "checking etcd"),
 		reconcilePeriod: e.cfg.ReconcilePeriod, probeEach: e.cfg.ProbePeriod}
 	if l.reconcilePeriod <= 0 {
 		l.reconcilePeriod = 10 * time.Second
@@ -200,7 +201,7 @@ func (l *loop) renewed(r leaseResult) {
 		e.setLease(r.lease)
 		e.log.Info("lease renewed", "subnet", r.lease.String(), "expires", r.lease.Expiration.Format(time.RFC3339))
 		l.renew.Reset(e.renewDelay())
-	case errors.Is(r.err, subnet.ErrLeaseLost):
+	case errors.Is(r.err, etcd.ErrLeaseLost):
 		e.log.Warn("our lease is gone from etcd; acquiring again", "subnet", e.lease.String(), "reason", r.err)
 		l.startReacquire()
 	default:

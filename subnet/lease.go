@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"path"
 	"regexp"
 	"strconv"
 	"time"
@@ -104,12 +105,16 @@ type Lease struct {
 	// (a key with no etcd lease attached), which never expires.
 	Expiration time.Time
 
-	etcdLease int64 // etcd lease ID, 0 for reservations
-	revision  int64 // mod revision of the key when read
+	// EtcdLeaseID is the etcd lease the key is attached to, 0 for a
+	// reservation.
+	EtcdLeaseID int64
+	// ModRevision is the key's mod revision when it was read, the guard of
+	// a later rewrite.
+	ModRevision int64
 }
 
 // Reserved reports whether the lease is a permanent reservation.
-func (l Lease) Reserved() bool { return l.etcdLease == 0 }
+func (l Lease) Reserved() bool { return l.EtcdLeaseID == 0 }
 
 // Key is the last element of the lease's etcd key, e.g. "10.244.3.0-24" or
 // "10.244.3.0-24&fd00:10:244:3::-64".
@@ -152,6 +157,21 @@ func ParseSubnetKey(s string) (v4, v6 netip.Prefix, err error) {
 	return v4, v6, nil
 }
 
+// DecodeLease makes a lease of an etcd key, whose last path element is a
+// SubnetKey, and its value, LeaseAttrs JSON; etcdLeaseID and modRevision
+// are the key's, as etcd reports them.
+func DecodeLease(key string, value []byte, etcdLeaseID, modRevision int64) (Lease, error) {
+	v4, v6, err := ParseSubnetKey(path.Base(key))
+	if err != nil {
+		return Lease{}, err
+	}
+	var attrs LeaseAttrs
+	if err := json.Unmarshal(value, &attrs); err != nil {
+		return Lease{}, fmt.Errorf("value is not lease JSON: %w", err)
+	}
+	return Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs, EtcdLeaseID: etcdLeaseID, ModRevision: modRevision}, nil
+}
+
 func keyPrefix(addr, bits string, is4 bool) (netip.Prefix, error) {
 	a, err := netip.ParseAddr(addr)
 	if err != nil || a.Is4() != is4 || a.Is4In6() {
@@ -166,27 +186,4 @@ func keyPrefix(addr, bits string, is4 bool) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%s/%s is not a subnet address", addr, bits)
 	}
 	return p, nil
-}
-
-// EventType says whether a lease appeared (or changed) or went away.
-type EventType int
-
-const (
-	// EventAdded: a lease appeared or its attributes changed.
-	EventAdded EventType = iota
-	// EventRemoved: a lease was deleted or expired.
-	EventRemoved
-)
-
-func (t EventType) String() string {
-	if t == EventRemoved {
-		return "removed"
-	}
-	return "added"
-}
-
-// Event is a change of one lease.
-type Event struct {
-	Type  EventType
-	Lease Lease
 }

@@ -21,9 +21,10 @@ import (
 
 	"github.com/flanneld-go/flannel/e2e/testbed"
 	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
-const subnetsDir = subnet.DefaultPrefix + "/subnets/"
+const subnetsDir = etcd.DefaultPrefix + "/subnets/"
 
 // simPeer is a simulated host: a lease in etcd and nothing else.
 type simPeer struct {

@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flanneld-go/flannel/subnet"
+	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
 // StormResult is one acquisition storm.
@@ -57,7 +58,7 @@ func storm(ctx context.Context, dial func() (*clientv3.Client, error), conf stri
 	if _, err := admin.Delete(ctx, subnetsDir, clientv3.WithPrefix()); err != nil {
 		return fail(err)
 	}
-	if _, err := admin.Put(ctx, subnet.DefaultPrefix+"/config", conf); err != nil {
+	if _, err := admin.Put(ctx, etcd.DefaultPrefix+"/config", conf); err != nil {
 		return fail(err)
 	}
 	mgrs, closeAll, err := stormManagers(ctx, dial, n)
@@ -84,7 +85,7 @@ func storm(ctx context.Context, dial func() (*clientv3.Client, error), conf stri
 // stormManagers makes n subnet managers, each with its own etcd client,
 // already connected; closeAll closes the clients. On an error the clients
 // made so far are closed.
-func stormManagers(ctx context.Context, dial func() (*clientv3.Client, error), n int) (mgrs []*subnet.Manager, closeAll func(), err error) {
+func stormManagers(ctx context.Context, dial func() (*clientv3.Client, error), n int) (mgrs []*etcd.Manager, closeAll func(), err error) {
 	var clis []*clientv3.Client
 	closeAll = func() {
 		for _, cli := range clis {
@@ -92,7 +93,7 @@ func stormManagers(ctx context.Context, dial func() (*clientv3.Client, error), n
 		}
 	}
 	quiet := slog.New(slog.DiscardHandler)
-	mgrs = make([]*subnet.Manager, n)
+	mgrs = make([]*etcd.Manager, n)
 	for i := range mgrs {
 		cli, err := dial()
 		if err != nil {
@@ -101,11 +102,11 @@ func stormManagers(ctx context.Context, dial func() (*clientv3.Client, error), n
 		}
 		clis = append(clis, cli)
 		// Connect now, so the storm measures acquisition, not dialing.
-		if _, err := cli.Get(ctx, subnet.DefaultPrefix+"/config"); err != nil {
+		if _, err := cli.Get(ctx, etcd.DefaultPrefix+"/config"); err != nil {
 			closeAll()
 			return nil, nil, err
 		}
-		mgrs[i] = subnet.NewManager(cli, "", time.Hour, quiet)
+		mgrs[i] = etcd.NewManager(cli, "", time.Hour, quiet)
 	}
 	return mgrs, closeAll, nil
 }
@@ -121,7 +122,7 @@ type acquisition struct {
 // acquireAll lets every manager call Acquire at the same instant, manager
 // i as public address 10.60.x.y, and returns the outcomes and the time
 // until the last call returned.
-func acquireAll(ctx context.Context, cfg *subnet.Config, mgrs []*subnet.Manager) ([]acquisition, time.Duration) {
+func acquireAll(ctx context.Context, cfg *subnet.Config, mgrs []*etcd.Manager) ([]acquisition, time.Duration) {
 	outs := make([]acquisition, len(mgrs))
 	var wg sync.WaitGroup
 	startGun := make(chan struct{})

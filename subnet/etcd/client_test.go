@@ -1,4 +1,4 @@
-package network
+package etcd
 
 import (
 	"bytes"
@@ -38,24 +38,24 @@ func TestEtcdTLSConfigErrors(t *testing.T) {
 	ep := []string{"https://127.0.0.1:2379"}
 	for _, tc := range []struct {
 		name string
-		c    EtcdConfig
+		c    Config
 		want string
 	}{
-		{"cert without key", EtcdConfig{Endpoints: ep, CertFile: set.Client.Cert},
+		{"cert without key", Config{Endpoints: ep, CertFile: set.Client.Cert},
 			"--etcd-certfile and --etcd-keyfile go together: give both or neither"},
-		{"key without cert", EtcdConfig{Endpoints: ep, KeyFile: set.Client.Key},
+		{"key without cert", Config{Endpoints: ep, KeyFile: set.Client.Key},
 			"--etcd-certfile and --etcd-keyfile go together: give both or neither"},
-		{"unreadable CA", EtcdConfig{Endpoints: ep, CAFile: missing},
+		{"unreadable CA", Config{Endpoints: ep, CAFile: missing},
 			"--etcd-cafile: open " + missing + ": no such file or directory"},
-		{"CA without PEM", EtcdConfig{Endpoints: ep, CAFile: notPEM},
+		{"CA without PEM", Config{Endpoints: ep, CAFile: notPEM},
 			"--etcd-cafile " + notPEM + ": no PEM certificate found in it"},
-		{"key that does not match", EtcdConfig{Endpoints: ep, CertFile: set.Client.Cert, KeyFile: set.Server.Key},
+		{"key that does not match", Config{Endpoints: ep, CertFile: set.Client.Cert, KeyFile: set.Server.Key},
 			"loading --etcd-certfile " + set.Client.Cert + " / --etcd-keyfile " + set.Server.Key + ": tls: private key does not match public key"},
-		{"certificate file without PEM", EtcdConfig{Endpoints: ep, CertFile: notPEM, KeyFile: set.Client.Key},
+		{"certificate file without PEM", Config{Endpoints: ep, CertFile: notPEM, KeyFile: set.Client.Key},
 			"loading --etcd-certfile " + notPEM + " / --etcd-keyfile " + set.Client.Key + ": tls: failed to find any PEM data in certificate input"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cli, err := NewEtcdClient(tc.c)
+			cli, err := NewClient(tc.c)
 			if err == nil {
 				cli.Close()
 				t.Fatal("no error")
@@ -73,26 +73,26 @@ func TestEtcdConfigErrors(t *testing.T) {
 	const pw = "pa55-w0rd-xyz"
 	for _, tc := range []struct {
 		name string
-		c    EtcdConfig
+		c    Config
 		want string
 	}{
-		{"no endpoints", EtcdConfig{}, "--etcd-endpoints is empty; give at least one, e.g. http://127.0.0.1:2379"},
-		{"user without password", EtcdConfig{Endpoints: []string{"http://127.0.0.1:2379"}, Username: "flannel"},
+		{"no endpoints", Config{}, "--etcd-endpoints is empty; give at least one, e.g. http://127.0.0.1:2379"},
+		{"user without password", Config{Endpoints: []string{"http://127.0.0.1:2379"}, Username: "flannel"},
 			`--etcd-username "flannel" is given without a password: give --etcd-password (or FLANNELD_ETCD_PASSWORD)`},
-		{"password without user", EtcdConfig{Endpoints: []string{"http://127.0.0.1:2379"}, Password: pw},
+		{"password without user", Config{Endpoints: []string{"http://127.0.0.1:2379"}, Password: pw},
 			"an etcd password is given without a user name: give --etcd-username (or FLANNELD_ETCD_USERNAME)"},
-		{"TLS flags with http", EtcdConfig{Endpoints: []string{"http://127.0.0.1:2379"}, CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem"},
+		{"TLS flags with http", Config{Endpoints: []string{"http://127.0.0.1:2379"}, CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem"},
 			"--etcd-cafile, --etcd-certfile and --etcd-keyfile given but the etcd endpoint http://127.0.0.1:2379 is http://: " +
 				"the etcd client would ignore them and talk in plain text; use https:// endpoints"},
-		{"mixed schemes", EtcdConfig{Endpoints: []string{"https://10.0.0.1:2379", "http://10.0.0.2:2379"}},
+		{"mixed schemes", Config{Endpoints: []string{"https://10.0.0.1:2379", "http://10.0.0.2:2379"}},
 			"--etcd-endpoints mixes http:// and https:// (http://10.0.0.2:2379, https://10.0.0.1:2379): the etcd client uses the first endpoint's scheme for all; make them all https://"},
-		{"no port", EtcdConfig{Endpoints: []string{"http://etcd1"}},
+		{"no port", Config{Endpoints: []string{"http://etcd1"}},
 			"--etcd-endpoints http://etcd1: give the port too, e.g. http://HOST:2379 (etcd's client port)"},
-		{"unknown scheme", EtcdConfig{Endpoints: []string{"etcd://10.0.0.1:2379"}},
+		{"unknown scheme", Config{Endpoints: []string{"etcd://10.0.0.1:2379"}},
 			`--etcd-endpoints etcd://10.0.0.1:2379: unknown scheme "etcd"; use http:// or https://`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cli, err := NewEtcdClient(tc.c)
+			cli, err := NewClient(tc.c)
 			if err == nil {
 				cli.Close()
 				t.Fatal("no error")
@@ -106,7 +106,7 @@ func TestEtcdConfigErrors(t *testing.T) {
 
 func TestEtcdConfigRedactsPassword(t *testing.T) {
 	const pw = "pa55-w0rd-xyz"
-	c := EtcdConfig{Endpoints: []string{"http://127.0.0.1:2379"}, Username: "flannel", Password: pw}
+	c := Config{Endpoints: []string{"http://127.0.0.1:2379"}, Username: "flannel", Password: pw}
 	var buf bytes.Buffer
 	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "etcd", c)
 	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), fmt.Sprintf("%v", &c), buf.String()} {
@@ -177,9 +177,9 @@ func TestConnectEtcdTLS(t *testing.T) {
 	p := newPKI(t)
 	tlsSrv := startEtcd(t, &etcdtest.TLSFiles{CertFile: p.Server.Cert, KeyFile: p.Server.Key, TrustedCAFile: p.CA.File})
 	plainSrv := startEtcd(t, nil)
-	good := EtcdConfig{Endpoints: []string{tlsSrv.Endpoint}, CAFile: p.CA.File, CertFile: p.Client.Cert, KeyFile: p.Client.Key}
+	good := Config{Endpoints: []string{tlsSrv.Endpoint}, CAFile: p.CA.File, CertFile: p.Client.Cert, KeyFile: p.Client.Key}
 
-	cli, err := ConnectEtcd(t.Context(), good)
+	cli, err := Connect(t.Context(), good)
 	if err != nil {
 		t.Fatalf("good TLS config: %v", err)
 	}
@@ -191,7 +191,7 @@ func TestConnectEtcdTLS(t *testing.T) {
 	// A TLS server with a certificate for another address.
 	wrongIP := serveTLS(t, p.wrongIPServer)
 
-	with := func(f func(c *EtcdConfig)) EtcdConfig {
+	with := func(f func(c *Config)) Config {
 		c := good
 		c.Endpoints = append([]string(nil), good.Endpoints...)
 		f(&c)
@@ -199,35 +199,35 @@ func TestConnectEtcdTLS(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		c    EtcdConfig
+		c    Config
 		want string
 	}{
-		{"wrong CA", with(func(c *EtcdConfig) { c.CAFile = p.otherCA.File }),
+		{"wrong CA", with(func(c *Config) { c.CAFile = p.otherCA.File }),
 			"etcd at " + tlsSrv.Endpoint + ": its TLS certificate failed verification: x509: certificate signed by unknown authority; " +
 				"check --etcd-cafile " + p.otherCA.File + ": it must hold the CA that signed etcd's certificate"},
-		{"no CA (system roots)", with(func(c *EtcdConfig) { c.CAFile = "" }),
+		{"no CA (system roots)", with(func(c *Config) { c.CAFile = "" }),
 			"etcd at " + tlsSrv.Endpoint + ": its TLS certificate failed verification: x509: certificate signed by unknown authority; " +
 				"the system's CAs do not trust etcd's certificate: give the CA that signed it with --etcd-cafile"},
-		{"no client certificate", with(func(c *EtcdConfig) { c.CertFile, c.KeyFile = "", "" }),
+		{"no client certificate", with(func(c *Config) { c.CertFile, c.KeyFile = "", "" }),
 			"etcd at " + tlsSrv.Endpoint + " rejected our TLS handshake (remote error: tls: certificate required): " +
 				"etcd requires a client certificate: give --etcd-certfile and --etcd-keyfile with a certificate signed by the CA in etcd's --trusted-ca-file"},
-		{"client certificate of another CA", with(func(c *EtcdConfig) { c.CertFile, c.KeyFile = p.foreignClient.Cert, p.foreignClient.Key }),
+		{"client certificate of another CA", with(func(c *Config) { c.CertFile, c.KeyFile = p.foreignClient.Cert, p.foreignClient.Key }),
 			"etcd at " + tlsSrv.Endpoint + " rejected our TLS handshake (remote error: tls: certificate required): " +
 				"check --etcd-certfile " + p.foreignClient.Cert + " and --etcd-keyfile: etcd accepts a client certificate only if it is signed by the CA in its --trusted-ca-file and not expired " +
 				"(one signed by another CA is not even sent)"},
-		{"expired client certificate", with(func(c *EtcdConfig) { c.CertFile, c.KeyFile = p.expiredClient.Cert, p.expiredClient.Key }),
+		{"expired client certificate", with(func(c *Config) { c.CertFile, c.KeyFile = p.expiredClient.Cert, p.expiredClient.Key }),
 			"etcd at " + tlsSrv.Endpoint + " rejected our TLS handshake (remote error: tls: expired certificate): check --etcd-certfile " + p.expiredClient.Cert},
-		{"server certificate for another address", with(func(c *EtcdConfig) { c.Endpoints = []string{"https://" + wrongIP} }),
+		{"server certificate for another address", with(func(c *Config) { c.Endpoints = []string{"https://" + wrongIP} }),
 			"etcd at https://" + wrongIP + ": its TLS certificate failed verification: x509: certificate is valid for 10.9.9.9, not 127.0.0.1; " +
 				"check --etcd-endpoints: the address must be one of the names or IPs etcd's certificate is issued for"},
-		{"http:// to a TLS etcd", EtcdConfig{Endpoints: []string{"http://" + hostOf(tlsSrv.Endpoint)}},
+		{"http:// to a TLS etcd", Config{Endpoints: []string{"http://" + hostOf(tlsSrv.Endpoint)}},
 			"etcd at http://" + hostOf(tlsSrv.Endpoint) + " requires TLS: use https:// endpoints, with --etcd-cafile (and --etcd-certfile/--etcd-keyfile if etcd checks client certificates)"},
-		{"https:// to a plain etcd", with(func(c *EtcdConfig) { c.Endpoints = []string{"https://" + hostOf(plainSrv.Endpoint)} }),
+		{"https:// to a plain etcd", with(func(c *Config) { c.Endpoints = []string{"https://" + hostOf(plainSrv.Endpoint)} }),
 			"etcd at https://" + hostOf(plainSrv.Endpoint) + " does not speak TLS (it answered in plain text): use http://" + hostOf(plainSrv.Endpoint) + ", or enable TLS in etcd (--cert-file, --key-file)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			cli, err := ConnectEtcd(t.Context(), tc.c)
+			cli, err := Connect(t.Context(), tc.c)
 			if err == nil {
 				cli.Close()
 				t.Fatal("no error")
@@ -235,22 +235,19 @@ func TestConnectEtcdTLS(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), tc.want) {
 				t.Errorf("error:\n got %s\nwant %s", err, tc.want)
 			}
-			if errors.Is(err, ErrEtcdUnreachable) {
+			if errors.Is(err, ErrUnreachable) {
 				t.Errorf("reported as an outage: %v", err)
 			}
 			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("took %v", d)
 			}
-			// The daemon's client and flanneld leases say the same.
-			if cli, err2 := NewEtcdClient(tc.c); err2 == nil || err2.Error() != err.Error() {
+			// The daemon's client says the same (and flanneld leases,
+			// see network's TestPrintLeasesExplainsEtcdErrors).
+			if cli, err2 := NewClient(tc.c); err2 == nil || err2.Error() != err.Error() {
 				if cli != nil {
 					cli.Close()
 				}
-				t.Errorf("NewEtcdClient: %v", err2)
-			}
-			var out bytes.Buffer
-			if err2 := PrintLeases(t.Context(), tc.c, &out); err2 == nil || err2.Error() != err.Error() {
-				t.Errorf("PrintLeases: %v", err2)
+				t.Errorf("NewClient: %v", err2)
 			}
 		})
 	}
@@ -285,7 +282,7 @@ func serveTLS(t *testing.T, p testpki.Pair) string {
 }
 
 // TestConnectEtcdUnreachable: an etcd that is down or does not answer is
-// an outage (ErrEtcdUnreachable), reported quickly; the daemon's client is
+// an outage (ErrUnreachable), reported quickly; the daemon's client is
 // created anyway and waits it out.
 func TestConnectEtcdUnreachable(t *testing.T) {
 	refused := freeAddr(t)
@@ -301,25 +298,25 @@ func TestConnectEtcdUnreachable(t *testing.T) {
 		{"no answer, https", "https://" + silent, "etcd at https://" + silent + " accepted the connection but did not answer within 3s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := EtcdConfig{Endpoints: []string{tc.ep}}
+			c := Config{Endpoints: []string{tc.ep}}
 			start := time.Now()
-			_, err := ConnectEtcd(t.Context(), c)
-			if !errors.Is(err, ErrEtcdUnreachable) || !strings.HasPrefix(err.Error(), tc.want) {
-				t.Errorf("error:\n got %v\nwant %s... (ErrEtcdUnreachable)", err, tc.want)
+			_, err := Connect(t.Context(), c)
+			if !errors.Is(err, ErrUnreachable) || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Errorf("error:\n got %v\nwant %s... (ErrUnreachable)", err, tc.want)
 			}
 			if d := time.Since(start); d > probeTimeout+time.Second {
 				t.Errorf("took %v", d)
 			}
-			cli, err := NewEtcdClient(c)
+			cli, err := NewClient(c)
 			if err != nil {
-				t.Fatalf("NewEtcdClient must leave outages to the caller: %v", err)
+				t.Fatalf("NewClient must leave outages to the caller: %v", err)
 			}
 			cli.Close()
 		})
 	}
 	// With credentials the client must log in to exist.
-	_, err := NewEtcdClient(EtcdConfig{Endpoints: []string{"http://" + refused}, Username: "flannel", Password: "x"})
-	if !errors.Is(err, ErrEtcdUnreachable) {
+	_, err := NewClient(Config{Endpoints: []string{"http://" + refused}, Username: "flannel", Password: "x"})
+	if !errors.Is(err, ErrUnreachable) {
 		t.Errorf("with credentials: %v", err)
 	}
 }
@@ -398,7 +395,7 @@ func TestConnectEtcdAuth(t *testing.T) {
 	}
 	ep := []string{srv.Endpoint}
 
-	cli, err := ConnectEtcd(ctx, EtcdConfig{Endpoints: ep, Username: "flannel", Password: goodPW})
+	cli, err := Connect(ctx, Config{Endpoints: ep, Username: "flannel", Password: goodPW})
 	if err != nil {
 		t.Fatalf("right password: %v", err)
 	}
@@ -409,23 +406,23 @@ func TestConnectEtcdAuth(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		c    EtcdConfig
+		c    Config
 		want string
 	}{
-		{"wrong password", EtcdConfig{Endpoints: ep, Username: "flannel", Password: wrongPW},
+		{"wrong password", Config{Endpoints: ep, Username: "flannel", Password: wrongPW},
 			`etcd authentication failed for user "flannel" (etcdserver: authentication failed, invalid user ID or password): ` +
 				"check --etcd-username/--etcd-password (or FLANNELD_ETCD_USERNAME/FLANNELD_ETCD_PASSWORD)"},
-		{"unknown user", EtcdConfig{Endpoints: ep, Username: "flanel", Password: goodPW},
+		{"unknown user", Config{Endpoints: ep, Username: "flanel", Password: goodPW},
 			`etcd authentication failed for user "flanel" (etcdserver: authentication failed, invalid user ID or password)`},
-		{"no credentials", EtcdConfig{Endpoints: ep},
+		{"no credentials", Config{Endpoints: ep},
 			"etcd at " + srv.Endpoint + " requires authentication (etcdserver: user name is empty): give --etcd-username and --etcd-password (or FLANNELD_ETCD_USERNAME and FLANNELD_ETCD_PASSWORD)"},
-		{"no permission", EtcdConfig{Endpoints: ep, Username: "nobody", Password: goodPW},
+		{"no permission", Config{Endpoints: ep, Username: "nobody", Password: goodPW},
 			`etcd user "nobody" may not read /coreos.com/network/config (etcdserver: permission denied): grant it read and write on the prefix, ` +
 				"e.g. etcdctl role grant-permission --prefix ROLE readwrite /coreos.com/network/ && etcdctl user grant-role USER ROLE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			cli, err := ConnectEtcd(ctx, tc.c)
+			cli, err := Connect(ctx, tc.c)
 			if err == nil {
 				cli.Close()
 				t.Fatal("no error")
@@ -438,28 +435,28 @@ func TestConnectEtcdAuth(t *testing.T) {
 					t.Errorf("error shows a password: %s", err)
 				}
 			}
-			if errors.Is(err, ErrEtcdUnreachable) {
+			if errors.Is(err, ErrUnreachable) {
 				t.Errorf("reported as an outage: %v", err)
 			}
 			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("took %v", d)
 			}
-			if cli, err2 := NewEtcdClient(tc.c); err2 == nil || err2.Error() != err.Error() {
+			if cli, err2 := NewClient(tc.c); err2 == nil || err2.Error() != err.Error() {
 				if cli != nil {
 					cli.Close()
 				}
-				t.Errorf("NewEtcdClient: %v", err2)
+				t.Errorf("NewClient: %v", err2)
 			}
 		})
 	}
 }
 
-// TestDialEtcdWaitsForEtcd: DialEtcd logs the outage once and connects
+// TestDialEtcdWaitsForEtcd: Dial logs the outage once and connects
 // when etcd comes up, with credentials too.
 func TestDialEtcdWaitsForEtcd(t *testing.T) {
 	srv := startEtcd(t, nil)
 	front := freeAddr(t)
-	var logBuf syncBuffer
+	var logBuf lockedBuffer
 	log := slog.New(slog.NewTextHandler(&logBuf, nil))
 	type result struct {
 		cli *clientv3.Client
@@ -469,21 +466,21 @@ func TestDialEtcdWaitsForEtcd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	go func() {
-		cli, err := DialEtcd(ctx, EtcdConfig{Endpoints: []string{"http://" + front}, Username: "u", Password: "p"}, log)
+		cli, err := Dial(ctx, Config{Endpoints: []string{"http://" + front}, Username: "u", Password: "p"}, log)
 		res <- result{cli, err}
 	}()
 	time.Sleep(2 * time.Second)
 	select {
 	case r := <-res:
-		t.Fatalf("DialEtcd returned while etcd was down: %v", r.err)
+		t.Fatalf("Dial returned while etcd was down: %v", r.err)
 	default:
 	}
-	// etcd "comes up": a proxy on the address DialEtcd dials. Auth is not
+	// etcd "comes up": a proxy on the address Dial dials. Auth is not
 	// enabled, which the client accepts with credentials.
 	proxy(t, front, hostOf(srv.Endpoint))
 	r := <-res
 	if r.err != nil {
-		t.Fatalf("DialEtcd: %v", r.err)
+		t.Fatalf("Dial: %v", r.err)
 	}
 	defer r.cli.Close()
 	if _, err := r.cli.Get(ctx, "/x"); err != nil {
@@ -499,9 +496,9 @@ func TestDialEtcdWaitsForEtcd(t *testing.T) {
 	}
 
 	// A TLS or authentication problem is returned at once, not waited out.
-	_, err := DialEtcd(ctx, EtcdConfig{Endpoints: []string{"https://" + hostOf(srv.Endpoint)}}, log)
+	_, err := Dial(ctx, Config{Endpoints: []string{"https://" + hostOf(srv.Endpoint)}}, log)
 	if err == nil || !strings.Contains(err.Error(), "does not speak TLS") {
-		t.Errorf("DialEtcd to a plain etcd over https: %v", err)
+		t.Errorf("Dial to a plain etcd over https: %v", err)
 	}
 }
 

@@ -1,4 +1,4 @@
-package subnet
+package etcd
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flanneld-go/flannel/internal/etcdtest"
+	"github.com/flanneld-go/flannel/subnet"
 )
 
 var etcdSrv *etcdtest.Server
@@ -44,7 +45,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // testManager returns a manager under a prefix of its own, with the config
 // written, so tests can share the server.
-func testManager(t *testing.T, netconf string, ttl time.Duration) (*Manager, *clientv3.Client, *Config) {
+func testManager(t *testing.T, netconf string, ttl time.Duration) (*Manager, *clientv3.Client, *subnet.Config) {
 	t.Helper()
 	cli := etcdSrv.Client(t)
 	prefix := testPrefix(t)
@@ -60,8 +61,8 @@ func testManager(t *testing.T, netconf string, ttl time.Duration) (*Manager, *cl
 	return m, cli, cfg
 }
 
-func hostAttrs(i int) LeaseAttrs {
-	return LeaseAttrs{PublicIP: netip.AddrFrom4([4]byte{192, 168, byte(i >> 8), byte(i)}), BackendType: "host-gw"}
+func hostAttrs(i int) subnet.LeaseAttrs {
+	return subnet.LeaseAttrs{PublicIP: netip.AddrFrom4([4]byte{192, 168, byte(i >> 8), byte(i)}), BackendType: "host-gw"}
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -74,7 +75,7 @@ func TestConcurrentAcquireGivesDistinctSubnets(t *testing.T) {
 	m, _, cfg := testManager(t, `{"Network":"10.244.0.0/16"}`, time.Hour)
 	ctx := ctxT(t)
 	const n = 200
-	got := make([]Lease, n)
+	got := make([]subnet.Lease, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -85,7 +86,7 @@ func TestConcurrentAcquireGivesDistinctSubnets(t *testing.T) {
 			// Each host has its own manager and client, like separate daemons.
 			cli := etcdSrv.Client(t)
 			mi := NewManager(cli, m.prefix, time.Hour, quiet)
-			got[i], errs[i] = mi.Acquire(ctx, cfg, hostAttrs(i+1), Hint{})
+			got[i], errs[i] = mi.Acquire(ctx, cfg, hostAttrs(i+1), subnet.Hint{})
 		}(i)
 	}
 	wg.Wait()
@@ -112,14 +113,14 @@ func TestConcurrentAcquireGivesDistinctSubnets(t *testing.T) {
 func TestAcquireReusesLeaseByPublicIP(t *testing.T) {
 	m, _, cfg := testManager(t, `{"Network":"10.244.0.0/16"}`, time.Hour)
 	ctx := ctxT(t)
-	first, err := m.Acquire(ctx, cfg, hostAttrs(1), Hint{})
+	first, err := m.Acquire(ctx, cfg, hostAttrs(1), subnet.Hint{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A restart: new backend data, same PublicIP, a hint pointing elsewhere.
 	attrs := hostAttrs(1)
 	attrs.BackendData = []byte(`{"x":1}`)
-	again, err := m.Acquire(ctx, cfg, attrs, Hint{Subnet: netip.MustParsePrefix("10.244.200.0/24")})
+	again, err := m.Acquire(ctx, cfg, attrs, subnet.Hint{Subnet: netip.MustParsePrefix("10.244.200.0/24")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func TestAcquireReusesLeaseByPublicIP(t *testing.T) {
 func TestAcquireReleasesLeaseThatNoLongerFits(t *testing.T) {
 	m, cli, cfg := testManager(t, `{"Network":"10.244.0.0/16"}`, time.Hour)
 	ctx := ctxT(t)
-	old, err := m.Acquire(ctx, cfg, hostAttrs(1), Hint{})
+	old, err := m.Acquire(ctx, cfg, hostAttrs(1), subnet.Hint{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +144,7 @@ func TestAcquireReleasesLeaseThatNoLongerFits(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg2, _, _ := m.GetConfig(ctx)
-	l, err := m.Acquire(ctx, cfg2, hostAttrs(1), Hint{})
+	l, err := m.Acquire(ctx, cfg2, hostAttrs(1), subnet.Hint{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,17 +163,17 @@ func TestAcquireUsesSubnetFileHintWhenFree(t *testing.T) {
 	m, _, cfg := testManager(t, `{"Network":"10.244.0.0/16"}`, time.Hour)
 	ctx := ctxT(t)
 	want := netip.MustParsePrefix("10.244.77.0/24")
-	l, err := m.Acquire(ctx, cfg, hostAttrs(1), Hint{Subnet: want})
+	l, err := m.Acquire(ctx, cfg, hostAttrs(1), subnet.Hint{Subnet: want})
 	if err != nil || l.Subnet != want {
 		t.Fatalf("got %s %v, want the hinted %s", l.Subnet, err, want)
 	}
 	// Another host hinting the same subnet must not get it.
-	l2, err := m.Acquire(ctx, cfg, hostAttrs(2), Hint{Subnet: want})
+	l2, err := m.Acquire(ctx, cfg, hostAttrs(2), subnet.Hint{Subnet: want})
 	if err != nil || l2.Subnet == want {
 		t.Fatalf("second host got %s %v; the hinted subnet is taken", l2.Subnet, err)
 	}
 	// A hint outside the config is ignored.
-	l3, err := m.Acquire(ctx, cfg, hostAttrs(3), Hint{Subnet: netip.MustParsePrefix("10.99.0.0/24")})
+	l3, err := m.Acquire(ctx, cfg, hostAttrs(3), subnet.Hint{Subnet: netip.MustParsePrefix("10.99.0.0/24")})
 	if err != nil || !cfg.SubnetFits(l3.Subnet) {
 		t.Fatalf("third host got %s %v", l3.Subnet, err)
 	}
@@ -181,7 +182,7 @@ func TestAcquireUsesSubnetFileHintWhenFree(t *testing.T) {
 func TestEnablingIPv6KeepsTheIPv4Subnet(t *testing.T) {
 	m, cli, cfg := testManager(t, `{"Network":"10.244.0.0/16"}`, time.Hour)
 	ctx := ctxT(t)
-	l, err := m.Acquire(ctx, cfg, hostAttrs(1), Hint{})
+	l, err := m.Acquire(ctx, cfg, hostAttrs(1), subnet.Hint{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +192,7 @@ func TestEnablingIPv6KeepsTheIPv4Subnet(t *testing.T) {
 	a.PublicIPv6 = netip.MustParseAddr("fd00:50::1")
 	// The old lease has no IPv6 part: it is replaced, but the subnet file's
 	// IPv4 subnet is kept.
-	l6, err := m.Acquire(ctx, cfg6, a, Hint{Subnet: l.Subnet})
+	l6, err := m.Acquire(ctx, cfg6, a, subnet.Hint{Subnet: l.Subnet})
 	if err != nil || l6.Subnet != l.Subnet || !cfg6.SubnetFits(l6.IPv6Subnet) {
 		t.Fatalf("got %s, want %s plus an IPv6 subnet (%v)", l6, l.Subnet, err)
 	}
@@ -206,7 +207,7 @@ func TestReservationIsHonoured(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 2; i <= 16; i++ {
-		l, err := m.Acquire(ctx, cfg, hostAttrs(i), Hint{Subnet: reserved})
+		l, err := m.Acquire(ctx, cfg, hostAttrs(i), subnet.Hint{Subnet: reserved})
 		if i < 16 {
 			if err != nil {
 				t.Fatalf("host %d: %v", i, err)
@@ -217,11 +218,11 @@ func TestReservationIsHonoured(t *testing.T) {
 			continue
 		}
 		// 15 subnets (10.0.0.16 .. 10.0.0.240) minus one reserved: host 16 finds none.
-		if !errors.Is(err, ErrNoFreeSubnet) {
+		if !errors.Is(err, subnet.ErrNoFreeSubnet) {
 			t.Fatalf("host 16: got %v, want exhaustion", err)
 		}
 	}
-	l, err := m.Acquire(ctx, cfg, hostAttrs(1), Hint{})
+	l, err := m.Acquire(ctx, cfg, hostAttrs(1), subnet.Hint{})
 	if err != nil || l.Subnet != reserved || !l.Reserved() {
 		t.Fatalf("owner of the reservation got %s reserved=%v %v", l.Subnet, l.Reserved(), err)
 	}
@@ -243,11 +244,11 @@ func TestExhaustionMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 2; i++ {
-		if _, err := m.Acquire(ctx, cfg, hostAttrs(i), Hint{}); err != nil {
+		if _, err := m.Acquire(ctx, cfg, hostAttrs(i), subnet.Hint{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := m.Acquire(ctx, cfg, hostAttrs(3), Hint{})
+	_, err := m.Acquire(ctx, cfg, hostAttrs(3), subnet.Hint{})
 	want := "no free subnet in 10.0.0.0/28 (SubnetLen 30): 2 leased, 1 reserved"
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v, want %q", err, want)
@@ -261,13 +262,13 @@ func TestIPv6ExhaustionNamesTheFamily(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		a := hostAttrs(i)
 		a.PublicIPv6 = netip.MustParseAddr(fmt.Sprintf("fd00:50::%d", i))
-		if _, err := m.Acquire(ctx, cfg, a, Hint{}); err != nil {
+		if _, err := m.Acquire(ctx, cfg, a, subnet.Hint{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	a := hostAttrs(4)
 	a.PublicIPv6 = netip.MustParseAddr("fd00:50::4")
-	_, err := m.Acquire(ctx, cfg, a, Hint{})
+	_, err := m.Acquire(ctx, cfg, a, subnet.Hint{})
 	want := "no free subnet in IPv6 fd00::/124 (SubnetLen 126): 3 leased, 0 reserved"
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v, want %q", err, want)
@@ -279,7 +280,7 @@ func TestDualStackAcquire(t *testing.T) {
 	ctx := ctxT(t)
 	const n = 20
 	var wg sync.WaitGroup
-	got := make([]Lease, n)
+	got := make([]subnet.Lease, n)
 	errs := make([]error, n)
 	for i := 0; i < n; i++ {
 		wg.Add(1)
@@ -287,7 +288,7 @@ func TestDualStackAcquire(t *testing.T) {
 			defer wg.Done()
 			a := hostAttrs(i + 1)
 			a.PublicIPv6 = netip.MustParseAddr(fmt.Sprintf("fd00:50::%x", i+1))
-			got[i], errs[i] = NewManager(etcdSrv.Client(t), m.prefix, time.Hour, quiet).Acquire(ctx, cfg, a, Hint{})
+			got[i], errs[i] = NewManager(etcdSrv.Client(t), m.prefix, time.Hour, quiet).Acquire(ctx, cfg, a, subnet.Hint{})
 		}(i)
 	}
 	wg.Wait()
@@ -313,17 +314,17 @@ func TestDualStackAcquire(t *testing.T) {
 func TestRenewExtendsTTL(t *testing.T) {
 	m, cli, cfg := testManager(t, `{"Network":"10.244.0.0/16"}`, 30*time.Second)
 	ctx := ctxT(t)
-	l, err := m.Acquire(ctx, cfg, hostAttrs(1), Hint{})
+	l, err := m.Acquire(ctx, cfg, hostAttrs(1), subnet.Hint{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2500 * time.Millisecond)
-	before, _ := cli.TimeToLive(ctx, clientv3.LeaseID(l.etcdLease))
+	before, _ := cli.TimeToLive(ctx, clientv3.LeaseID(l.EtcdLeaseID))
 	l2, err := m.Renew(ctx, l)
 	if err != nil {
 		t.Fatal(err)
 	}
-	after, _ := cli.TimeToLive(ctx, clientv3.LeaseID(l.etcdLease))
+	after, _ := cli.TimeToLive(ctx, clientv3.LeaseID(l.EtcdLeaseID))
 	if before.TTL > 28 || after.TTL < 29 {
 		t.Fatalf("TTL before renew %d, after %d: renewal did not extend it", before.TTL, after.TTL)
 	}
@@ -342,7 +343,7 @@ func TestRenewExtendsTTL(t *testing.T) {
 func TestLeaseExpires(t *testing.T) {
 	m, _, cfg := testManager(t, `{"Network":"10.244.0.0/16"}`, 2*time.Second)
 	ctx := ctxT(t)
-	l, err := m.Acquire(ctx, cfg, hostAttrs(1), Hint{})
+	l, err := m.Acquire(ctx, cfg, hostAttrs(1), subnet.Hint{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,13 +362,13 @@ func TestLeaseExpires(t *testing.T) {
 		t.Fatalf("renew after expiry: %v", err)
 	}
 	// Re-acquired with the same subnet since it is free.
-	l2, err := m.Acquire(ctx, cfg, hostAttrs(1), Hint{Subnet: l.Subnet})
+	l2, err := m.Acquire(ctx, cfg, hostAttrs(1), subnet.Hint{Subnet: l.Subnet})
 	if err != nil || l2.Subnet != l.Subnet {
 		t.Fatalf("re-acquire: %s %v", l2.Subnet, err)
 	}
 }
 
-func recv(t *testing.T, ch <-chan []Event) []Event {
+func recv(t *testing.T, ch <-chan []subnet.Event) []subnet.Event {
 	t.Helper()
 	select {
 	case b := <-ch:
@@ -381,23 +382,23 @@ func recv(t *testing.T, ch <-chan []Event) []Event {
 func TestWatchSeesAddsAndRemoves(t *testing.T) {
 	m, cli, cfg := testManager(t, `{"Network":"10.244.0.0/16"}`, time.Hour)
 	ctx, cancel := context.WithCancel(ctxT(t))
-	a, err := m.Acquire(ctx, cfg, hostAttrs(1), Hint{})
+	a, err := m.Acquire(ctx, cfg, hostAttrs(1), subnet.Hint{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := make(chan []Event)
+	ch := make(chan []subnet.Event)
 	done := make(chan error, 1)
 	go func() { done <- m.WatchLeases(ctx, ch, nil) }()
 	first := recv(t, ch)
-	if len(first) != 1 || first[0].Type != EventAdded || first[0].Lease.Subnet != a.Subnet {
+	if len(first) != 1 || first[0].Type != subnet.EventAdded || first[0].Lease.Subnet != a.Subnet {
 		t.Fatalf("initial batch %+v", first)
 	}
-	b, err := m.Acquire(ctx, cfg, hostAttrs(2), Hint{})
+	b, err := m.Acquire(ctx, cfg, hostAttrs(2), subnet.Hint{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ev := recv(t, ch)
-	if len(ev) != 1 || ev[0].Type != EventAdded || ev[0].Lease.Subnet != b.Subnet || ev[0].Lease.Attrs.PublicIP != hostAttrs(2).PublicIP {
+	if len(ev) != 1 || ev[0].Type != subnet.EventAdded || ev[0].Lease.Subnet != b.Subnet || ev[0].Lease.Attrs.PublicIP != hostAttrs(2).PublicIP {
 		t.Fatalf("add event %+v", ev)
 	}
 	// Garbage is skipped, not fatal.
@@ -408,7 +409,7 @@ func TestWatchSeesAddsAndRemoves(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev = recv(t, ch)
-	if len(ev) != 1 || ev[0].Type != EventRemoved || ev[0].Lease.Subnet != a.Subnet {
+	if len(ev) != 1 || ev[0].Type != subnet.EventRemoved || ev[0].Lease.Subnet != a.Subnet {
 		t.Fatalf("remove event %+v", ev)
 	}
 	cancel()
@@ -423,23 +424,23 @@ func TestWatchSeesAddsAndRemoves(t *testing.T) {
 func TestWatchRecoversFromCompaction(t *testing.T) {
 	m, cli, cfg := testManager(t, `{"Network":"10.244.0.0/16"}`, time.Hour)
 	ctx := ctxT(t)
-	a, _ := m.Acquire(ctx, cfg, hostAttrs(1), Hint{})
-	b, _ := m.Acquire(ctx, cfg, hostAttrs(2), Hint{})
+	a, _ := m.Acquire(ctx, cfg, hostAttrs(1), subnet.Hint{})
+	b, _ := m.Acquire(ctx, cfg, hostAttrs(2), subnet.Hint{})
 	leases, rev, err := m.List(ctx, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	known := map[string]Lease{}
-	diffLeases(known, leases)
+	known := map[string]subnet.Lease{}
+	subnet.DiffLeases(known, leases)
 	// While "disconnected": a leaves, c joins, and history is compacted.
 	cli.Delete(ctx, m.LeaseKey(a))
-	c, _ := m.Acquire(ctx, cfg, hostAttrs(3), Hint{})
+	c, _ := m.Acquire(ctx, cfg, hostAttrs(3), subnet.Hint{})
 	cur, _ := cli.Get(ctx, "x")
 	if _, err := cli.Compact(ctx, cur.Header.Revision); err != nil {
 		t.Fatal(err)
 	}
 	// A watch from the old revision is refused with a compaction...
-	out := make(chan []Event, 4)
+	out := make(chan []subnet.Event, 4)
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	m.watchFrom(wctx, rev+1, known, out, nil)
@@ -451,10 +452,10 @@ func TestWatchRecoversFromCompaction(t *testing.T) {
 	}
 	// ...and the re-list emits exactly the difference.
 	leases, _, _ = m.List(ctx, false)
-	diff := diffLeases(known, leases)
+	diff := subnet.DiffLeases(known, leases)
 	var added, removed []netip.Prefix
 	for _, e := range diff {
-		if e.Type == EventAdded {
+		if e.Type == subnet.EventAdded {
 			added = append(added, e.Lease.Subnet)
 		} else {
 			removed = append(removed, e.Lease.Subnet)

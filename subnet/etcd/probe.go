@@ -1,8 +1,8 @@
-package network
+package etcd
 
 // The probe of etcd endpoints: what the etcd client would do to connect,
 // done by hand so that the failure can be told apart and explained (see
-// etcd.go for why).
+// client.go for why).
 //
 // What each failure looks like on the wire, and what it becomes:
 //
@@ -21,7 +21,7 @@ package network
 //   - https:// to a plain etcd: EOF during the handshake, and plain HTTP/2
 //     works; fatal, use http://;
 //   - etcd down: a dial error, or no answer within probeTimeout;
-//     ErrEtcdUnreachable.
+//     ErrUnreachable.
 
 import (
 	"context"
@@ -38,8 +38,8 @@ import (
 
 // probeEndpoints probes every endpoint at once. It returns nil when one
 // answered; otherwise a fatal error if one endpoint gave one, else an
-// ErrEtcdUnreachable error.
-func probeEndpoints(ctx context.Context, c EtcdConfig, base *tls.Config) error {
+// ErrUnreachable error.
+func probeEndpoints(ctx context.Context, c Config, base *tls.Config) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	errs := make([]error, len(c.Endpoints))
@@ -58,7 +58,7 @@ func probeEndpoints(ctx context.Context, c EtcdConfig, base *tls.Config) error {
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, ErrEtcdUnreachable) {
+		if !errors.Is(err, ErrUnreachable) {
 			return err
 		}
 		down = append(down, err)
@@ -78,9 +78,9 @@ func probeEndpoints(ctx context.Context, c EtcdConfig, base *tls.Config) error {
 var h2Hello = append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4, 0, 0, 0, 0, 0)
 
 // probeEndpoint connects to ep as the etcd client would and returns nil if
-// etcd answered HTTP/2, an ErrEtcdUnreachable error if it could not be
+// etcd answered HTTP/2, an ErrUnreachable error if it could not be
 // reached, or a fatal error saying what to check.
-func probeEndpoint(ctx context.Context, c EtcdConfig, ep string, base *tls.Config) error {
+func probeEndpoint(ctx context.Context, c Config, ep string, base *tls.Config) error {
 	s := scheme(ep)
 	if s == "unix" || s == "unixs" {
 		return nil // not probed: the client reports what goes wrong
@@ -189,7 +189,7 @@ func explainPlain(ep string, err error) error {
 }
 
 // explainTLS classifies a failed TLS probe.
-func explainTLS(c EtcdConfig, ep string, err error, handshake bool) error {
+func explainTLS(c Config, ep string, err error, handshake bool) error {
 	if isDown(err) {
 		return downError(ep, err)
 	}
@@ -230,7 +230,7 @@ func explainTLS(c EtcdConfig, ep string, err error, handshake bool) error {
 
 // clientCertHint says what to check when etcd rejects our handshake, which
 // is almost always about the client certificate.
-func clientCertHint(c EtcdConfig) string {
+func clientCertHint(c Config) string {
 	if c.CertFile == "" {
 		return "etcd requires a client certificate: give --etcd-certfile and --etcd-keyfile with a certificate signed by the CA in etcd's --trusted-ca-file"
 	}

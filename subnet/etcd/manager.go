@@ -1,20 +1,18 @@
-package subnet
+package etcd
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"path"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flanneld-go/flannel/internal/backoff"
+	"github.com/flanneld-go/flannel/subnet"
 )
 
 // DefaultPrefix is upstream flannel's etcd prefix.
@@ -34,13 +32,8 @@ var ErrInvalidConfig = errors.New("invalid net-conf")
 // or expired); the caller acquires again.
 var ErrLeaseLost = errors.New("lease lost")
 
-// Manager leases subnets in etcd with upstream flannel's key layout:
-//
-//	<prefix>/config                  the net-conf JSON
-//	<prefix>/subnets/<v4>-<len>      one host's lease, LeaseAttrs JSON,
-//	<prefix>/subnets/<v4>-<len>&<v6>-<len>   attached to an etcd lease (TTL)
-//
-// A subnet key without an etcd lease is a permanent reservation.
+// Manager reads the net-conf and leases subnets under one prefix, in the
+// key layout of the package doc. It is safe for concurrent use.
 type Manager struct {
 	cli    *clientv3.Client
 	prefix string
@@ -80,11 +73,11 @@ func (m *Manager) ConfigKey() string { return m.prefix + "/config" }
 func (m *Manager) subnetsDir() string { return m.prefix + "/subnets/" }
 
 // LeaseKey is the full etcd key of a lease.
-func (m *Manager) LeaseKey(l Lease) string { return m.subnetsDir() + l.Key() }
+func (m *Manager) LeaseKey(l subnet.Lease) string { return m.subnetsDir() + l.Key() }
 
 // GetConfig reads and validates the net-conf once. It returns ErrNoConfig
 // (wrapped) when the key does not exist.
-func (m *Manager) GetConfig(ctx context.Context) (*Config, []string, error) {
+func (m *Manager) GetConfig(ctx context.Context) (*subnet.Config, []string, error) {
 	resp, err := m.cli.Get(ctx, m.ConfigKey())
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading %s from etcd: %w", m.ConfigKey(), err)
@@ -92,7 +85,7 @@ func (m *Manager) GetConfig(ctx context.Context) (*Config, []string, error) {
 	if len(resp.Kvs) == 0 {
 		return nil, nil, fmt.Errorf("%w at %s", ErrNoConfig, m.ConfigKey())
 	}
-	cfg, warnings, err := ParseConfig(resp.Kvs[0].Value)
+	cfg, warnings, err := subnet.ParseConfig(resp.Kvs[0].Value)
 	if err != nil {
 		return nil, warnings, fmt.Errorf("%w at %s: %w", ErrInvalidConfig, m.ConfigKey(), err)
 	}
@@ -109,8 +102,9 @@ const configReadTimeout = 5 * time.Second
 // create. An invalid config, and an etcd error that retrying cannot fix
 // (authentication, permission, TLS), is returned as an error at once: the
 // operator must see it.
-func (m *Manager) WaitConfig(ctx context.Context) (*Config, error) {
+func (m *Manager) WaitConfig(ctx context.Context) (*subnet.Config, error) {
 	var lastLog time.Time
+	retry := backoff.New(time.Second, time.Second)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, configReadTimeout)
 		cfg, warnings, err := m.GetConfig(rctx)
@@ -139,71 +133,30 @@ func (m *Manager) WaitConfig(ctx context.Context) (*Config, error) {
 			}
 			lastLog = time.Now()
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
+		if err := retry.Wait(ctx); err != nil {
+			return nil, err
 		}
 	}
-}
-
-// isTransient reports errors worth retrying (etcd unreachable, timeouts).
-func isTransient(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, context.Canceled) {
-		return false
-	}
-	var ee rpctypes.EtcdError
-	if errors.As(err, &ee) {
-		switch ee {
-		case rpctypes.ErrGRPCNoLeader, rpctypes.ErrNoLeader, rpctypes.ErrTimeout, rpctypes.ErrLeaderChanged:
-			return true
-		}
-		return false
-	}
-	// Authentication and permission failures do not heal by retrying.
-	if errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrPermissionDenied) ||
-		errors.Is(err, rpctypes.ErrGRPCAuthFailed) || errors.Is(err, rpctypes.ErrGRPCPermissionDenied) ||
-		errors.Is(err, rpctypes.ErrGRPCUserEmpty) {
-		return false
-	}
-	// Neither do TLS failures: a certificate that fails verification, or a
-	// handshake etcd rejects. (The etcd client itself reports them only as
-	// a timeout, since requests wait for a ready connection; the network
-	// package probes the endpoints before it creates the client to tell
-	// them apart. gRPC calls that fail fast name them "authentication
-	// handshake failed".)
-	var verr *tls.CertificateVerificationError
-	var unknownCA x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	if errors.As(err, &verr) || errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalid) ||
-		strings.Contains(err.Error(), "authentication handshake failed") {
-		return false
-	}
-	return true
 }
 
 // List returns every valid lease and the revision of the read. Malformed
 // keys or values are logged with the key and skipped. With expiry, the
 // remaining TTL of each etcd lease is looked up (one request per lease, for
 // the leases command; the daemon does not need it).
-func (m *Manager) List(ctx context.Context, expiry bool) ([]Lease, int64, error) {
+func (m *Manager) List(ctx context.Context, expiry bool) ([]subnet.Lease, int64, error) {
 	resp, err := m.cli.Get(ctx, m.subnetsDir(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, fmt.Errorf("listing %s in etcd: %w", m.subnetsDir(), err)
 	}
-	leases := make([]Lease, 0, len(resp.Kvs))
+	leases := make([]subnet.Lease, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		l, err := m.decode(string(kv.Key), kv.Value, kv.Lease, kv.ModRevision)
+		l, err := subnet.DecodeLease(string(kv.Key), kv.Value, kv.Lease, kv.ModRevision)
 		if err != nil {
 			m.log.Warn("skipping malformed lease in etcd", "key", string(kv.Key), "error", err)
 			continue
 		}
 		if expiry && !l.Reserved() {
-			ttl, err := m.cli.TimeToLive(ctx, clientv3.LeaseID(l.etcdLease))
+			ttl, err := m.cli.TimeToLive(ctx, clientv3.LeaseID(l.EtcdLeaseID))
 			if err == nil && ttl.TTL > 0 {
 				l.Expiration = time.Now().Add(time.Duration(ttl.TTL) * time.Second).Truncate(time.Second)
 			}
@@ -211,16 +164,4 @@ func (m *Manager) List(ctx context.Context, expiry bool) ([]Lease, int64, error)
 		leases = append(leases, l)
 	}
 	return leases, resp.Header.Revision, nil
-}
-
-func (m *Manager) decode(key string, value []byte, etcdLease, rev int64) (Lease, error) {
-	v4, v6, err := ParseSubnetKey(path.Base(key))
-	if err != nil {
-		return Lease{}, err
-	}
-	var attrs LeaseAttrs
-	if err := json.Unmarshal(value, &attrs); err != nil {
-		return Lease{}, fmt.Errorf("value is not lease JSON: %w", err)
-	}
-	return Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs, etcdLease: etcdLease, revision: rev}, nil
 }

@@ -1,0 +1,132 @@
+package etcd
+
+import (
+	"context"
+	"path"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flanneld-go/flannel/internal/backoff"
+	"github.com/flanneld-go/flannel/subnet"
+)
+
+// WatchLeases sends batches of lease changes to out until ctx is done, and
+// closes out when it returns. A signal on relist (may be nil) makes it drop
+// the watch and list again, e.g. after an etcd outage. The first batch holds every current lease as
+// EventAdded (it is sent even when empty, so the receiver knows the initial
+// state is complete).
+//
+// It lists the subnets, then watches from the list's revision + 1. When the
+// watch breaks (compaction, lost leader, etcd restart) it lists again and
+// emits only the difference from what it had sent, so the receiver's view
+// is always exact. Malformed keys or values are logged and skipped.
+func (m *Manager) WatchLeases(ctx context.Context, out chan<- []subnet.Event, relist <-chan struct{}) error {
+	defer close(out)
+	known := map[string]subnet.Lease{}
+	outage := NewOutageLog(m.log, "watching leases")
+	retry := backoff.New(500*time.Millisecond, 30*time.Second).WithJitter(0.25)
+	first := true
+	for {
+		leases, rev, err := m.List(ctx, false)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			outage.Fail(err)
+			if retry.Wait(ctx) != nil {
+				return nil
+			}
+			continue
+		}
+		outage.OK()
+		retry.Reset()
+		batch := subnet.DiffLeases(known, leases)
+		if len(batch) > 0 || first {
+			first = false
+			if !send(ctx, out, batch) {
+				return nil
+			}
+		}
+		m.watchFrom(ctx, rev+1, known, out, relist)
+		if ctx.Err() != nil {
+			return nil
+		}
+		m.watchRestarts.Add(1)
+	}
+}
+
+// watchFrom follows changes from rev until the watch breaks or ctx ends.
+func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]subnet.Lease, out chan<- []subnet.Event, relist <-chan struct{}) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := m.cli.Watch(wctx, m.subnetsDir(), clientv3.WithPrefix(), clientv3.WithRev(rev))
+	for {
+		var resp clientv3.WatchResponse
+		var ok bool
+		select {
+		case <-relist:
+			m.log.Info("re-listing leases on request")
+			return
+		case resp, ok = <-wch:
+		}
+		if !ok {
+			break
+		}
+		if resp.CompactRevision != 0 {
+			m.log.Warn("lease watch fell behind a compaction; re-listing", "compact_revision", resp.CompactRevision)
+			return
+		}
+		if err := resp.Err(); err != nil {
+			m.log.Warn("lease watch broke; re-listing", "error", err)
+			return
+		}
+		if batch := m.fold(resp.Events, known); len(batch) > 0 && !send(ctx, out, batch) {
+			return
+		}
+	}
+	if ctx.Err() == nil {
+		m.log.Warn("lease watch closed; re-listing")
+	}
+}
+
+// fold applies the events of one watch response to known and returns them
+// as lease events. A malformed value is logged and skipped; if the key held
+// a valid lease before, that lease is gone now.
+func (m *Manager) fold(events []*clientv3.Event, known map[string]subnet.Lease) []subnet.Event {
+	var batch []subnet.Event
+	remove := func(short string) {
+		if old, ok := known[short]; ok {
+			delete(known, short)
+			batch = append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: old})
+		}
+	}
+	for _, ev := range events {
+		key := string(ev.Kv.Key)
+		short := path.Base(key) // known is keyed like Lease.Key()
+		switch ev.Type {
+		case mvccpb.PUT:
+			l, err := subnet.DecodeLease(key, ev.Kv.Value, ev.Kv.Lease, ev.Kv.ModRevision)
+			if err != nil {
+				m.log.Warn("skipping malformed lease in etcd", "key", key, "error", err)
+				remove(short)
+				continue
+			}
+			known[short] = l
+			batch = append(batch, subnet.Event{Type: subnet.EventAdded, Lease: l})
+		case mvccpb.DELETE:
+			remove(short)
+		}
+	}
+	return batch
+}
+
+func send(ctx context.Context, out chan<- []subnet.Event, batch []subnet.Event) bool {
+	select {
+	case out <- batch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
