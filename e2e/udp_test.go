@@ -314,10 +314,13 @@ func TestUDPSteady(t *testing.T) {
 			t.Errorf("%s: only %d counter lines in 48 s of traffic", h.Name, len(gs))
 		}
 		// Short-lived goroutines (a firewall resync running iptables, an
-		// etcd keepalive) come and go; a leak raises the floor.
+		// etcd keepalive, the etcd probe and lease renewal, which run off
+		// the engine's loop) come and go, and a sample may catch one or
+		// two of them; a leak raises the floor with every period: one
+		// goroutine per counter line would be 5 over the second half.
 		if len(gs) >= 2 {
 			early, late := slices.Min(gs[:len(gs)/2]), slices.Min(gs[len(gs)/2:])
-			if late > early || slices.Max(gs) > early+8 {
+			if late > early+2 || slices.Max(gs) > early+8 {
 				t.Errorf("%s: goroutines not flat: %v", h.Name, gs)
 			}
 		}
