@@ -18,6 +18,7 @@ import (
 // own; it is not safe for concurrent use. Make one with New.
 type Backoff struct {
 	first, max time.Duration
+	step       time.Duration // > 0: the delay grows by step, not doubling
 	jitter     float64
 	cur        time.Duration
 }
@@ -29,6 +30,13 @@ func New(first, ceiling time.Duration) *Backoff {
 	return &Backoff{first: first, max: max(first, ceiling), cur: first}
 }
 
+// Linear returns a Backoff whose delay grows by step after each wait (step,
+// 2·step, 3·step, ...) up to ceiling: for contention that clears in a few
+// rounds, where doubling would keep the last racers waiting longest.
+func Linear(step, ceiling time.Duration) *Backoff {
+	return &Backoff{first: step, max: max(step, ceiling), step: step, cur: step}
+}
+
 // WithJitter randomises each wait: for a current delay d it is drawn
 // uniformly from [d - f·d, d + f·d]. f is clamped to [0, 1]; 1 means
 // anywhere from no wait to twice the delay. It returns b.
@@ -37,11 +45,15 @@ func (b *Backoff) WithJitter(f float64) *Backoff {
 	return b
 }
 
-// Next returns the next wait and doubles the delay (up to the ceiling)
-// for the one after.
+// Next returns the next wait and doubles the delay (or adds the step of a
+// Linear one), up to the ceiling, for the one after.
 func (b *Backoff) Next() time.Duration {
 	d := b.cur
-	b.cur = min(b.cur*2, b.max)
+	if b.step > 0 {
+		b.cur = min(b.cur+b.step, b.max)
+	} else {
+		b.cur = min(b.cur*2, b.max)
+	}
 	if b.jitter == 0 {
 		return d
 	}

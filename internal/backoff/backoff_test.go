@@ -3,6 +3,7 @@ package backoff
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -89,5 +90,21 @@ func TestWaitSleeps(t *testing.T) {
 	}
 	if got := b.Next(); got != 60*time.Millisecond {
 		t.Errorf("after one Wait the next wait is %v, want 60ms", got)
+	}
+}
+
+func TestLinearGrowsByTheStep(t *testing.T) {
+	b := Linear(10*time.Millisecond, 35*time.Millisecond)
+	var got []time.Duration
+	for range 5 {
+		got = append(got, b.Next())
+	}
+	want := []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 30 * time.Millisecond, 35 * time.Millisecond, 35 * time.Millisecond}
+	if !slices.Equal(got, want) {
+		t.Errorf("waits %v, want %v", got, want)
+	}
+	b.Reset()
+	if d := b.Next(); d != 10*time.Millisecond {
+		t.Errorf("after Reset: %v, want the first step", d)
 	}
 }

@@ -29,8 +29,10 @@ func (m *Manager) Acquire(ctx context.Context, cfg *subnet.Config, attrs subnet.
 	const attempts = 50
 	// After a lost race (someone else changed the subnet table between our
 	// read and our write) back off a little, fully jittered so that racers
-	// spread out: up to 20 ms at first, up to 500 ms from the sixth race on.
-	retry := backoff.New(10*time.Millisecond, 250*time.Millisecond).WithJitter(1)
+	// spread out: up to 20 ms after the first race, 40 ms after the second,
+	// and so on. Growing linearly, not doubling, keeps a storm of hosts
+	// starting at once short (make bench's acquisition storm).
+	retry := backoff.Linear(10*time.Millisecond, time.Second).WithJitter(1)
 	var lastErr error
 	for range attempts {
 		l, err := m.tryAcquire(ctx, cfg, attrs, hint)
