@@ -34,7 +34,7 @@ type loop struct {
 }
 
 func newLoop(ctx context.Context, e *Engine) *loop {
-	l := &loop{e: e, ctx: ctx, peers: NewPeerSet(e.net),
+	l := &loop{e: e, ctx: ctx, peers: NewPeerSet(e.net, e.ext.PublicIP),
 		renewDone: make(chan leaseResult, 1), acquired: make(chan leaseResult, 1), probed: make(chan error, 1),
 		renewOutage: etcd.NewOutageLog(e.log, "renewing the lease"), etcdOutage: etcd.NewOutageLog(e.log, "checking etcd"),
 		reconcilePeriod: e.cfg.ReconcilePeriod, probeEach: e.cfg.ProbePeriod}
@@ -227,7 +227,10 @@ func (l *loop) onAcquired(r leaseResult) error {
 	if err := l.e.reacquired(l.ctx, r); err != nil {
 		return err
 	}
-	l.peers.SetOwn(l.e.lease)
+	for _, p := range l.peers.SetOwn(l.e.lease) {
+		l.e.log.Info("peer joined", "peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP, "peer_backend", p.Attrs.BackendType,
+			"note", "it holds the subnet we had before")
+	}
 	l.renew.Reset(l.e.renewDelay())
 	l.reconcile()
 	return nil

@@ -12,7 +12,9 @@ import (
 // so its rules are unit-tested directly:
 //
 //   - our own lease is not a peer; its removal is reported (OwnRemoved)
-//     so the engine can acquire it again;
+//     so the engine can acquire it again. A lease with our PublicIP is
+//     ours too: while we re-acquire, the new lease can be seen before we
+//     know its subnet, and a route to ourselves is never right;
 //   - a lease whose subnet is outside the Network (a host still running
 //     an older net-conf) is not a peer: routing to it could hijack
 //     addresses outside the pod network;
@@ -24,6 +26,7 @@ import (
 type PeerSet struct {
 	network, network6 netip.Prefix
 	backend           string
+	self              netip.Addr // our PublicIP
 	own               netip.Prefix
 	leases            map[string]subnet.Lease // every lease but ours, by key
 }
@@ -44,9 +47,10 @@ type Ignored struct {
 	Reason string // "outside the network", "another backend type"
 }
 
-// NewPeerSet returns an empty set for a host of the given net-conf.
-func NewPeerSet(cfg *subnet.Config) *PeerSet {
-	s := &PeerSet{network: cfg.Network, backend: cfg.BackendType, leases: map[string]subnet.Lease{}}
+// NewPeerSet returns an empty set for a host of the given net-conf that
+// publishes self as its PublicIP.
+func NewPeerSet(cfg *subnet.Config, self netip.Addr) *PeerSet {
+	s := &PeerSet{network: cfg.Network, backend: cfg.BackendType, self: self, leases: map[string]subnet.Lease{}}
 	if cfg.EnableIPv6 {
 		s.network6 = cfg.IPv6Network
 	}
@@ -54,13 +58,18 @@ func NewPeerSet(cfg *subnet.Config) *PeerSet {
 }
 
 // SetOwn sets our own lease's subnet; a lease with it is never a peer.
-func (s *PeerSet) SetOwn(own subnet.Lease) {
+// Leases are kept whoever holds them, so when our subnet changes (a
+// re-acquisition that got another one) a host that took the old subnet
+// meanwhile becomes a peer at once: it is returned, for the log.
+func (s *PeerSet) SetOwn(own subnet.Lease) (joined []subnet.Lease) {
+	old := s.own
 	s.own = own.Subnet
-	for k, l := range s.leases {
-		if l.Subnet == own.Subnet {
-			delete(s.leases, k)
+	for _, l := range s.leases {
+		if l.Subnet == old && old != s.own && s.why(l) == "" {
+			joined = append(joined, l)
 		}
 	}
+	return joined
 }
 
 // BackendType is the type a lease advertises; upstream's udp backend
@@ -75,6 +84,8 @@ func BackendType(l subnet.Lease) string {
 // why says why l is not a peer ("" if it is).
 func (s *PeerSet) why(l subnet.Lease) string {
 	switch {
+	case l.Subnet == s.own || (s.self.IsValid() && l.Attrs.PublicIP == s.self):
+		return "ours"
 	case !s.network.Contains(l.Subnet.Addr()):
 		return "outside the network"
 	case l.IPv6Subnet.IsValid() && s.network6.IsValid() && !s.network6.Contains(l.IPv6Subnet.Addr()):
@@ -90,9 +101,8 @@ func (s *PeerSet) Apply(batch []subnet.Event) Fold {
 	var f Fold
 	for _, ev := range batch {
 		l := ev.Lease
-		if l.Subnet == s.own {
-			f.OwnRemoved = f.OwnRemoved || ev.Type == subnet.EventRemoved
-			continue
+		if l.Subnet == s.own && ev.Type == subnet.EventRemoved {
+			f.OwnRemoved = true
 		}
 		key := l.Key()
 		prev, known := s.leases[key]
@@ -109,7 +119,7 @@ func (s *PeerSet) Apply(batch []subnet.Event) Fold {
 		why := s.why(l)
 		switch {
 		case why != "":
-			if !known || !prev.Attrs.Equal(l.Attrs) || s.why(prev) != why {
+			if why != "ours" && (!known || !prev.Attrs.Equal(l.Attrs) || s.why(prev) != why) {
 				f.Ignored = append(f.Ignored, Ignored{l, why})
 			}
 			if wasPeer {
@@ -139,4 +149,12 @@ func (s *PeerSet) Peers() []subnet.Lease {
 }
 
 // Len is the number of leases known besides ours, peers or not.
-func (s *PeerSet) Len() int { return len(s.leases) }
+func (s *PeerSet) Len() int {
+	n := len(s.leases)
+	for _, l := range s.leases {
+		if s.why(l) == "ours" {
+			n--
+		}
+	}
+	return n
+}

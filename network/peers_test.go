@@ -27,7 +27,7 @@ func newSet(t *testing.T, netconf string) *PeerSet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewPeerSet(cfg)
+	s := NewPeerSet(cfg, netip.MustParseAddr("192.168.50.11"))
 	s.SetOwn(subnet.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24")})
 	return s
 }
@@ -98,5 +98,31 @@ func TestPeerSetUDPAndIPv6(t *testing.T) {
 	s.SetOwn(in.Lease)
 	if len(s.Peers()) != 0 {
 		t.Errorf("our new lease is a peer: %s", keys(s.Peers()))
+	}
+}
+
+// Our lease is deleted and, while we acquire again, another host takes our
+// old subnet; we get another one. That host is a peer as soon as our new
+// lease is set, and our own new lease, seen before that, never is.
+func TestPeerSetReacquisition(t *testing.T) {
+	s := newSet(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	s.Apply([]subnet.Event{ev(subnet.EventAdded, "10.244.1.0/24", "192.168.50.11", "vxlan"), ev(subnet.EventAdded, "10.244.2.0/24", "192.168.50.12", "vxlan")})
+	f := s.Apply([]subnet.Event{
+		ev(subnet.EventRemoved, "10.244.1.0/24", "192.168.50.11", "vxlan"),
+		ev(subnet.EventAdded, "10.244.1.0/24", "192.168.50.13", "vxlan"), // host C takes it
+		ev(subnet.EventAdded, "10.244.9.0/24", "192.168.50.11", "vxlan"), // our new lease, before we know it
+	})
+	if !f.OwnRemoved || len(f.Joined) != 0 {
+		t.Errorf("fold %+v", f)
+	}
+	joined := s.SetOwn(subnet.Lease{Subnet: netip.MustParsePrefix("10.244.9.0/24")})
+	if keys(joined) != "10.244.1.0-24" || joined[0].Attrs.PublicIP.String() != "192.168.50.13" {
+		t.Errorf("SetOwn returned %v, want host C", keys(joined))
+	}
+	if got := keys(s.Peers()); got != "10.244.1.0-24 10.244.2.0-24" {
+		t.Errorf("peers %s, want C and B (never ourselves)", got)
+	}
+	if s.Len() != 2 {
+		t.Errorf("Len %d, want 2", s.Len())
 	}
 }
