@@ -49,9 +49,10 @@ func (c Changes) LogAttrs() []any {
 
 // Apply makes the kernel hold want. links are the devices whose
 // neighbour, FDB and address tables are ours: entries on them that want
-// does not hold are deleted (IPv6 link-local addresses excepted), as are
+// does not hold are deleted (link-local addresses, fe80::/10 and
+// 169.254/16, excepted), as are
 // routes marked with Proto anywhere in the main table. Entries of want on
-// other links are added but nothing else there is touched.
+// other links are compared and added, but nothing else there is touched.
 //
 // The difference is computed from one dump of each table and applied in
 // the package's order (see the package doc): every addition, L2 before
@@ -98,38 +99,57 @@ func plan(k Kernel, links []int, want State) (*applyPlan, error) {
 	return p, nil
 }
 
-// planOnLinks diffs want against the current entries of each link (and
-// want's entries on other links against nothing): entries missing or
-// different are set, ours (on links) not wanted under their key are
-// deleted. Entries whose key is wanted are replaced, not deleted.
-func planOnLinks[K comparable, V comparable](links []int, want []V, key func(V) K,
+// planOnLinks diffs want against the current entries of the links:
+// wanted entries that are missing or differ are set (the first of several
+// under one key wins, as in Merge), and entries on links that nobody wants
+// are deleted. An entry whose key is wanted is replaced in place, not
+// deleted, unless the kernel holds several under that key (an FDB MAC
+// with two remotes): then those that are not exactly wanted go. Links of
+// wanted entries outside links are read for the comparison only; nothing
+// there is deleted.
+func planOnLinks[K comparable, V comparable](links []int, want []V, key func(V) K, link func(V) int,
 	list func(int) ([]V, error)) (set, del []V, err error) {
 	wanted := make(map[K]V, len(want))
 	for _, w := range want {
-		wanted[key(w)] = w
+		if _, dup := wanted[key(w)]; !dup {
+			wanted[key(w)] = w
+		}
+	}
+	owned := map[int]bool{}
+	for _, l := range links {
+		owned[l] = true
+	}
+	read := slices.Clone(links)
+	for _, w := range want {
+		if l := link(w); !owned[l] && !slices.Contains(read, l) {
+			read = append(read, l)
+		}
 	}
 	have := map[V]bool{}
-	for _, l := range links {
+	for _, l := range read {
 		cur, err := list(l)
 		if err != nil {
 			return nil, nil, err
 		}
+		count := map[K]int{}
 		for _, c := range cur {
-			if w, ok := wanted[key(c)]; ok {
-				if w == c {
-					have[w] = true
-				}
-				continue
+			count[key(c)]++
+		}
+		for _, c := range cur {
+			w, ok := wanted[key(c)]
+			switch {
+			case ok && w == c:
+				have[w] = true
+			case owned[l] && (!ok || count[key(c)] > 1):
+				del = append(del, c)
 			}
-			del = append(del, c)
 		}
 	}
-	seen := map[K]bool{}
-	for _, w := range want {
-		if !have[w] && !seen[key(w)] {
+	for _, w := range want { // in want's order: logs and tests stay reproducible
+		if wanted[key(w)] == w && !have[w] {
 			set = append(set, w)
+			have[w] = true
 		}
-		seen[key(w)] = true
 	}
 	return set, del, nil
 }
@@ -137,7 +157,7 @@ func planOnLinks[K comparable, V comparable](links []int, want []V, key func(V) 
 func (p *applyPlan) planAddrs(k Kernel, links []int, addrs []Addr) error {
 	var err error
 	p.addrAdd, p.addrDel, err = planOnLinks(links, addrs,
-		func(a Addr) Addr { return a }, func(l int) ([]Addr, error) {
+		func(a Addr) Addr { return a }, func(a Addr) int { return a.LinkIndex }, func(l int) ([]Addr, error) {
 			cur, err := k.AddrList(l)
 			if err != nil {
 				return nil, fmt.Errorf("listing addresses of link %d: %w", l, err)
@@ -151,7 +171,7 @@ func (p *applyPlan) planAddrs(k Kernel, links []int, addrs []Addr) error {
 func (p *applyPlan) planL2(k Kernel, links []int, want State) error {
 	var err error
 	p.neighSet, p.neighDel, err = planOnLinks(links, want.Neighs,
-		func(n Neigh) neighKey { return neighKey{n.LinkIndex, n.IP} }, func(l int) ([]Neigh, error) {
+		func(n Neigh) neighKey { return neighKey{n.LinkIndex, n.IP} }, func(n Neigh) int { return n.LinkIndex }, func(l int) ([]Neigh, error) {
 			cur, err := k.NeighList(l)
 			if err != nil {
 				return nil, fmt.Errorf("listing neighbours of link %d: %w", l, err)
@@ -162,7 +182,7 @@ func (p *applyPlan) planL2(k Kernel, links []int, want State) error {
 		return err
 	}
 	p.fdbSet, p.fdbDel, err = planOnLinks(links, want.FDBs,
-		func(f FDB) fdbKey { return fdbKey{f.LinkIndex, f.MAC} }, func(l int) ([]FDB, error) {
+		func(f FDB) fdbKey { return fdbKey{f.LinkIndex, f.MAC} }, func(f FDB) int { return f.LinkIndex }, func(l int) ([]FDB, error) {
 			cur, err := k.FDBList(l)
 			if err != nil {
 				return nil, fmt.Errorf("listing fdb of link %d: %w", l, err)

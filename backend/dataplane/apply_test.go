@@ -270,3 +270,34 @@ func TestMerge(t *testing.T) {
 		t.Errorf("merged:\n%s", m)
 	}
 }
+
+// Two wanted FDB entries under one key (two leases claiming one VtepMAC):
+// the first wins, and the next apply is a no-op, not a replace forever.
+func TestApplyDuplicateKeysConverge(t *testing.T) {
+	b := newBed()
+	want := State{FDBs: []FDB{{b.dev, mac("0a:00:00:00:00:02"), ip4("192.168.50.12")}, {b.dev, mac("0a:00:00:00:00:02"), ip4("192.168.50.13")}}}
+	if ch := b.apply(t, want); ch != (Changes{FDBsSet: 1}) {
+		t.Errorf("first apply: %+v", ch)
+	}
+	if ch := b.apply(t, want); ch.Any() {
+		t.Errorf("second apply changed %+v: %v", ch, b.k.Calls)
+	}
+	checkDump(t, b.k, "bridge fdb 0a:00:00:00:00:02 dev flannel.1 dst 192.168.50.12 self permanent", base[0], base[1])
+}
+
+// Entries wanted on a link we do not own are compared with the kernel
+// (no replace once they are there) and nothing else there is deleted.
+func TestApplyUnownedLinkCompared(t *testing.T) {
+	b := newBed()
+	b.k.Neighs[neighKey{b.ext, ip4("192.168.50.99")}] = Neigh{b.ext, ip4("192.168.50.99"), mac("0a:00:00:00:00:99")}
+	want := State{Neighs: []Neigh{{b.ext, ip4("192.168.50.12"), mac("0a:00:00:00:00:12")}}}
+	if ch := b.apply(t, want); ch != (Changes{NeighsSet: 1}) {
+		t.Errorf("first apply: %+v", ch)
+	}
+	if ch := b.apply(t, want); ch.Any() {
+		t.Errorf("second apply changed %+v: %v", ch, b.k.Calls)
+	}
+	if _, ok := b.k.Neighs[neighKey{b.ext, ip4("192.168.50.99")}]; !ok {
+		t.Error("an entry on a link we do not own was deleted")
+	}
+}

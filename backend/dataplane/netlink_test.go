@@ -78,6 +78,19 @@ func TestNetlinkApply(t *testing.T) {
 	if ch, err := Apply(k, links, want); err != nil || ch.Any() {
 		t.Fatalf("second apply: %+v %v", ch, err)
 	}
+	// Two remotes under one MAC (the kernel keeps several only for the
+	// all-zeros flood entry): the one not wanted goes, the wanted stays.
+	sh(t, "bridge fdb append 00:00:00:00:00:00 dev vx0 dst 192.168.60.97 && bridge fdb append 00:00:00:00:00:00 dev vx0 dst 192.168.60.98")
+	flood := merge(t, want, State{FDBs: []FDB{{vx.Index, MAC{}, ip4("192.168.60.98")}}})
+	if ch, err := Apply(k, links, flood); err != nil || ch != (Changes{FDBsDeleted: 1}) {
+		t.Fatalf("two remotes: %+v %v", ch, err)
+	}
+	if out := sh(t, "bridge fdb show dev vx0"); strings.Contains(out, "192.168.60.97") || !strings.Contains(out, "dst 192.168.60.98") {
+		t.Errorf("after removing the stray remote:\n%s", out)
+	}
+	if ch, err := Apply(k, links, want); err != nil || ch != (Changes{FDBsDeleted: 1}) {
+		t.Fatalf("flood entry not wanted any more: %+v %v", ch, err)
+	}
 	// Hand deletions and a hand change are repaired.
 	sh(t, "ip route del 10.244.2.0/24 && ip neigh del 10.244.2.0 dev vx0 && bridge fdb del 0a:00:00:00:00:02 dev vx0 dst 192.168.60.12"+
 		" && ip addr del 10.244.3.0/32 dev vx0 && ip route replace 10.244.4.0/24 via 192.168.50.99 dev ul0")

@@ -253,7 +253,10 @@ func (b *Backend) configureDevice() error {
 // counted as drops). A host without IPv6 at all has nothing to turn off.
 func (b *Backend) configureIPv6() error {
 	conf := "net/ipv6/conf/" + DeviceName + "/"
-	if !b.cfg.EnableIPv6 {
+	b.mu.Lock()
+	own := b.own
+	b.mu.Unlock()
+	if !b.cfg.EnableIPv6 || !own.IPv6Subnet.IsValid() {
 		if err := b.k.Sysctl(conf+"disable_ipv6", "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
 			b.log.Warn("cannot turn IPv6 off on the TUN device; its router solicitations will show as drops", "dev", DeviceName, "error", err)
 		}
