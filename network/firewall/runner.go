@@ -14,6 +14,13 @@ import (
 // of a failure (or a change of error) and the recovery. It returns an error
 // only for an invalid cfg or resync.
 func (f *Firewall) Run(ctx context.Context, cfg RuleConfig, resync time.Duration) error {
+	return f.run(ctx, cfg, resync, nil)
+}
+
+// run is Run; installed (may be nil) is closed once cfg's rules were in
+// place after a pass, so a caller can wait for this configuration's rules
+// rather than for the first configuration's (Ready).
+func (f *Firewall) run(ctx context.Context, cfg RuleConfig, resync time.Duration, installed chan<- struct{}) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -23,14 +30,14 @@ func (f *Firewall) Run(ctx context.Context, cfg RuleConfig, resync time.Duration
 	tick := time.NewTicker(resync)
 	defer tick.Stop()
 	var (
-		installed bool
-		failing   string // the error logged last, "" when rules are in place
+		inPlace bool   // the rules were in place after a pass
+		failing string // the error logged last, "" when rules are in place
 	)
 	for {
 		repairs, err := f.ensure(cfg)
 		f.resyncs.Add(1)
 		switch {
-		case len(repairs) > 0 && installed:
+		case len(repairs) > 0 && inPlace:
 			f.repairs.Add(1)
 			f.log.Warn("firewall rules restored", "repairs", strings.Join(repairs, "; "))
 		case len(repairs) > 0:
@@ -42,13 +49,17 @@ func (f *Firewall) Run(ctx context.Context, cfg RuleConfig, resync time.Duration
 				"check", "that iptables, ip6tables and their -restore commands work (iptables -t nat -S) and whether another tool deletes FLANNEL-* chains")
 		case err == nil && len(repairs) == 0 && failing != "":
 			f.log.Info("firewall rules in place again")
-		case err == nil && len(repairs) == 0 && !installed:
+		case err == nil && len(repairs) == 0 && !inPlace:
 			f.log.Info("firewall rules already in place")
 		}
 		if err != nil {
 			failing = err.Error()
 		} else {
-			failing, installed = "", true
+			if installed != nil {
+				close(installed)
+				installed = nil
+			}
+			failing, inPlace = "", true
 		}
 		select {
 		case <-ctx.Done():
@@ -81,19 +92,22 @@ func NewRunner(log *slog.Logger, resync time.Duration) (*Runner, error) {
 	return &Runner{fw: fw, resync: resync}, nil
 }
 
-// Apply (re)starts the resync loop for rc and waits until the rules were
-// in place once, so readiness is only signalled with the rules installed.
+// Apply (re)starts the resync loop for rc and waits until rc's rules were
+// in place once, so readiness is only signalled with the rules installed,
+// and a new lease's subnet.env is written only once its rules are (not
+// merely the first lease's).
 func (r *Runner) Apply(ctx context.Context, rc RuleConfig) error {
 	r.Stop()
 	rctx, cancel := context.WithCancel(ctx)
 	r.cancel, r.done = cancel, make(chan struct{})
 	errc := make(chan error, 1)
+	installed := make(chan struct{})
 	go func() {
 		defer close(r.done)
-		errc <- r.fw.Run(rctx, rc, r.resync)
+		errc <- r.fw.run(rctx, rc, r.resync, installed)
 	}()
 	select {
-	case <-r.fw.Ready():
+	case <-installed:
 		return nil
 	case err := <-errc:
 		return fmt.Errorf("iptables rules: %w", err)

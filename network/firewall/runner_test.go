@@ -172,10 +172,10 @@ func TestRunnerApply(t *testing.T) {
 	if err := r.Apply(t.Context(), moved); err != nil {
 		t.Fatalf("Apply of a new subnet: %v", err)
 	}
-	waitFor(t, "rules of the new subnet", func() bool {
-		return strings.Contains(listTable(t, "iptables", "nat"), "10.244.7.0/24") &&
-			!strings.Contains(listTable(t, "iptables", "nat"), "10.244.3.0/24")
-	})
+	// Again Apply returns only once the new subnet's rules are in place.
+	if nat := listTable(t, "iptables", "nat"); !strings.Contains(nat, "10.244.7.0/24") || strings.Contains(nat, "10.244.3.0/24") {
+		t.Errorf("Apply of a new subnet returned before its rules were in place:\n%s", nat)
+	}
 	checkRules(t, r.fw, nftBackend, moved, false)
 
 	// The loop repairs what someone deleted, and counts it.
