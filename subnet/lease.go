@@ -111,6 +111,10 @@ type Lease struct {
 	// ModRevision is the key's mod revision when it was read, the guard of
 	// a later rewrite.
 	ModRevision int64
+	// CreateRevision is the etcd revision that created the key: of two
+	// leases that conflict, the older (lower) one wins, the same on every
+	// host. Zero when unknown.
+	CreateRevision int64
 }
 
 // Reserved reports whether the lease is a permanent reservation.

@@ -184,7 +184,7 @@ func (m *Manager) Renew(ctx context.Context, l subnet.Lease) (subnet.Lease, erro
 		return l, fmt.Errorf("%w: key %s is gone", ErrLeaseLost, key)
 	}
 	kv := resp.Kvs[0]
-	cur, err := subnet.DecodeLease(key, kv.Value, kv.Lease, kv.ModRevision)
+	cur, err := decodeKV(kv)
 	if err != nil || !cur.Attrs.Equal(l.Attrs) || cur.EtcdLeaseID != l.EtcdLeaseID {
 		return l, fmt.Errorf("%w: key %s was changed by someone else", ErrLeaseLost, key)
 	}

@@ -150,7 +150,7 @@ func (m *Manager) List(ctx context.Context, expiry bool) ([]subnet.Lease, int64,
 	}
 	leases := make([]subnet.Lease, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		l, err := subnet.DecodeLease(string(kv.Key), kv.Value, kv.Lease, kv.ModRevision)
+		l, err := decodeKV(kv)
 		if err != nil {
 			m.log.Warn("skipping malformed lease in etcd", "key", string(kv.Key), "error", err)
 			continue

@@ -107,7 +107,7 @@ func (m *Manager) fold(events []*clientv3.Event, known map[string]subnet.Lease) 
 		short := path.Base(key) // known is keyed like Lease.Key()
 		switch ev.Type {
 		case mvccpb.PUT:
-			l, err := subnet.DecodeLease(key, ev.Kv.Value, ev.Kv.Lease, ev.Kv.ModRevision)
+			l, err := decodeKV(ev.Kv)
 			if err != nil {
 				m.log.Warn("skipping malformed lease in etcd", "key", key, "error", err)
 				remove(short)
