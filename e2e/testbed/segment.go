@@ -32,6 +32,17 @@ func (tb *Testbed) AddSegment(ctx context.Context) error {
 	if err := tb.addNS(ctx, rt); err != nil {
 		return err
 	}
+	// No DAD on the router: until an interface's link-local address has
+	// passed DAD the kernel sends no neighbour solicitation for a packet it
+	// forwards (it needs that address as the source), so the first packets
+	// routed through a fresh router were lost.
+	if tb.opts.IPv6 {
+		for _, k := range []string{"all", "default"} {
+			if err := sysctl(ctx, rt, "net.ipv6.conf."+k+".accept_dad", "0"); err != nil {
+				return err
+			}
+		}
+	}
 	if err := tb.plug(ctx, sw, "rt", rt, "eth0"); err != nil {
 		return err
 	}
