@@ -184,6 +184,7 @@ func TestNoAllocations(t *testing.T) {
 	segs := segments(t, super, h)
 	co := newCoalescer()
 	src := peer12
+	c := &counters{}
 	allocs := testing.AllocsPerRun(100, func() {
 		s, _ := splitTCP(super, h)
 		for i := range s.count {
@@ -191,6 +192,11 @@ func TestNoAllocations(t *testing.T) {
 		}
 		routeFromTun(tb, echo)
 		acceptFromWire(tb, src, echo)
+		acceptFromWire(tb, netip.AddrPortFrom(src.Addr(), 40000), echo)
+		if _, reason, _ := acceptFromWire(tb, peer13, echo); reason == dropSpoofedSource {
+			c.dropFrom(reason, 1, peer13, podB, netip.Prefix{})
+		}
+		segmentValid(segs[1])
 		co.start(segs[0])
 		for _, s := range segs[1:] {
 			co.add(s)
