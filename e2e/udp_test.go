@@ -73,10 +73,12 @@ func TestUDPJunk(t *testing.T) {
 	if o, err := out.Exec(ctx, append([]string{bin, "udp", dst}, junk...)...); err != nil {
 		t.Fatalf("%v: %s", err, o)
 	}
-	// From a peer: not IP, a truncated IPv4 header, a packet for a subnet
-	// that is not h1's.
+	// From a peer (its address and the backend port, which its daemon has
+	// bound: through a raw socket): not IP, a truncated IPv4 header, a
+	// packet for a subnet that is not h1's.
 	junk = []string{hex.EncodeToString([]byte("zzz, not a packet")), "450000", ipv4Packet(p2.Addr, netip.MustParseAddr("10.244.255.1"))}
-	if o, err := h2.Exec(ctx, append([]string{bin, "udp", dst}, junk...)...); err != nil {
+	from := netip.AddrPortFrom(h2.Addr, 8285).String()
+	if o, err := h2.Exec(ctx, append([]string{bin, "rawudp", from, dst}, junk...)...); err != nil {
 		t.Fatalf("%v: %s", err, o)
 	}
 	want := map[string]int{"drop_not_peer": 20, "drop_not_ip": 1, "drop_truncated": 1, "drop_not_our_subnet": 1}

@@ -25,18 +25,19 @@ func seeds() [][]byte {
 }
 
 // FuzzAcceptFromWire: the receive decision never panics, and what it
-// accepts is one whole IP packet for our lease.
+// accepts is one whole IP packet for our lease, from a peer's PublicIP and
+// port, with an inner source in that peer's subnets.
 func FuzzAcceptFromWire(f *testing.F) {
 	for _, s := range seeds() {
-		f.Add(s, true)
+		f.Add(s, uint8(0))
 	}
+	f.Add(icmpEcho(netip.MustParseAddr("10.244.3.9"), podA, 20), uint8(0))
+	f.Add(icmp6Echo(pod6B, pod6A, 20), uint8(0))
+	f.Add(icmpEcho(podB, podA, 20), uint8(2))
 	tb := testTable()
-	peerIP, stranger := netip.MustParseAddr("192.168.50.12"), netip.MustParseAddr("192.168.50.99")
-	f.Fuzz(func(t *testing.T, b []byte, fromPeer bool) {
-		src := stranger
-		if fromPeer {
-			src = peerIP
-		}
+	froms := []netip.AddrPort{peer12, peer13, netip.AddrPortFrom(peer12.Addr(), 40000), stranger}
+	f.Fuzz(func(t *testing.T, b []byte, from uint8) {
+		src := froms[int(from)%len(froms)]
 		in, reason, ok := acceptFromWire(tb, src, b)
 		if !ok {
 			if reason < 0 || reason >= numDrops {
@@ -44,7 +45,8 @@ func FuzzAcceptFromWire(f *testing.F) {
 			}
 			return
 		}
-		if !fromPeer || !tb.ours(in.dst) {
+		o := tb.origins[src]
+		if o == nil || !tb.ours(in.dst) || !o.owns(in.src) {
 			t.Fatalf("accepted %+v from %s", in, src)
 		}
 		switch in.version {
@@ -59,8 +61,8 @@ func FuzzAcceptFromWire(f *testing.F) {
 		default:
 			t.Fatalf("version %d", in.version)
 		}
-		// Whatever is accepted may go through the coalescer.
-		if coalescible(b, in) {
+		// Whatever is accepted and verifies may go through the coalescer.
+		if coalescible(b, in) && segmentValid(b) {
 			co := newCoalescer()
 			co.start(b)
 			co.add(b)

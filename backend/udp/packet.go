@@ -71,22 +71,29 @@ func decode(b []byte) (inner, int, bool) {
 
 // acceptFromWire is the receive decision for one datagram payload from
 // src: forward it to the TUN (ok) or drop it for the returned reason.
-func acceptFromWire(t *table, src netip.Addr, b []byte) (inner, int, bool) {
-	if !t.isPeer(src) {
-		return inner{}, dropNotPeer, false
+func acceptFromWire(t *table, src netip.AddrPort, b []byte) (inner, int, bool) {
+	o, reason := t.origin(src)
+	if o == nil {
+		return inner{}, reason, false
 	}
-	return acceptInner(t, b)
+	return acceptInner(t, o, b)
 }
 
-// acceptInner is acceptFromWire once the source was checked (the receive
-// path checks it once per GRO run).
-func acceptInner(t *table, b []byte) (inner, int, bool) {
+// acceptInner is acceptFromWire once the datagram's origin is known (the
+// receive path looks it up once per GRO run): the inner packet must be
+// one whole IP packet for our lease, from an address in the subnets of
+// the peer that sent it. The destination is checked first: a packet for
+// another host is misrouted, whatever its source.
+func acceptInner(t *table, o *origin, b []byte) (inner, int, bool) {
 	in, reason, ok := decode(b)
 	if !ok {
 		return in, reason, false
 	}
 	if !t.ours(in.dst) {
 		return in, dropNotOurSubnet, false
+	}
+	if !o.owns(in.src) {
+		return in, dropSpoofedSource, false
 	}
 	return in, 0, true
 }

@@ -68,21 +68,35 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// TestAcceptFromWire: a datagram is accepted only from a peer's PublicIP
+// and port, for our lease, from an address in that peer's subnets (either
+// family); every other one has its reason.
 func TestAcceptFromWire(t *testing.T) {
 	tb := testTable()
-	peerIP, stranger := netip.MustParseAddr("192.168.50.12"), netip.MustParseAddr("192.168.50.200")
+	wrongPort := netip.AddrPortFrom(peer12.Addr(), 40000)
 	toUs := icmpEcho(podB, podA, 10)
-	elsewhere := icmpEcho(podB, netip.MustParseAddr("10.244.3.9"), 10)
 	for _, c := range []struct {
 		name   string
-		src    netip.Addr
+		src    netip.AddrPort
 		b      []byte
 		reason int
 	}{
-		{"peer to our pod", peerIP, toUs, -1},
+		{"peer to our pod", peer12, toUs, -1},
+		{"peer, IPv6 to our pod", peer12, icmp6Echo(pod6B, pod6A, 10), -1},
+		{"peer, from its host address in its subnet", peer12, icmpEcho(netip.MustParseAddr("10.244.2.0"), podA, 10), -1},
 		{"stranger", stranger, toUs, dropNotPeer},
-		{"peer to another subnet", peerIP, elsewhere, dropNotOurSubnet},
-		{"peer junk", peerIP, []byte{0x45, 0, 0}, dropTruncated},
+		{"stranger from a peer's port", netip.AddrPortFrom(netip.MustParseAddr("192.168.50.200"), DefaultPort), toUs, dropNotPeer},
+		{"peer's address, another port", wrongPort, toUs, dropWrongPort},
+		{"peer's address, port 0", netip.AddrPortFrom(peer12.Addr(), 0), toUs, dropWrongPort},
+		{"peer to another subnet", peer12, icmpEcho(podB, netip.MustParseAddr("10.244.3.9"), 10), dropNotOurSubnet},
+		{"peer with another peer's pod as source", peer12, icmpEcho(netip.MustParseAddr("10.244.3.9"), podA, 10), dropSpoofedSource},
+		{"peer with our own pod as source", peer12, icmpEcho(netip.MustParseAddr("10.244.1.7"), podA, 10), dropSpoofedSource},
+		{"peer with a source outside the Network", peer12, icmpEcho(netip.MustParseAddr("8.8.8.8"), podA, 10), dropSpoofedSource},
+		{"peer13 with peer12's pod as source", peer13, toUs, dropSpoofedSource},
+		{"peer, IPv6 from another subnet", peer12, icmp6Echo(netip.MustParseAddr("fd00:244:0:3::5"), pod6A, 10), dropSpoofedSource},
+		{"peer, IPv6 from its IPv4 subnet mapped", peer12, icmp6Echo(netip.MustParseAddr("::ffff:10.244.2.3"), pod6A, 10), dropSpoofedSource},
+		{"peer junk", peer12, []byte{0x45, 0, 0}, dropTruncated},
+		{"junk from a wrong port", wrongPort, []byte{0x45, 0, 0}, dropWrongPort},
 	} {
 		_, reason, ok := acceptFromWire(tb, c.src, c.b)
 		if (c.reason < 0) != ok || (!ok && reason != c.reason) {
@@ -169,7 +183,8 @@ func TestNoAllocations(t *testing.T) {
 	echo := icmpEcho(podB, podA, 56)
 	segs := segments(t, super, h)
 	co := newCoalescer()
-	src := netip.MustParseAddr("192.168.50.12")
+	src := peer12
+	c := &counters{}
 	allocs := testing.AllocsPerRun(100, func() {
 		s, _ := splitTCP(super, h)
 		for i := range s.count {
@@ -177,6 +192,11 @@ func TestNoAllocations(t *testing.T) {
 		}
 		routeFromTun(tb, echo)
 		acceptFromWire(tb, src, echo)
+		acceptFromWire(tb, netip.AddrPortFrom(src.Addr(), 40000), echo)
+		if _, reason, _ := acceptFromWire(tb, peer13, echo); reason == dropSpoofedSource {
+			c.dropFrom(reason, 1, peer13, podB, netip.Prefix{})
+		}
+		segmentValid(segs[1])
 		co.start(segs[0])
 		for _, s := range segs[1:] {
 			co.add(s)

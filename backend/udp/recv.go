@@ -4,20 +4,28 @@ package udp
 //
 //	udpIO.ReadBatch: up to BatchSize messages per wake-up; with UDP_GRO
 //	one message is a run of same-size datagrams of one flow (segSize)
-//	-> the source address must be a peer's PublicIP (else every datagram
-//	   of the message is dropped and counted)
+//	-> the source must be a peer's PublicIP and the backend port (one
+//	   map lookup, table.origin; else every datagram of the message is
+//	   dropped and counted: not_peer, wrong_port)
 //	-> per datagram: decode the inner IP header (version nibble, lengths),
-//	   the destination must be in our lease
+//	   the destination must be in our lease, the source in the sending
+//	   peer's subnets (spoofed_source)
+//	-> IPv4 TCP segments that may be coalesced have their IP and TCP
+//	   checksums verified (bad_checksum): a super-packet goes to the kernel
+//	   with its checksum left partial, which the kernel trusts
 //	-> consecutive in-order segments of one TCP flow are coalesced into a
 //	   super-packet with a GSO virtio_net_hdr, without copying: a gather
 //	   list of the header, the first segment and the others' payloads;
-//	   anything else goes as it is, behind an empty header
+//	   anything else goes as it is, behind an empty header (the kernel
+//	   verifies its checksums)
 //	-> queued in order; the open super-packet is closed before any other
 //	   packet is queued and at the end of each wake-up, when the queue goes
 //	   to the TUN in one tunIO.Write (one writev per packet), so nothing
 //	   waits for more traffic
 //
 // As on the send side, all buffers are allocated once.
+
+import "net/netip"
 
 const (
 	recvBatch   = 8
@@ -73,43 +81,62 @@ func (x *receiver) run() error {
 func (x *receiver) deliver(n int) {
 	t := x.b.table.Load()
 	for i := range n {
-		m := &x.msgs[i]
-		data := m.buf[:m.n]
-		seg := m.n
-		if m.segSize > 0 {
-			seg = m.segSize
-		}
-		if m.n <= 0 {
-			x.c.drop(dropTruncated)
-			continue
-		}
-		if !t.isPeer(m.src.Addr()) {
-			x.c.drops[dropNotPeer].Add(uint64((m.n + seg - 1) / seg))
-			continue
-		}
-		for off := 0; off < m.n; off += seg {
-			d := data[off:min(off+seg, m.n)]
-			in, reason, ok := acceptInner(t, d)
-			if !ok {
-				x.c.drop(reason)
-				continue
-			}
-			x.c.rxPackets.Add(1)
-			x.c.rxBytes.Add(uint64(len(d)))
-			if x.coalesce && coalescible(d, in) {
-				if !x.co.add(d) {
-					x.closeCoalesced()
-					x.co.start(d)
-				}
-				continue
-			}
-			x.closeCoalesced()
-			x.one[0], x.one[1] = x.hdr[:], d
-			x.queue(x.one[:], 1, false)
-		}
+		x.deliverMsg(t, &x.msgs[i])
 	}
 	x.closeCoalesced()
 	x.flush()
+}
+
+// deliverMsg checks the sender of one message (with UDP_GRO, a run of
+// datagrams from one source) and queues the datagrams it carries.
+func (x *receiver) deliverMsg(t *table, m *rxMsg) {
+	if m.n <= 0 {
+		x.c.drop(dropTruncated)
+		return
+	}
+	seg := m.n
+	if m.segSize > 0 {
+		seg = m.segSize
+	}
+	o, reason := t.origin(m.src)
+	if o == nil {
+		x.c.dropFrom(reason, uint64((m.n+seg-1)/seg), m.src, netip.Addr{}, netip.Prefix{})
+		return
+	}
+	data := m.buf[:m.n]
+	for off := 0; off < m.n; off += seg {
+		x.deliverOne(t, o, data[off:min(off+seg, m.n)])
+	}
+}
+
+// deliverOne checks one datagram from o and queues its packet, coalesced
+// with the open super-packet when it continues it.
+func (x *receiver) deliverOne(t *table, o *origin, d []byte) {
+	in, reason, ok := acceptInner(t, o, d)
+	co := ok && x.coalesce && coalescible(d, in)
+	if co && !segmentValid(d) {
+		reason, ok = dropBadChecksum, false
+	}
+	if !ok {
+		if reason == dropSpoofedSource || reason == dropBadChecksum {
+			x.c.dropFrom(reason, 1, o.addr, in.src, o.subnets[0])
+		} else {
+			x.c.drop(reason)
+		}
+		return
+	}
+	x.c.rxPackets.Add(1)
+	x.c.rxBytes.Add(uint64(len(d)))
+	if co {
+		if !x.co.add(d) {
+			x.closeCoalesced()
+			x.co.start(d)
+		}
+		return
+	}
+	x.closeCoalesced()
+	x.one[0], x.one[1] = x.hdr[:], d
+	x.queue(x.one[:], 1, false)
 }
 
 // closeCoalesced queues the open super-packet, if any.

@@ -204,3 +204,100 @@ func TestReceiveDrops(t *testing.T) {
 		t.Errorf("TUN write errors logged %d times, want once:\n%s", n, l.logs.String())
 	}
 }
+
+// TestReceiveForged: datagrams from a peer's address but another port,
+// with an inner source outside the sending peer's subnets, or with a TCP
+// checksum that does not verify never reach the TUN; each is counted by
+// its reason, the offender is recorded for the warning, and the traffic
+// of the same peer around them flows on (the bad segment in the middle of
+// a flow splits it into two super-packets).
+func TestReceiveForged(t *testing.T) {
+	l := newLoopTest(t, true)
+	l.startReceiver(true)
+	echo := icmpEcho(podB, podA, 56)
+	wrongPort := netip.AddrPortFrom(peer12.Addr(), 40000)
+	spoofed := icmpEcho(netip.MustParseAddr("10.244.3.9"), podA, 56) // peer13's pod, from peer12
+	segs, payload := flow(6, 1400)
+	segs[2] = bytes.Clone(segs[2])
+	segs[2][len(segs[2])-1] ^= 0x55 // payload corrupted after the checksum was computed
+	badIP := bytes.Clone(segs[0])
+	badIP[8]-- // TTL changed without the IPv4 header checksum
+	for _, d := range []datagram{
+		{addr: wrongPort, data: bytes.Repeat(echo, 3), segSize: len(echo)},                // wrong_port, 3 datagrams
+		{addr: peer12, data: spoofed},                                                     // spoofed_source
+		{addr: peer13, data: echo},                                                        // spoofed_source: peer12's pod, from peer13
+		{addr: peer12, data: icmp6Echo(netip.MustParseAddr("fd00:244:0:3::9"), pod6A, 8)}, // spoofed_source
+		{addr: peer12, data: badIP},                                                       // bad_checksum
+		{addr: peer12, data: bytes.Join(segs, nil), segSize: len(segs[0])},                // 5 good, 1 bad_checksum
+		{addr: peer12, data: echo},                                                        // accepted
+	} {
+		l.conn.In <- d
+	}
+	l.recvMarker()
+	got := l.written()
+	if len(got) != 3 {
+		t.Fatalf("%d packets written, want 3 (two super-packets around the bad segment, the echo)", len(got))
+	}
+	var rx []byte
+	for i, want := range [][][]byte{segs[:2], segs[3:]} {
+		var vh vnetHdr
+		vh.decode(got[i])
+		again := segments(t, got[i][vnetHdrLen:], vh)
+		if !bytes.Equal(bytes.Join(again, nil), bytes.Join(want, nil)) {
+			t.Errorf("super-packet %d does not carry its %d segments", i, len(want))
+		}
+		for _, s := range again {
+			rx = append(rx, s[ipv4HeaderLen+tcpHeaderLen+len(tcpTimestamps):]...)
+		}
+	}
+	if bad := payload[2*1400 : 3*1400]; !bytes.Equal(rx, bytes.Join([][]byte{payload[:2*1400], payload[3*1400:]}, nil)) || bytes.Contains(rx, bad) {
+		t.Error("the payload delivered is not the flow's without the corrupt segment")
+	}
+	if !bytes.Equal(got[2][vnetHdrLen:], echo) {
+		t.Error("the good echo after the forged datagrams is not delivered")
+	}
+	l.stop()
+	l.wantDrops(map[string]uint64{"wrong_port": 3, "spoofed_source": 3, "bad_checksum": 2})
+	if o := &l.c.last[dropWrongPort]; o.from != wrongPort {
+		t.Errorf("wrong_port offender %s, want %s", o.from, wrongPort)
+	}
+	// The last spoofed datagram: IPv6, from peer12, whose first subnet is its IPv4 one.
+	if o := &l.c.last[dropSpoofedSource]; o.from != peer12 || o.src != netip.MustParseAddr("fd00:244:0:3::9") || o.subnet != netip.MustParsePrefix("10.244.2.0/24") {
+		t.Errorf("spoofed_source offender %+v", o)
+	}
+	if o := &l.c.last[dropBadChecksum]; o.from != peer12 || o.src != podB {
+		t.Errorf("bad_checksum offender %s %s", o.from, o.src)
+	}
+}
+
+// TestReceiveMarksOnlyVerified: a lone TCP segment (not merged with
+// another) goes out as it came; it is marked DATA_VALID only because it
+// was verified. Packets that are not coalesced (IPv6, ICMP, SYN) carry
+// no flag: the kernel checks them.
+func TestReceiveMarksOnlyVerified(t *testing.T) {
+	l := newLoopTest(t, true)
+	l.startReceiver(true)
+	lone := tcp4(podB, podA, 1, 5000, tcpACK|tcpPSH, pattern(300))
+	syn := tcp4(podB, podA, 2, 9000, tcpSYN, nil)
+	v6 := tcp6(pod6B, pod6A, 100, tcpACK, pattern(300))
+	for _, p := range [][]byte{lone, syn, v6} {
+		l.conn.In <- datagram{addr: peer12, data: p}
+	}
+	l.recvMarker()
+	got := l.written()
+	if len(got) != 3 {
+		t.Fatalf("%d packets written, want 3", len(got))
+	}
+	for i, c := range []struct {
+		pkt   []byte
+		flags uint8
+	}{{lone, vnetDataValid}, {syn, 0}, {v6, 0}} {
+		if !bytes.Equal(got[i], withHdr(vnetHdr{flags: c.flags}, c.pkt)) {
+			var vh vnetHdr
+			vh.decode(got[i])
+			t.Errorf("packet %d: header %+v, want flags %d and the packet unchanged", i, vh, c.flags)
+		}
+	}
+	l.stop()
+	l.wantDrops(nil)
+}

@@ -154,17 +154,20 @@ func (b *Backend) packetLoop(ctx context.Context, dir string, run func() error) 
 // logStats logs the counters: within statsPeriod when a drop counter
 // changed, else at most every logPeriod while traffic flows, with the
 // number of goroutines and the heap in use (flat in a healthy daemon).
+// Drops that point at a sender get their own warning (dropWarner).
 func (b *Backend) logStats(ctx context.Context) {
 	t := time.NewTicker(statsPeriod)
 	defer t.Stop()
 	last := b.Stats()
 	var lastLog time.Time
+	w := &dropWarner{log: b.log, port: b.opts.Port}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		w.check(time.Now(), b.counters)
 		s := b.Stats()
 		dropped := !maps.Equal(s.Drops, last.Drops)
 		moved := s.TxPackets != last.TxPackets || s.RxPackets != last.RxPackets || s.ICMPSent != last.ICMPSent

@@ -10,6 +10,9 @@ import (
 // exactly one of them.
 const (
 	dropNotPeer        = iota // datagram from an address that is not a current peer's PublicIP
+	dropWrongPort             // from a peer's PublicIP, but not from the backend port
+	dropSpoofedSource         // from a peer, inner source outside that peer's subnets
+	dropBadChecksum           // from the wire, a TCP segment to coalesce whose checksum fails
 	dropTruncated             // shorter than its headers or its IP length says
 	dropMalformed             // bad IP header: length fields, header length
 	dropNotIP                 // version nibble neither 4 nor 6
@@ -23,7 +26,7 @@ const (
 )
 
 var dropNames = [numDrops]string{
-	"not_peer", "truncated", "malformed", "not_ip", "not_our_subnet",
+	"not_peer", "wrong_port", "spoofed_source", "bad_checksum", "truncated", "malformed", "not_ip", "not_our_subnet",
 	"no_route", "outside_network", "bad_offload", "send_error", "tun_write_error",
 }
 
@@ -56,6 +59,7 @@ type counters struct {
 	rxPackets, rxBytes atomic.Uint64
 	icmp               atomic.Uint64
 	drops              [numDrops]atomic.Uint64
+	last               [numDrops]offender // for the drop warnings (dropwarn.go)
 	_                  [64]byte
 }
 

@@ -14,6 +14,25 @@ type peer struct {
 	subnet netip.Prefix
 }
 
+// origin is what a datagram from one peer address and port may carry:
+// inner packets whose source lies in one of the subnets leased by that
+// PublicIP (an IPv4 and, with dual-stack, an IPv6 one; more when one
+// PublicIP holds several leases).
+type origin struct {
+	addr    netip.AddrPort
+	subnets []netip.Prefix
+}
+
+// owns reports whether an inner source address belongs to the origin.
+func (o *origin) owns(src netip.Addr) bool {
+	for _, p := range o.subnets {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
 // table is the forwarding table: immutable once published, swapped as a
 // whole (atomic.Pointer), so the packet path reads it without locks. It is
 // family-neutral: lookups go by netip.Addr and the prefix lengths present.
@@ -22,15 +41,23 @@ type table struct {
 	own4, own6         netip.Prefix // our lease
 	lens4, lens6       []int        // distinct subnet lengths of the routes, longest first
 	routes             map[netip.Prefix]*peer
-	sources            map[netip.Addr]struct{} // peers' PublicIPs
+	origins            map[netip.AddrPort]*origin // who may send to us, from which port
+	sources            map[netip.Addr]struct{}    // peers' PublicIPs
 }
 
 func newTable(network4, network6, own4, own6 netip.Prefix, peers []*peer) *table {
 	t := &table{network4: network4, network6: network6, own4: own4, own6: own6,
-		routes: make(map[netip.Prefix]*peer, len(peers)), sources: make(map[netip.Addr]struct{}, len(peers))}
+		routes:  make(map[netip.Prefix]*peer, len(peers)),
+		origins: make(map[netip.AddrPort]*origin, len(peers)), sources: make(map[netip.Addr]struct{}, len(peers))}
 	for _, p := range peers {
 		t.routes[p.subnet] = p
 		t.sources[p.addr.Addr()] = struct{}{}
+		o := t.origins[p.addr]
+		if o == nil {
+			o = &origin{addr: p.addr}
+			t.origins[p.addr] = o
+		}
+		o.subnets = append(o.subnets, p.subnet)
 		lens := &t.lens4
 		if p.subnet.Addr().Is6() {
 			lens = &t.lens6
@@ -68,6 +95,21 @@ func (t *table) lookup(dst netip.Addr) *peer {
 func (t *table) isPeer(src netip.Addr) bool {
 	_, ok := t.sources[src]
 	return ok
+}
+
+// origin returns what a datagram from src may carry, or nil and the drop
+// reason: dropNotPeer when src is no peer's PublicIP, dropWrongPort when
+// it is one but the port is not the backend's. Peers send from the socket
+// they listen on (upstream's udp backend too), so a datagram from another
+// port is not one of theirs.
+func (t *table) origin(src netip.AddrPort) (*origin, int) {
+	if o := t.origins[src]; o != nil {
+		return o, 0
+	}
+	if t.isPeer(src.Addr()) {
+		return nil, dropWrongPort
+	}
+	return nil, dropNotPeer
 }
 
 // inNetwork reports whether dst is inside the cluster Network.

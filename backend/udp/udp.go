@@ -28,16 +28,30 @@
 // IPv4 PublicIP:Port: the underlay stays IPv4, as in upstream's udp
 // backend (which carries IPv4 only).
 //
-// Safety. Datagrams whose source is not a current peer's PublicIP are
-// dropped, as are truncated or malformed packets, non-IP payloads and
-// inner packets not addressed to our lease. A packet from the TUN to a
-// Network address no lease covers gets an ICMP net unreachable written back
-// into the TUN (from that address: the kernel would drop one from a local
-// address). Every drop has a reason and a counter (Stats); the daemon
-// logs the counters within statsPeriod of a drop, and every
-// Tuning.LogPeriod (FLANNEL_UDP_LOG_PERIOD) while traffic flows. Inner
-// TCP/UDP checksums are not re-verified on receive: the outer UDP
-// checksum, checked by the kernel, covers the whole inner packet.
+// Safety. A datagram is accepted only from a current peer's PublicIP and
+// the backend port (peers send from the socket they listen on, upstream's
+// udp backend too), and only when its inner packet is one whole IP packet
+// for our lease from an address in that peer's subnets (either family):
+// one map lookup per message (table.origin) and a prefix test per
+// datagram. Everything else is dropped: from no peer (not_peer), from a
+// peer's address but another port (wrong_port), with a forged inner
+// source (spoofed_source), truncated or malformed packets, non-IP
+// payloads, inner packets not addressed to our lease. A packet from the
+// TUN to a Network address no lease covers gets an ICMP net unreachable
+// written back into the TUN (from that address: the kernel would drop one
+// from a local address). Every drop has a reason and a counter (Stats);
+// the daemon logs the counters within statsPeriod of a drop, and every
+// Tuning.LogPeriod (FLANNEL_UDP_LOG_PERIOD) while traffic flows; drops
+// that point at a sender get a warning of their own (dropwarn.go).
+//
+// Checksums. No inner packet is marked valid unchecked. A TCP segment the
+// receiver may coalesce has its IPv4 header and TCP checksums verified
+// first (bad_checksum): the super-packet goes to the kernel with a partial
+// checksum (NEEDS_CSUM), which the kernel takes on trust, and a lone
+// segment with DATA_VALID. Every other packet goes behind an empty
+// virtio header, and the kernel verifies it as it would from any device.
+// The outer UDP checksum, which the kernel checks, covers only the trip
+// between the hosts, not what the sending host put in.
 //
 // Speed (see send.go and recv.go for the packet flow). Upstream moves one
 // packet per system call each way; here every step is batched and the

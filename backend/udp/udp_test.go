@@ -61,6 +61,13 @@ func TestReconcileTable(t *testing.T) {
 	if !tb.isPeer(netip.MustParseAddr("192.168.50.12")) || tb.isPeer(netip.MustParseAddr("192.168.50.13")) {
 		t.Error("allowed sources are wrong")
 	}
+	// Peers send from the net-conf's port, the one they listen on.
+	if o, _ := tb.origin(netip.MustParseAddrPort("192.168.50.12:9000")); o == nil || !o.owns(netip.MustParseAddr("10.244.2.7")) || o.owns(netip.MustParseAddr("10.244.4.7")) {
+		t.Errorf("origin of 192.168.50.12:9000: %+v", o)
+	}
+	if _, reason := tb.origin(netip.MustParseAddrPort("192.168.50.12:8285")); reason != dropWrongPort {
+		t.Errorf("from the default port while the net-conf says 9000: %s", dropNames[reason])
+	}
 	if !tb.ours(netip.MustParseAddr("10.244.1.9")) || tb.ours(netip.MustParseAddr("10.244.2.9")) {
 		t.Error("own subnet is wrong")
 	}
@@ -74,6 +81,30 @@ func TestReconcileTable(t *testing.T) {
 	tb = b.table.Load()
 	if tb.lookup(netip.MustParseAddr("10.244.2.7")) != nil || tb.isPeer(netip.MustParseAddr("192.168.50.12")) || !tb.isPeer(netip.MustParseAddr("192.168.50.14")) {
 		t.Error("departed peer still in the table")
+	}
+}
+
+// TestPeersOrigins: with dual-stack a peer may send from both of its
+// subnets, and a PublicIP holding two leases (a host moving to a new
+// lease) from all of them; nothing else.
+func TestPeersOrigins(t *testing.T) {
+	cfg := &subnet.Config{Network: netip.MustParsePrefix("10.244.0.0/16"), EnableIPv6: true, IPv6Network: netip.MustParsePrefix("fd00:244::/56")}
+	a := lease("10.244.2.0/24", "192.168.50.12", TypeName)
+	a.IPv6Subnet = netip.MustParsePrefix("fd00:244:0:2::/64")
+	peers, _ := Peers(cfg, Options{Port: DefaultPort}, []subnet.Lease{a, lease("10.244.5.0/24", "192.168.50.12", TypeName), lease("10.244.3.0/24", "192.168.50.13", TypeName)})
+	tb := newTable(cfg.Network, cfg.IPv6Network, netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00:244:0:1::/64"), peers)
+	o, _ := tb.origin(peer12)
+	if o == nil {
+		t.Fatal("no origin for peer12")
+	}
+	for addr, want := range map[string]bool{"10.244.2.9": true, "fd00:244:0:2::9": true, "10.244.5.1": true,
+		"10.244.3.9": false, "fd00:244:0:3::9": false, "10.244.1.9": false, "192.168.50.12": false} {
+		if got := o.owns(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("peer12 owns %s: %v, want %v", addr, got, want)
+		}
+	}
+	if o13, _ := tb.origin(peer13); o13 == nil || len(o13.subnets) != 1 {
+		t.Errorf("origin of peer13: %+v", o13)
 	}
 }
 

@@ -11,7 +11,7 @@ const (
 	vnetHdrLen = 10
 
 	vnetNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum from csumStart, store at csumStart+csumOffset
-	vnetDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID: checksums were verified
+	vnetDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID: checksums were verified (set only after segmentValid)
 
 	gsoNone  = 0
 	gsoTCPv4 = 1
@@ -173,6 +173,10 @@ const (
 // Nothing is copied: the super-packet is a list of parts (virtio header,
 // first segment, then the payloads of the others) for one writev, and the
 // first segment's headers are rewritten in place in the receive buffer.
+//
+// Every segment given to start or add must have passed segmentValid: the
+// kernel takes a super-packet's partial checksum (NEEDS_CSUM) on trust, so
+// a corrupt segment merged into one would reach the pod unnoticed.
 type coalescer struct {
 	hdr     [vnetHdrLen]byte
 	parts   [][]byte // hdr, first segment, payloads; nil: nothing open
@@ -205,6 +209,17 @@ func coalescible(pkt []byte, in inner) bool {
 		return false
 	}
 	return tcp[13]&^tcpPSH == tcpACK
+}
+
+// segmentValid reports whether the IPv4 header checksum and the TCP
+// checksum of a coalescible segment (20-byte IPv4 header) verify. It is
+// one pass over the segment, in cache since recvmmsg just wrote it.
+func segmentValid(pkt []byte) bool {
+	if checksum(pkt[:ipv4HeaderLen], 0) != 0 {
+		return false
+	}
+	tcp := pkt[ipv4HeaderLen:]
+	return checksum(tcp, pseudoHeaderSum(pkt[12:16], pkt[16:20], protoTCP, len(tcp))) == 0
 }
 
 // add appends pkt to the open super-packet if it continues it; false means
@@ -255,10 +270,10 @@ func (c *coalescer) start(pkt []byte) {
 // finish closes the open super-packet and returns its parts, to be
 // written to the TUN as one packet, and the number of segments merged. A
 // single segment goes out unchanged (checksums as received, marked valid:
-// the outer UDP checksum covered them); a merged one gets a new IP length
-// and checksum, the PSH flag of its last segment, and a TCP checksum left
-// to the kernel (NEEDS_CSUM with the pseudo-header sum in the field, as TSO
-// expects).
+// segmentValid verified them); a merged one gets a new IP length and
+// checksum, the PSH flag of its last segment, and a TCP checksum left to
+// the kernel (NEEDS_CSUM with the pseudo-header sum in the field, as TSO
+// expects), which then carries exactly the verified segments' bytes.
 func (c *coalescer) finish() ([][]byte, int) {
 	if len(c.parts) == 0 {
 		return nil, 0
