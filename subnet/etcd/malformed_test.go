@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/flanneld-go/flannel/internal/etcdtest"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -186,32 +187,27 @@ func TestMalformedKeyLoggedOncePerAcquisition(t *testing.T) {
 	}
 }
 
-// A writer that never stops changing the subnet table makes a dual-stack
-// acquisition (guarded by "table unchanged") lose every race: it ends with
-// ErrLostRaces, not an etcd error, and leaves no lease behind.
+// A writer that changes the subnet table between every read and write of
+// a dual-stack acquisition (guarded by "table unchanged") makes it lose
+// every race: it ends with ErrLostRaces, not an etcd error, and leaves no
+// lease behind.
 func TestAcquireLostRacesIsBounded(t *testing.T) {
-	m, cli, cfg := testManager(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56"}`, time.Hour)
+	m, _, cfg := testManager(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56"}`, time.Hour)
 	ctx := ctxT(t)
-	wctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; wctx.Err() == nil; i++ {
-			cli.Put(wctx, m.subnetsDir()+"churn", fmt.Sprint(i))
-		}
-	}()
+	cli := etcdSrv.Client(t)
+	interfered := etcdtest.Interfere(cli, m.subnetsDir()+"churn")
+	racer := NewManager(cli, m.prefix, time.Hour, quiet)
 	a := hostAttrs(1)
 	a.PublicIPv6 = netip.MustParseAddr("fd00:50::1")
-	actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	_, err := m.Acquire(actx, cfg, a, subnet.Hint{})
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err := racer.Acquire(actx, cfg, a, subnet.Hint{})
 	cancel()
-	stop()
-	wg.Wait()
 	if !errors.Is(err, ErrLostRaces) || errors.Is(err, ErrUnreachable) {
 		t.Fatalf("got %v, want ErrLostRaces", err)
 	}
-	t.Logf("error: %v", err)
+	if n := interfered(); !strings.Contains(err.Error(), fmt.Sprintf("lost the race for a subnet %d times before the deadline", n)) {
+		t.Errorf("error %q does not count the %d lost races", err, n)
+	}
 	leases, _, _ := m.List(ctx, false)
 	if len(leases) != 0 {
 		t.Fatalf("leases left behind: %v", leases)
