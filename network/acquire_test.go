@@ -2,7 +2,9 @@ package network
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flanneld-go/flannel/backend"
@@ -189,4 +192,86 @@ func TestAcquireStopsOnHostConflict(t *testing.T) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
 	}
+}
+
+// Which failures stop the acquisition and which are waited out.
+func TestAcquireFailedSortsErrors(t *testing.T) {
+	e := NewEngine(Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil, nil, &backend.ExternalInterface{}, &recordingBackend{})
+	outage := etcd.NewOutageLog(e.log, "acquiring a lease")
+	races := 0
+	for _, tc := range []struct {
+		name       string
+		err        error
+		fatal      string // "" when retried
+		reason     string
+		racesAfter int
+	}{
+		{"etcd down", context.DeadlineExceeded, "", "etcd unreachable: context deadline exceeded", 0},
+		{"no free subnet", fmt.Errorf("%w in 10.0.0.0/28", subnet.ErrNoFreeSubnet), "no free subnet in 10.0.0.0/28", "", 0},
+		{"permission denied", fmt.Errorf("creating lease k: %w", rpctypes.ErrPermissionDenied),
+			"acquiring a lease: etcd refused the request; check the etcd user's permissions on the prefix: creating lease k: etcdserver: permission denied", "", 0},
+		{"lost races, round 1", etcd.ErrLostRaces, "", "lost the race for a subnet (round 1 of 3): lost the race for a subnet", 1},
+		{"lost races, round 2", etcd.ErrLostRaces, "", "lost the race for a subnet (round 2 of 3): lost the race for a subnet", 2},
+		{"lost races, round 3", etcd.ErrLostRaces, "acquiring a lease: giving up after 3 rounds: lost the race for a subnet", "", 3},
+	} {
+		reason, fatal := e.acquireFailed(tc.err, &races, outage)
+		gotFatal := ""
+		if fatal != nil {
+			gotFatal = fatal.Error()
+		}
+		if gotFatal != tc.fatal || reason != tc.reason || races != tc.racesAfter {
+			t.Errorf("%s: reason %q, fatal %v, races %d; want %q, %q, %d", tc.name, reason, fatal, races, tc.reason, tc.fatal, tc.racesAfter)
+		}
+	}
+}
+
+// The engine writes its HostID into its lease, and keeps it when it
+// acquires the lease again after an operator deleted it.
+func TestEngineKeepsHostIDAcrossReacquire(t *testing.T) {
+	srv, err := etcdtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli := srv.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	netconf := `{"Network":"10.244.0.0/16","Backend":{"Type":"test"}}`
+	cli.Put(ctx, "/coreos.com/network/config", netconf)
+	cfg, _, _ := subnet.ParseConfig([]byte(netconf))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sm := etcd.NewManager(cli, "/coreos.com/network", time.Hour, log)
+	ip := netip.MustParseAddr("192.168.50.11")
+	ready := make(chan struct{})
+	e := NewEngine(Config{Log: log, HostID: "host-a", SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), Ready: func() { close(ready) }},
+		sm, cfg, &backend.ExternalInterface{Name: "eth0", Index: 2, MTU: 1500, Addr: ip, PublicIP: ip}, &recordingBackend{})
+	e.enableForwarding = func(*slog.Logger, bool) error { return nil }
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- e.Run(rctx) }()
+	defer func() { stop(); <-done }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	case <-ctx.Done():
+		t.Fatal("not ready")
+	}
+	key := "/coreos.com/network/subnets/" + e.Lease().Key()
+	hostID := func() string {
+		r, err := cli.Get(ctx, key)
+		if err != nil || len(r.Kvs) != 1 {
+			return ""
+		}
+		var a subnet.LeaseAttrs
+		if json.Unmarshal(r.Kvs[0].Value, &a) != nil {
+			return ""
+		}
+		return a.HostID
+	}
+	if got := hostID(); got != "host-a" {
+		t.Fatalf("lease HostID %q", got)
+	}
+	cli.Delete(ctx, key)
+	eventually(t, "re-acquired with the HostID", 5*time.Second, func() bool { return hostID() == "host-a" })
 }
