@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -153,26 +154,54 @@ func TestHostileAcquire(t *testing.T) {
 	}
 }
 
+// acqCluster is the testbed of TestHostileAcquire: h1 is the host under
+// test, h2 and h3 the bystanders with a pod each.
+type acqCluster struct {
+	tb         *testbed.Testbed
+	h1, h2, h3 *testbed.Host
+	id1        string // h1's identity
+}
+
 func hostileAcquire(t *testing.T, backend string) {
 	ctx := ctxFor(t, 2*time.Minute)
 	tb := newCluster(t, ctx, backend, 3, 0, testbed.Options{})
-	h1, h2, h3 := tb.Hosts()[0], tb.Hosts()[1], tb.Hosts()[2]
-	for _, h := range []*testbed.Host{h2, h3} {
+	c := &acqCluster{tb: tb, h1: tb.Hosts()[0], h2: tb.Hosts()[1], h3: tb.Hosts()[2]}
+	for _, h := range []*testbed.Host{c.h2, c.h3} {
 		if err := h.AddPods(ctx, 1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := h2.Pods[0].WaitPing(ctx, h3.Pods[0].Addr); err != nil {
+	if err := c.h2.Pods[0].WaitPing(ctx, c.h3.Pods[0].Addr); err != nil {
 		t.Fatal(err)
 	}
-	bystanders := startAcqStream(t, ctx, h2.Pods[0], h3.Pods[0])
+	bystanders := startAcqStream(t, ctx, c.h2.Pods[0], c.h3.Pods[0])
+	c.id1 = acqHostID(t, ctx, c.h1)
+	sn1 := c.restartKeepsLease(t, ctx)
+	c.malformedAtHint(t, ctx, sn1)
+	toH1 := startAcqStream(t, ctx, c.h3.Pods[0], c.h1.Pods[0])
+	c.impostorStops(t, ctx)
+	for name, s := range map[string]*acqStream{"h3 -> h1 during (b)": toH1, "h2 -> h3 throughout": bystanders} {
+		lost, answered := s.lost(t)
+		t.Logf("%s: %d answered, %d lost", name, answered, lost)
+		if lost > 0 || answered == 0 {
+			t.Errorf("%s: %d pings lost of %d", name, lost, lost+answered)
+		}
+	}
+	for _, h := range []*testbed.Host{c.h1, c.h2, c.h3} {
+		if strings.Contains(h.Log(), "level=ERROR") {
+			t.Errorf("%s logged errors:\n%s", h.Name, h.Log())
+		}
+	}
+}
 
-	// (c) A restart keeps the lease, and the identity in it.
+// restartKeepsLease is (c): h1 restarted keeps its subnet and its HostID.
+// It returns the subnet.
+func (c *acqCluster) restartKeepsLease(t *testing.T, ctx context.Context) netip.Prefix {
+	h1 := c.h1
 	sn1 := leaseSubnet(t, ctx, h1)
 	key1 := acqLeaseKey(sn1)
-	id1 := acqHostID(t, ctx, h1)
-	if v, _ := acqLeaseJSON(t, ctx, tb, key1); v["HostID"] != id1 {
-		t.Fatalf("h1's lease %v carries HostID %v, want %s", v, v["HostID"], id1)
+	if v, _ := acqLeaseJSON(t, ctx, c.tb, key1); v["HostID"] != c.id1 {
+		t.Fatalf("h1's lease %v carries HostID %v, want %s", v, v["HostID"], c.id1)
 	}
 	if err := h1.StopDaemon(); err != nil {
 		t.Fatal(err)
@@ -184,15 +213,21 @@ func hostileAcquire(t *testing.T, backend string) {
 	if got := leaseSubnet(t, ctx, h1); got != sn1 {
 		t.Fatalf("restart changed h1's subnet %s -> %s", sn1, got)
 	}
-	if v, _ := acqLeaseJSON(t, ctx, tb, key1); v["HostID"] != id1 || !strings.Contains(h1.Log(), `msg="reusing our existing lease"`) {
+	if v, _ := acqLeaseJSON(t, ctx, c.tb, key1); v["HostID"] != c.id1 || !strings.Contains(h1.Log(), `msg="reusing our existing lease"`) {
 		t.Fatalf("after the restart h1's lease is %v", v)
 	}
+	return sn1
+}
 
-	// (a) A malformed value at the key h1 wants (its subnet.env names it).
+// malformedAtHint is (a): a malformed value at the key h1 wants (the one
+// its subnet.env names), put while h1 is stopped. h1 ends with a new lease
+// and a pod in it.
+func (c *acqCluster) malformedAtHint(t *testing.T, ctx context.Context, sn1 netip.Prefix) {
+	h1, key1 := c.h1, acqLeaseKey(sn1)
 	if err := h1.StopDaemon(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tb.Etcdctl(ctx, "put", key1, "not a lease"); err != nil {
+	if _, err := c.tb.Etcdctl(ctx, "put", key1, "not a lease"); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -201,9 +236,8 @@ func hostileAcquire(t *testing.T, backend string) {
 	}
 	waitFor(t, "h1 leases another subnet", 20*time.Second, func() bool { return acqReadyCount(h1) == 3 })
 	t.Logf("h1 got a new lease %v after its start, its old key holding a malformed value", time.Since(start).Round(time.Millisecond))
-	sn1b := leaseSubnet(t, ctx, h1)
-	if sn1b == sn1 {
-		t.Fatalf("h1 got %s, the subnet the malformed key holds", sn1b)
+	if sn := leaseSubnet(t, ctx, h1); sn == sn1 {
+		t.Fatalf("h1 got %s, the subnet the malformed key holds", sn)
 	}
 	warn := `msg="malformed key in etcd: not a lease; delete it" activity="acquiring a lease" key=` + key1 + ` `
 	if n := strings.Count(h1.Log(), warn); n != 1 {
@@ -215,31 +249,37 @@ func hostileAcquire(t *testing.T, backend string) {
 	if strings.Contains(h1.Log(), "lost the race") || strings.Contains(h1.Log(), "etcd unavailable") {
 		t.Errorf("h1 reported races or an outage:\n%s", h1.Log())
 	}
-	for _, h := range []*testbed.Host{h2, h3} {
+	for _, h := range []*testbed.Host{c.h2, c.h3} {
 		if n := strings.Count(h.Log(), `activity="watching leases" key=`+key1+` `); n != 1 {
 			t.Errorf("%s logged the malformed key %d times, want once:\n%s", h.Name, n, h.Log())
 		}
 	}
-	if out, err := tb.Etcdctl(ctx, "del", key1); err != nil || strings.TrimSpace(out) != "1" {
+	// The operator runs the fix: the cluster is whole, and etcd holds
+	// exactly the three leases.
+	if out, err := c.tb.Etcdctl(ctx, "del", key1); err != nil || strings.TrimSpace(out) != "1" {
 		t.Fatalf("etcdctl del %s: %q %v", key1, out, err)
 	}
 	if err := h1.AddPods(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	pingMesh(t, ctx, tb)
-	out, err := tb.Etcdctl(ctx, "get", "--prefix", "--keys-only", acqSubnets)
+	pingMesh(t, ctx, c.tb)
+	out, err := c.tb.Etcdctl(ctx, "get", "--prefix", "--keys-only", acqSubnets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if keys := strings.Fields(out); len(keys) != 3 {
 		t.Errorf("after the del, etcd holds %v, want the 3 hosts' leases", keys)
 	}
+}
 
-	// (b) A second host with h1's public IP: it stops; h1 keeps its lease.
-	key1b := acqLeaseKey(sn1b)
-	before, rev := acqLeaseJSON(t, ctx, tb, key1b)
-	toH1 := startAcqStream(t, ctx, h3.Pods[0], h1.Pods[0])
-	h4, err := tb.AddHost(ctx, testbed.HostOptions{})
+// impostorStops is (b): h4 started with h1's --public-ip exits with the
+// conflict error; h1's lease is untouched.
+func (c *acqCluster) impostorStops(t *testing.T, ctx context.Context) {
+	h1 := c.h1
+	sn := leaseSubnet(t, ctx, h1)
+	key := acqLeaseKey(sn)
+	before, rev := acqLeaseJSON(t, ctx, c.tb, key)
+	h4, err := c.tb.AddHost(ctx, testbed.HostOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,31 +291,18 @@ func hostileAcquire(t *testing.T, backend string) {
 	if err != nil || code != 1 {
 		t.Fatalf("h4 exited with %d %v, want 1:\n%s", code, err, h4.Log())
 	}
-	log4 := h4.Log()
-	for _, want := range []string{"flanneld: another host holds a lease for this host's public IP: lease " + key1b,
-		"(subnet " + sn1b.String() + ") for public IP " + h1.Addr.String(), "belongs to host " + id1 + ", this host is " + id4,
-		"free the lease and start again: etcdctl del " + key1b, "(this host's identity " + id4 + " is derived from "} {
-		if !strings.Contains(log4, want) {
-			t.Errorf("h4's error lacks %q:\n%s", want, log4)
+	for _, want := range []string{"flanneld: another host holds a lease for this host's public IP: lease " + key,
+		"(subnet " + sn.String() + ") for public IP " + h1.Addr.String(), "belongs to host " + c.id1 + ", this host is " + id4,
+		"free the lease and start again: etcdctl del " + key, "(this host's identity " + id4 + " is derived from "} {
+		if !strings.Contains(h4.Log(), want) {
+			t.Errorf("h4's error lacks %q:\n%s", want, h4.Log())
 		}
 	}
-	after, rev2 := acqLeaseJSON(t, ctx, tb, key1b)
-	if rev2 != rev || after["HostID"] != id1 || fmt.Sprint(after) != fmt.Sprint(before) {
+	after, rev2 := acqLeaseJSON(t, ctx, c.tb, key)
+	if rev2 != rev || after["HostID"] != c.id1 || fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("h1's lease changed: %v (rev %d) -> %v (rev %d)", before, rev, after, rev2)
 	}
-	if err := h3.Pods[0].Ping(ctx, h1.Pods[0].Addr, 3); err != nil {
+	if err := c.h3.Pods[0].Ping(ctx, h1.Pods[0].Addr, 3); err != nil {
 		t.Error(err)
-	}
-	for name, s := range map[string]*acqStream{"h3 -> h1 during (b)": toH1, "h2 -> h3 throughout": bystanders} {
-		lost, answered := s.lost(t)
-		t.Logf("%s: %d answered, %d lost", name, answered, lost)
-		if lost > 0 || answered == 0 {
-			t.Errorf("%s: %d pings lost of %d", name, lost, lost+answered)
-		}
-	}
-	for _, h := range []*testbed.Host{h1, h2, h3} {
-		if strings.Contains(h.Log(), "level=ERROR") {
-			t.Errorf("%s logged errors:\n%s", h.Name, h.Log())
-		}
 	}
 }

@@ -83,37 +83,11 @@ func TestAcquireWithMalformedKeys(t *testing.T) {
 			}
 			got := map[netip.Prefix]bool{}
 			for i := 1; i <= free; i++ {
-				var logs syncBuffer
-				mi := NewManager(cli, m.prefix, time.Hour, slog.New(slog.NewTextHandler(&logs, nil)))
-				a := hostAttrs(i)
-				a.PublicIPv6 = netip.MustParseAddr(fmt.Sprintf("fd00:50::%d", i))
-				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				l, err := mi.Acquire(actx, cfg, a, hint)
-				cancel()
-				if err != nil {
-					t.Fatalf("host %d: %v", i, err)
-				}
-				if tc.holds != "" && l.Subnet.String() == tc.holds {
-					t.Fatalf("host %d got %s, which the malformed key %s holds", i, l.Subnet, tc.key)
-				}
+				l := acquireBeside(t, m, cli, cfg, i, hint, key, tc.holds)
 				if tc.netconf == dual && l.IPv6Subnet == hint.IPv6Subnet {
 					t.Fatalf("host %d got %s, which the malformed key %s holds", i, l.IPv6Subnet, tc.key)
 				}
 				got[l.Subnet] = true
-				wantLines := 0
-				if tc.holds != "" {
-					wantLines = 1
-				}
-				if n := malformedLines(logs.String(), key); n != wantLines {
-					t.Errorf("host %d logged the key %d times, want %d:\n%s", i, n, wantLines, logs.String())
-				}
-				holds := tc.holds
-				if tc.netconf == dual {
-					holds += "+" + hint.IPv6Subnet.String()
-				}
-				if wantLines == 1 && !strings.Contains(logs.String(), `holds=`+holds+` fix="`+delHint(key)+`"`) {
-					t.Errorf("host %d: the warning lacks the subnet or the fix:\n%s", i, logs.String())
-				}
 			}
 			if len(got) != free {
 				t.Fatalf("%d hosts got %d distinct subnets", free, len(got))
@@ -129,6 +103,43 @@ func TestAcquireWithMalformedKeys(t *testing.T) {
 			}
 		})
 	}
+}
+
+// acquireBeside acquires a lease for host i with a malformed key at key
+// holding the subnet holds ("" for none) and checks that the host did not
+// get that subnet and logged the key once (or not at all if it holds
+// nothing), with the subnets it holds and the command that deletes it.
+func acquireBeside(t *testing.T, m *Manager, cli *clientv3.Client, cfg *subnet.Config, i int, hint subnet.Hint, key, holds string) subnet.Lease {
+	t.Helper()
+	var logs syncBuffer
+	mi := NewManager(cli, m.prefix, time.Hour, slog.New(slog.NewTextHandler(&logs, nil)))
+	a := hostAttrs(i)
+	if cfg.EnableIPv6 {
+		a.PublicIPv6 = netip.MustParseAddr(fmt.Sprintf("fd00:50::%d", i))
+	}
+	actx, cancel := context.WithTimeout(ctxT(t), 5*time.Second)
+	defer cancel()
+	l, err := mi.Acquire(actx, cfg, a, hint)
+	if err != nil {
+		t.Fatalf("host %d: %v", i, err)
+	}
+	if holds != "" && l.Subnet.String() == holds {
+		t.Fatalf("host %d got %s, which the malformed key %s holds", i, l.Subnet, key)
+	}
+	wantLines := 0
+	if holds != "" {
+		wantLines = 1
+		if cfg.EnableIPv6 {
+			holds += "+" + hint.IPv6Subnet.String()
+		}
+	}
+	if n := malformedLines(logs.String(), key); n != wantLines {
+		t.Errorf("host %d logged the key %d times, want %d:\n%s", i, n, wantLines, logs.String())
+	}
+	if wantLines == 1 && !strings.Contains(logs.String(), `holds=`+holds+` fix="`+delHint(key)+`"`) {
+		t.Errorf("host %d: the warning lacks the subnet or the fix:\n%s", i, logs.String())
+	}
+	return l
 }
 
 // After the operator deletes the key, its subnet is leased again.
