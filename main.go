@@ -31,6 +31,7 @@ var version = "dev"
 type flags struct {
 	etcd           etcd.Config
 	iface          network.IfaceOptions
+	hostID         string
 	subnetFile     string
 	renewMargin    int
 	leaseTTL       time.Duration
@@ -82,6 +83,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	fl.StringVar(&f.iface.PublicIP, "public-ip", "", "IPv4 address advertised to other hosts (default: the interface's address)")
 	fl.StringVar(&f.iface.PublicIPv6, "public-ipv6", "", "IPv6 address advertised to other hosts (default: the interface's global IPv6 address)")
 	fl.StringVar(&f.subnetFile, "subnet-file", "/run/flannel/subnet.env", "file the subnet variables are written to")
+	fl.StringVar(&f.hostID, "host-id", "", "this host's identity in its lease (default: derived from /etc/machine-id and the external interface's MAC address)")
 	fl = root.Flags()
 	fl.IntVar(&f.renewMargin, "subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires (1..1439)")
 	fl.DurationVar(&f.leaseTTL, "subnet-lease-ttl", etcd.DefaultTTL, "life of a subnet lease (testing only; keep the default in production)")
@@ -200,6 +202,7 @@ func runDaemon(ctx context.Context, f flags, stderr io.Writer) error {
 		HealthzAddr:          healthz,
 		Etcd:                 f.etcd,
 		Iface:                f.iface,
+		HostID:               f.hostID,
 		SubnetFile:           f.subnetFile,
 		RenewMargin:          time.Duration(f.renewMargin) * time.Minute,
 		LeaseTTL:             f.leaseTTL,
@@ -271,7 +274,7 @@ func newCleanupCmd(stdout io.Writer, f *flags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			return network.Cleanup(ctx, network.Config{Etcd: f.etcd, Iface: f.iface, SubnetFile: f.subnetFile}, stdout)
+			return network.Cleanup(ctx, network.Config{Etcd: f.etcd, Iface: f.iface, HostID: f.hostID, SubnetFile: f.subnetFile}, stdout)
 		},
 	}
 }

@@ -49,6 +49,7 @@ func TestFlagDefaults(t *testing.T) {
 		"iptables-resync": "5", "iptables-forward-rules": "true", "healthz-port": "0", "iface": "[]",
 		"etcd-cafile": "", "etcd-certfile": "", "etcd-keyfile": "", "etcd-username": "", "etcd-password": "",
 		"iface-regex": "[]", "iface-can-reach": "", "public-ip": "", "public-ipv6": "", "healthz-ip": "0.0.0.0",
+		"host-id": "",
 	} {
 		if got := flagValue(t, cmd, name); got != want {
 			t.Errorf("--%s default %q, want %q", name, got, want)
@@ -65,6 +66,7 @@ func TestEnvironmentAndCommandLinePrecedence(t *testing.T) {
 		"FLANNELD_IPTABLES_FORWARD_RULES":    "false",
 		"FLANNELD_PUBLIC_IP":                 "203.0.113.9",
 		"FLANNELD_ETCD_PREFIX":               "/from/env",
+		"FLANNELD_HOST_ID":                   "node-7",
 	}, "--etcd-prefix", "/from/cli")
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +74,7 @@ func TestEnvironmentAndCommandLinePrecedence(t *testing.T) {
 	for name, want := range map[string]string{
 		"etcd-endpoints": "[http://10.0.0.1:2379,http://10.0.0.2:2379]", "iface": "[eth1,192.168.1.5]",
 		"ip-masq": "true", "subnet-lease-renew-margin": "30", "iptables-forward-rules": "false",
-		"public-ip": "203.0.113.9", "etcd-prefix": "/from/cli",
+		"public-ip": "203.0.113.9", "etcd-prefix": "/from/cli", "host-id": "node-7",
 	} {
 		if got := flagValue(t, cmd, name); got != want {
 			t.Errorf("--%s = %q, want %q", name, got, want)

@@ -57,6 +57,7 @@ type leaseValue struct {
 		VNI     int
 		VtepMAC string
 	}
+	HostID string // ours only; upstream neither writes nor keeps it
 }
 
 // leaseOf reads the lease value of the host with underlay address pub.
@@ -153,6 +154,11 @@ func TestInteropUpstream(t *testing.T) {
 			}
 			if lvU.BackendType != wantTypeU || strings.Count(keyU, "&") != strings.Count(key1, "&") {
 				t.Errorf("leases differ in form: upstream %s %+v, ours %s %+v", keyU, lvU, key1, lv1)
+			}
+			// Our host identity rides beside upstream's fields; upstream,
+			// which reads this lease to reach h1, ignores it.
+			if lv1.HostID == "" || lvU.HostID != "" {
+				t.Errorf("HostID: ours %q (want one), upstream's %q (want none)", lv1.HostID, lvU.HostID)
 			}
 			if tc.dual && (lvU.PublicIPv6 != hu.Addr6.String() || lv1.PublicIPv6 != h1.Addr6.String()) {
 				t.Errorf("PublicIPv6: upstream %q, ours %q", lvU.PublicIPv6, lv1.PublicIPv6)
@@ -309,8 +315,14 @@ func TestInteropMigration(t *testing.T) {
 				start := time.Now()
 				pingMesh(t, ctx, tb)
 				t.Logf("step %d: h3 now runs %s flanneld, subnet %s kept, mesh whole again in %v", i+1, step.to, sn, time.Since(start).Round(time.Millisecond))
-				if _, lv := leaseOf(t, ctx, tb, h3.Addr); tc.backend == vxlanBackend && lv.BackendData.VtepMAC != linkMAC(t, ctx, h3, "flannel.1") {
+				_, lv := leaseOf(t, ctx, tb, h3.Addr)
+				if tc.backend == vxlanBackend && lv.BackendData.VtepMAC != linkMAC(t, ctx, h3, "flannel.1") {
 					t.Errorf("h3's lease has VtepMAC %s, its device %s", lv.BackendData.VtepMAC, linkMAC(t, ctx, h3, "flannel.1"))
+				}
+				// Ours takes over upstream's lease (it names no host) and
+				// adds its identity; upstream takes ours over and drops it.
+				if (step.to == "ours") != (lv.HostID != "") {
+					t.Errorf("h3 on %s: its lease has HostID %q", step.to, lv.HostID)
 				}
 			}
 		})

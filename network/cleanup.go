@@ -18,7 +18,8 @@ import (
 // Cleanup decommissions this host: it deletes the devices our backends
 // create (flannel.N, flannel-v6.N, flannel0), the routes marked proto 98,
 // the FLANNEL-* iptables chains and their jumps, this host's lease in etcd
-// (found by its public IP; reservations are kept: they are the operator's)
+// (found by its public IP, unless the lease names another host identity;
+// reservations are kept: they are the operator's)
 // and the subnet file, printing one line per thing removed. Run it with the
 // daemon stopped. Local cleanup goes on when etcd cannot be reached; the
 // error then says what is left.
@@ -34,7 +35,9 @@ func Cleanup(ctx context.Context, c Config, w io.Writer) error {
 	ext, err := FindExternal(h, c.Iface)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("finding this host's address to delete its lease: %w", err))
-	} else if err := deleteOwnLeases(ctx, c, ext.PublicIP, w, log); err != nil {
+	} else if id, err := cleanupHostID(c, ext.Name, ext.Index); err != nil {
+		errs = append(errs, fmt.Errorf("the lease of %s stays in etcd: %w", ext.PublicIP, err))
+	} else if err := deleteOwnLeases(ctx, c, ext.PublicIP, id, w, log); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, removeDevices(h, w), removeRoutes(h, w), removeRules(log, w))
@@ -102,7 +105,17 @@ func removeRules(log *slog.Logger, w io.Writer) error {
 	return nil
 }
 
-func deleteOwnLeases(ctx context.Context, c Config, public interface{ String() string }, w io.Writer, log *slog.Logger) error {
+// cleanupHostID is this host's identity, as the daemon derives it.
+func cleanupHostID(c Config, iface string, index int) (string, error) {
+	mac, err := interfaceMAC(index)
+	if err != nil {
+		return "", err
+	}
+	id, _, err := HostIdentity(c.HostID, c.MachineIDFile, iface, mac)
+	return id, err
+}
+
+func deleteOwnLeases(ctx context.Context, c Config, public interface{ String() string }, hostID string, w io.Writer, log *slog.Logger) error {
 	cli, err := etcd.NewClient(c.Etcd)
 	if err != nil {
 		return fmt.Errorf("the lease of %s stays in etcd: %w", public, err)
@@ -115,6 +128,10 @@ func deleteOwnLeases(ctx context.Context, c Config, public interface{ String() s
 	}
 	for _, l := range leases {
 		if l.Attrs.PublicIP.String() != public.String() {
+			continue
+		}
+		if l.Attrs.HostID != "" && l.Attrs.HostID != hostID {
+			fmt.Fprintf(w, "kept lease %s: it belongs to host %s, not to this host (%s)\n", sm.LeaseKey(l), l.Attrs.HostID, dash(hostID))
 			continue
 		}
 		if l.Reserved() {

@@ -65,6 +65,13 @@ type Config struct {
 	Ready func()
 	// UDP is the udp backend's tuning (FLANNEL_UDP_* variables).
 	UDP udp.Tuning
+	// HostID is this host's identity in its lease (--host-id). Run fills
+	// it in when empty (see HostIdentity); an engine from NewEngine uses
+	// it as it is.
+	HostID string
+	// MachineIDFile is read for the default HostID (DefaultMachineIDFile
+	// when empty).
+	MachineIDFile string
 }
 
 // Run runs the daemon until ctx is done. It returns an error for anything
@@ -102,11 +109,38 @@ func Run(ctx context.Context, c Config) error {
 	}
 	log.Info("using external interface", "iface", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP,
 		"addr6", ext.Addr6, "public_ipv6", ext.PublicIPv6, "mtu", ext.MTU)
+	source, err := c.fillHostID(ext, log)
+	if err != nil {
+		return err
+	}
 	be, err := bt.New(backend.Params{Ext: ext, Config: netcfg, Options: opts, Log: log, Tuning: c.UDP})
 	if err != nil {
 		return err
 	}
-	return NewEngine(c, sm, netcfg, ext, be).Run(ctx)
+	e := NewEngine(c, sm, netcfg, ext, be)
+	e.hostIDSource = source
+	return e.Run(ctx)
+}
+
+// fillHostID sets c.HostID to this host's identity (see HostIdentity),
+// logs it, and returns where it comes from.
+func (c *Config) fillHostID(ext *backend.ExternalInterface, log *slog.Logger) (source string, err error) {
+	mac, err := interfaceMAC(ext.Index)
+	if err != nil {
+		return "", err
+	}
+	id, source, err := HostIdentity(c.HostID, c.MachineIDFile, ext.Name, mac)
+	if err != nil {
+		return "", err
+	}
+	if id == "" {
+		log.Warn("this host has no identity: its lease carries none, and another host given the same public IP could take it; set --host-id",
+			"reason", source)
+	} else {
+		log.Info("host identity", "host_id", id, "source", source)
+	}
+	c.HostID = id
+	return source, nil
 }
 
 // Engine runs one host's lease and backend.
@@ -119,6 +153,11 @@ type Engine struct {
 	be  backend.Backend
 
 	attrs subnet.LeaseAttrs
+	// hostIDSource says where cfg.HostID comes from, for errors.
+	hostIDSource string
+	// acquireTimeout bounds one acquisition round (etcdRequestTimeout
+	// when zero; shorter in tests).
+	acquireTimeout time.Duration
 	// lease is written only by the engine's goroutine (under leaseMu) and
 	// read there freely; other goroutines use Lease().
 	lease    subnet.Lease
@@ -175,6 +214,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return fmt.Errorf("preparing the %s backend: %w", e.net.BackendType, err)
 	}
 	attrs.PublicIP, attrs.PublicIPv6 = e.ext.PublicIP, e.ext.PublicIPv6
+	attrs.HostID = e.cfg.HostID
 	e.attrs = attrs
 
 	// Host prerequisites come before the lease, so a host that cannot

@@ -33,15 +33,27 @@ func (e *Engine) previousSubnet() subnet.Hint {
 	return env.Hint()
 }
 
-// acquire gets a lease, waiting out etcd outages. Running out of subnets is
-// returned at once: only the operator can fix it.
+// lostRaceRounds bounds the acquisitions that end in lost races (each
+// Acquire tries up to 50 times) before the daemon gives up: contention
+// clears in a few rounds; what does not is a writer to fix.
+const lostRaceRounds = 3
+
+// acquire gets a lease, waiting out etcd outages. What only the operator
+// can fix is returned at once: no free subnet, another host holding a
+// lease for our PublicIP, etcd refusing our requests. Lost races are
+// retried for lostRaceRounds rounds. While it retries, /readyz says why.
 func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, error) {
 	outage := etcd.NewOutageLog(e.log, "acquiring a lease")
 	retry := backoff.New(time.Second, 30*time.Second)
+	races := 0
 	for {
 		// Each attempt is bounded: the etcd client waits for a connection
 		// without limit, and an outage must be logged, not waited on.
-		actx, cancel := context.WithTimeout(ctx, etcdRequestTimeout)
+		timeout := e.acquireTimeout
+		if timeout <= 0 {
+			timeout = etcdRequestTimeout
+		}
+		actx, cancel := context.WithTimeout(ctx, timeout)
 		l, err := e.sm.Acquire(actx, e.net, e.attrs, hint)
 		cancel()
 		if err == nil {
@@ -51,15 +63,42 @@ func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, e
 		if ctx.Err() != nil {
 			return subnet.Lease{}, ctx.Err()
 		}
-		if errors.Is(err, subnet.ErrNoFreeSubnet) {
-			return subnet.Lease{}, err
+		reason, fatal := e.acquireFailed(err, &races, outage)
+		if fatal != nil {
+			e.health.Set("lease", fmt.Errorf("acquiring a lease: gave up: %w", fatal))
+			return subnet.Lease{}, fatal
 		}
-		e.health.metrics.etcdErrors.WithLabelValues("acquire").Inc()
-		outage.Fail(err)
+		e.health.Set("lease", fmt.Errorf("acquiring a lease: %s", reason))
 		if err := retry.Wait(ctx); err != nil {
 			return subnet.Lease{}, err
 		}
 	}
+}
+
+// acquireFailed sorts out a failed acquisition: an error to stop with, or
+// the reason to retry (for /readyz). races counts the rounds lost to races.
+func (e *Engine) acquireFailed(err error, races *int, outage *etcd.OutageLog) (reason string, fatal error) {
+	switch {
+	case errors.Is(err, subnet.ErrNoFreeSubnet):
+		return "", err
+	case errors.Is(err, etcd.ErrHostConflict):
+		if e.hostIDSource != "" {
+			err = fmt.Errorf("%w (this host's identity %s is %s)", err, e.attrs.HostID, e.hostIDSource)
+		}
+		return "", err
+	case errors.Is(err, etcd.ErrLostRaces):
+		*races++
+		if *races >= lostRaceRounds {
+			return "", fmt.Errorf("acquiring a lease: giving up after %d rounds: %w", *races, err)
+		}
+		e.log.Warn("acquiring a lease: lost every race for a subnet; retrying", "round", *races, "rounds", lostRaceRounds, "error", err)
+		return fmt.Sprintf("lost the race for a subnet (round %d of %d): %v", *races, lostRaceRounds, err), nil
+	case !etcd.IsTransient(err):
+		return "", fmt.Errorf("acquiring a lease: etcd refused the request; check the etcd user's permissions on the prefix: %w", err)
+	}
+	e.health.metrics.etcdErrors.WithLabelValues("acquire").Inc()
+	outage.Fail(err)
+	return "etcd unreachable: " + err.Error(), nil
 }
 
 // applyLease configures the backend, rules and subnet.env for l.

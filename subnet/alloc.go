@@ -33,15 +33,18 @@ func (c *Config) LeaseFits(l Lease) bool {
 }
 
 // PickSubnets chooses the subnets of a new lease for the host whose
-// PublicIP is self, given every lease in etcd. Each family is chosen on its
-// own (turning IPv6 on must not renumber the IPv4 subnet): the hinted
-// subnet when it fits and is free, else a random free one in
-// [SubnetMin, SubnetMax]. v6 is invalid unless IPv6 is enabled.
+// PublicIP is self, given every lease in etcd and every malformed key.
+// Each family is chosen on its own (turning IPv6 on must not renumber the
+// IPv4 subnet): the hinted subnet when it fits and is free, else a random
+// free one in [SubnetMin, SubnetMax]. v6 is invalid unless IPv6 is
+// enabled.
 //
-// Leases of self that are not reservations do not count as taken: the
-// caller has reused or deleted them before asking for new subnets.
-func (c *Config) PickSubnets(leases []Lease, self netip.Addr, hint Hint) (v4, v6 netip.Prefix, err error) {
-	taken := newTakenSet(leases, self)
+// A subnet is taken when a lease or a malformed key holds it (see
+// Malformed for the rule the creation guard shares). Leases of self that
+// are not reservations do not count as taken: the caller has reused or
+// deleted them before asking for new subnets.
+func (c *Config) PickSubnets(leases []Lease, malformed []Malformed, self netip.Addr, hint Hint) (v4, v6 netip.Prefix, err error) {
+	taken := c.newTakenSet(leases, malformed, self)
 	if c.SubnetFits(hint.Subnet) && !taken.v4[hint.Subnet] {
 		v4 = hint.Subnet
 	} else if v4, err = pickFree(c.Network, c.SubnetLen, c.SubnetMin, c.SubnetMax, taken.v4, "", taken); err != nil {
@@ -58,31 +61,44 @@ func (c *Config) PickSubnets(leases []Lease, self netip.Addr, hint Hint) (v4, v6
 	return v4, v6, nil
 }
 
-// takenSet is what other hosts hold, and how many leases and reservations
-// there are, for the exhaustion message.
+// takenSet is what others hold, and how many leases, reservations and
+// malformed keys there are, for the exhaustion message.
 type takenSet struct {
-	v4, v6           map[netip.Prefix]bool
-	leased, reserved int
+	v4, v6                      map[netip.Prefix]bool
+	leased, reserved, malformed int
 }
 
-// newTakenSet collects the subnets held by others. Leases under our own
-// PublicIP were handled (reused or deleted) before this is called.
-func newTakenSet(leases []Lease, self netip.Addr) takenSet {
-	t := takenSet{v4: map[netip.Prefix]bool{}, v6: map[netip.Prefix]bool{}}
-	for _, l := range leases {
-		if l.Attrs.PublicIP == self && !l.Reserved() {
-			continue
-		}
-		t.v4[l.Subnet] = true
-		if l.IPv6Subnet.IsValid() {
-			t.v6[l.IPv6Subnet] = true
-		}
-	}
+// newTakenSet collects the subnets held by others' leases and by malformed
+// keys. Leases under our own PublicIP were handled (reused or deleted)
+// before this is called.
+func (c *Config) newTakenSet(leases []Lease, malformed []Malformed, self netip.Addr) takenSet {
+	t := takenSet{v4: map[netip.Prefix]bool{}, v6: map[netip.Prefix]bool{}, malformed: len(malformed)}
 	for _, l := range leases {
 		if l.Reserved() {
 			t.reserved++
 		} else {
 			t.leased++
+		}
+		if l.Attrs.PublicIP == self && !l.Reserved() {
+			continue
+		}
+		t.v4[l.Subnet] = true
+		// A lease of another length blocks the creation of the subnet its
+		// name begins like, if any (the guard compares strings).
+		if g, ok := GuardedSubnet(l.Key(), c.SubnetLen); ok {
+			t.v4[g] = true
+		}
+		if l.IPv6Subnet.IsValid() {
+			t.v6[l.IPv6Subnet] = true
+		}
+	}
+	for _, m := range malformed {
+		v4, v6 := m.Holds(c)
+		if v4.IsValid() {
+			t.v4[v4] = true
+		}
+		if v6.IsValid() {
+			t.v6[v6] = true
 		}
 	}
 	return t
@@ -95,7 +111,11 @@ func pickFree(n netip.Prefix, l int, lo, hi netip.Addr, taken map[netip.Prefix]b
 	count := subnetIndex(lo, hi, l)
 	count.Add(count, big.NewInt(1))
 	exhausted := func() error {
-		return fmt.Errorf("%w in %s%s (SubnetLen %d): %d leased, %d reserved", ErrNoFreeSubnet, family, n, l, ts.leased, ts.reserved)
+		err := fmt.Errorf("%w in %s%s (SubnetLen %d): %d leased, %d reserved", ErrNoFreeSubnet, family, n, l, ts.leased, ts.reserved)
+		if ts.malformed > 0 {
+			err = fmt.Errorf("%w, %d malformed keys (logged with the command that deletes each)", err, ts.malformed)
+		}
+		return err
 	}
 	if count.IsInt64() && count.Int64() <= 4096 {
 		var free []netip.Prefix

@@ -45,7 +45,7 @@ func TestPickSubnetsHint(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for range 20 { // the fallback is random: try it a few times
-				v4, v6, err := cfg.PickSubnets(tc.leases, self(1), hint)
+				v4, v6, err := cfg.PickSubnets(tc.leases, nil, self(1), hint)
 				if err != nil || v6.IsValid() {
 					t.Fatalf("PickSubnets = %s, %s, %v", v4, v6, err)
 				}
@@ -59,7 +59,7 @@ func TestPickSubnetsHint(t *testing.T) {
 		})
 	}
 	// A hint outside the range is not used.
-	v4, _, err := cfg.PickSubnets(nil, self(1), Hint{Subnet: netip.MustParsePrefix("10.9.0.0/28")})
+	v4, _, err := cfg.PickSubnets(nil, nil, self(1), Hint{Subnet: netip.MustParsePrefix("10.9.0.0/28")})
 	if err != nil || !cfg.SubnetFits(v4) {
 		t.Errorf("hint outside the network: got %s, %v", v4, err)
 	}
@@ -76,13 +76,13 @@ func TestPickSubnetsAvoidsTaken(t *testing.T) {
 		}
 	}
 	for range 20 {
-		v4, _, err := cfg.PickSubnets(leases, self(1), Hint{})
+		v4, _, err := cfg.PickSubnets(leases, nil, self(1), Hint{})
 		if err != nil || v4 != netip.MustParsePrefix("10.0.0.160/28") {
 			t.Fatalf("got %s, %v; want the one free subnet 10.0.0.160/28", v4, err)
 		}
 	}
 	leases = append(leases, lease("10.0.0.160/28", "", 99, 0))
-	_, _, err := cfg.PickSubnets(leases, self(1), Hint{})
+	_, _, err := cfg.PickSubnets(leases, nil, self(1), Hint{})
 	want := "no free subnet in 10.0.0.0/24 (SubnetLen 28): 8 leased, 7 reserved"
 	if !errors.Is(err, ErrNoFreeSubnet) || err.Error() != want {
 		t.Errorf("exhausted: got %v, want %q (ErrNoFreeSubnet)", err, want)
@@ -93,7 +93,7 @@ func TestPickSubnetsDualStack(t *testing.T) {
 	cfg := mustConfig(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10::/48"}`)
 	taken := lease("10.244.5.0/24", "fd00:10:0:5::/64", 2, 7)
 	hint := Hint{Subnet: netip.MustParsePrefix("10.244.9.0/24"), IPv6Subnet: taken.IPv6Subnet}
-	v4, v6, err := cfg.PickSubnets([]Lease{taken}, self(1), hint)
+	v4, v6, err := cfg.PickSubnets([]Lease{taken}, nil, self(1), hint)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestPickSubnetsDualStack(t *testing.T) {
 	// IPv6 exhaustion names the family.
 	cfg = mustConfig(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/124"}`)
 	leases := []Lease{lease("10.244.1.0/24", "fd00::4/126", 2, 7), lease("10.244.2.0/24", "fd00::8/126", 3, 7), lease("10.244.3.0/24", "fd00::c/126", 4, 7)}
-	_, _, err = cfg.PickSubnets(leases, self(1), Hint{})
+	_, _, err = cfg.PickSubnets(leases, nil, self(1), Hint{})
 	if want := "no free subnet in IPv6 fd00::/124 (SubnetLen 126): 3 leased, 0 reserved"; err == nil || err.Error() != want {
 		t.Errorf("got %v, want %q", err, want)
 	}

@@ -19,7 +19,9 @@
 //     "10.244.3.0-24&fd00:10:244:3::-64") and whose value is the LeaseAttrs
 //     JSON; DecodeLease reads such a pair back. A key attached to an etcd
 //     lease expires with it; a key without one is a reservation, which an
-//     operator made and which never expires (Lease.Reserved).
+//     operator made and which never expires (Lease.Reserved). Any other
+//     key under subnets/ is Malformed; GuardedSubnet says which subnet it
+//     still holds (the same rule as the etcd side's creation guard).
 //   - Event is a change of one lease (added or changed, removed), as the
 //     engine and backends receive them; DiffLeases turns two complete sets
 //     of leases into the events between them.

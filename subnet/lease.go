@@ -14,13 +14,21 @@ import (
 // LeaseAttrs is the value stored under a subnet key, in upstream flannel's
 // JSON shape:
 //
-//	{"PublicIP":"192.168.50.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"..."}}
+//	{"PublicIP":"192.168.50.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"..."},"HostID":"..."}
+//
+// HostID is ours, not upstream's: upstream hosts ignore it when they read a
+// lease and leave it out when they write one.
 type LeaseAttrs struct {
 	PublicIP      netip.Addr // the host's underlay IPv4 address
 	PublicIPv6    netip.Addr // the host's underlay IPv6 address; invalid when none
 	BackendType   string
 	BackendData   json.RawMessage // backend specific, e.g. {"VNI":1,"VtepMAC":"..."}
 	BackendV6Data json.RawMessage // the same for the IPv6 device (vxlan dual-stack)
+	// HostID is the identity of the host that holds the lease ("" when
+	// the writer had none: an upstream host, an older version of ours, an
+	// operator's reservation). A host never takes a lease under its
+	// PublicIP whose HostID is another's.
+	HostID string
 }
 
 // wireAttrs fixes the field order and null handling of the JSON form.
@@ -30,11 +38,12 @@ type wireAttrs struct {
 	BackendType   string          `json:",omitempty"`
 	BackendData   json.RawMessage `json:",omitempty"`
 	BackendV6Data json.RawMessage `json:",omitempty"`
+	HostID        string          `json:",omitempty"`
 }
 
 // MarshalJSON writes the upstream-compatible form.
 func (a LeaseAttrs) MarshalJSON() ([]byte, error) {
-	w := wireAttrs{BackendType: a.BackendType, BackendData: a.BackendData, BackendV6Data: a.BackendV6Data}
+	w := wireAttrs{BackendType: a.BackendType, BackendData: a.BackendData, BackendV6Data: a.BackendV6Data, HostID: a.HostID}
 	w.PublicIP = "0.0.0.0"
 	if a.PublicIP.IsValid() {
 		w.PublicIP = a.PublicIP.String()
@@ -66,6 +75,7 @@ func (a *LeaseAttrs) UnmarshalJSON(b []byte) error {
 		out.PublicIPv6 = ip6
 	}
 	out.BackendType = w.BackendType
+	out.HostID = w.HostID
 	out.BackendData = nullToEmpty(w.BackendData)
 	out.BackendV6Data = nullToEmpty(w.BackendV6Data)
 	*a = out
@@ -81,7 +91,7 @@ func nullToEmpty(m json.RawMessage) json.RawMessage {
 
 // Equal reports whether two attribute sets are the same.
 func (a LeaseAttrs) Equal(b LeaseAttrs) bool {
-	return a.PublicIP == b.PublicIP && a.PublicIPv6 == b.PublicIPv6 && a.BackendType == b.BackendType &&
+	return a.PublicIP == b.PublicIP && a.PublicIPv6 == b.PublicIPv6 && a.BackendType == b.BackendType && a.HostID == b.HostID &&
 		jsonEqual(a.BackendData, b.BackendData) && jsonEqual(a.BackendV6Data, b.BackendV6Data)
 }
 
@@ -144,7 +154,8 @@ func SubnetKey(v4, v6 netip.Prefix) string {
 
 var keyRE = regexp.MustCompile(`^(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([0-9a-fA-F:.]+)-(\d+))?$`)
 
-// ParseSubnetKey parses a key element made by SubnetKey.
+// ParseSubnetKey parses a key element made by SubnetKey, and only that
+// form: no leading zeros, IPv6 in its canonical (RFC 5952) form.
 func ParseSubnetKey(s string) (v4, v6 netip.Prefix, err error) {
 	m := keyRE.FindStringSubmatch(s)
 	if m == nil {
@@ -157,6 +168,12 @@ func ParseSubnetKey(s string) (v4, v6 netip.Prefix, err error) {
 		if v6, err = keyPrefix(m[3], m[4], false); err != nil {
 			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("subnet key %q: %w", s, err)
 		}
+	}
+	// Only the canonical form names a lease: the creation guard compares
+	// keys as strings, so "10.244.3.0-024" would not block the creation of
+	// "10.244.3.0-24" (see GuardedSubnet).
+	if c := SubnetKey(v4, v6); c != s {
+		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("subnet key %q is not in canonical form (%q)", s, c)
 	}
 	return v4, v6, nil
 }

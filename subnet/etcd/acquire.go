@@ -15,51 +15,86 @@ import (
 	"github.com/flanneld-go/flannel/subnet"
 )
 
-// Acquire gets this host a lease for attrs (PublicIP identifies the host):
+// ErrLostRaces means Acquire gave up after losing the creation race every
+// time: other writers kept changing the subnet table between its read and
+// its write. It is not an etcd outage.
+var ErrLostRaces = errors.New("lost the race for a subnet")
+
+// acquireAttempts bounds the reads and writes of one Acquire.
+const acquireAttempts = 50
+
+// Acquire gets this host a lease for attrs (PublicIP identifies the host;
+// HostID tells it from another host given the same PublicIP):
 //  1. a lease already held under our PublicIP is reused if it fits cfg
-//     (a reservation is used as is; a non-fitting lease is deleted);
+//     (a reservation is used as is; a non-fitting lease is deleted), unless
+//     it carries another HostID: then no lease is taken and the error is a
+//     *HostConflictError (a lease with no HostID is ours, as upstream has it);
 //  2. else the hinted subnet from the previous subnet file, if free;
 //  3. else a random free subnet in [SubnetMin, SubnetMax] (and the same for
 //     IPv6 when enabled).
 //
-// Creation is a transaction that succeeds only if nobody holds the subnet,
+// Creation is a transaction that succeeds only if no key holds the subnet,
 // so concurrent hosts never get the same one; a lost race re-reads and
-// tries again.
+// tries again, up to acquireAttempts times (then ErrLostRaces). Keys that
+// are not leases hold their subnet by the rule of subnet.Malformed, the
+// same rule as the transaction's guard, so they never make it fail; each
+// is logged once per Acquire, with the command that deletes it.
 func (m *Manager) Acquire(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, hint subnet.Hint) (subnet.Lease, error) {
-	const attempts = 50
 	// After a lost race (someone else changed the subnet table between our
 	// read and our write) back off a little, fully jittered so that racers
 	// spread out: up to 20 ms after the first race, 40 ms after the second,
 	// and so on. Growing linearly, not doubling, keeps a storm of hosts
 	// starting at once short (make bench's acquisition storm).
 	retry := backoff.Linear(10*time.Millisecond, time.Second).WithJitter(1)
-	var lastErr error
-	for range attempts {
-		l, err := m.tryAcquire(ctx, cfg, attrs, hint)
+	bad := newMalformedLog(m.log, "acquiring a lease")
+	races := 0
+	for range acquireAttempts {
+		l, err := m.tryAcquire(ctx, cfg, attrs, hint, bad)
 		if err == nil {
 			return l, nil
 		}
-		if !errors.Is(err, errLostRace) {
-			return subnet.Lease{}, err
+		if errors.Is(err, errLostRace) {
+			races++
+			err = retry.Wait(ctx)
 		}
-		lastErr = err
-		if err := retry.Wait(ctx); err != nil {
-			return subnet.Lease{}, err
+		if err == nil {
+			continue
 		}
+		// The deadline may strike in a request as well as in the wait:
+		// after lost races, that is still contention, not an outage.
+		if races > 0 && ctx.Err() != nil {
+			return subnet.Lease{}, fmt.Errorf("%w %d times before the deadline (%w)", ErrLostRaces, races, ctx.Err())
+		}
+		return subnet.Lease{}, err
 	}
-	return subnet.Lease{}, fmt.Errorf("acquiring a subnet: gave up after %d attempts: %w", attempts, lastErr)
+	return subnet.Lease{}, fmt.Errorf("%w %d times in a row: other writers keep changing %s (many hosts starting at once, "+
+		"or something rewriting keys there: etcdctl watch --prefix %s)", ErrLostRaces, acquireAttempts, m.subnetsDir(), m.subnetsDir())
 }
 
 var errLostRace = errors.New("another host changed the subnet table concurrently")
 
-func (m *Manager) tryAcquire(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, hint subnet.Hint) (subnet.Lease, error) {
-	leases, rev, err := m.List(ctx, false)
+func (m *Manager) tryAcquire(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, hint subnet.Hint, bad *malformedLog) (subnet.Lease, error) {
+	t, err := m.ListAll(ctx, false)
 	if err != nil {
 		return subnet.Lease{}, err
 	}
+	for _, b := range t.Malformed {
+		if v4, v6 := b.Holds(cfg); v4.IsValid() || v6.IsValid() {
+			bad.report(b, holdsString(v4, v6))
+		}
+	}
+	// Another host's lease under our PublicIP stops us before we touch
+	// anything: neither it nor a lease of ours is changed.
+	for _, l := range t.Leases {
+		if l.Attrs.PublicIP == attrs.PublicIP {
+			if err := m.checkOwner(l, attrs); err != nil {
+				return subnet.Lease{}, err
+			}
+		}
+	}
 
 	// 1. A lease that is already ours.
-	for _, l := range leases {
+	for _, l := range t.Leases {
 		if l.Attrs.PublicIP != attrs.PublicIP {
 			continue
 		}
@@ -80,10 +115,22 @@ func (m *Manager) tryAcquire(ctx context.Context, cfg *subnet.Config, attrs subn
 	// 2. The subnets from our previous subnet file, each family on its own
 	// (turning IPv6 on must not renumber the IPv4 subnet); 3. else random.
 	want := subnet.Lease{Attrs: attrs}
-	if want.Subnet, want.IPv6Subnet, err = cfg.PickSubnets(leases, attrs.PublicIP, hint); err != nil {
+	if want.Subnet, want.IPv6Subnet, err = cfg.PickSubnets(t.Leases, t.Malformed, attrs.PublicIP, hint); err != nil {
 		return subnet.Lease{}, err
 	}
-	return m.create(ctx, want, rev)
+	return m.create(ctx, want, t.Revision)
+}
+
+// holdsString is the subnets a malformed key holds, for its log line.
+func holdsString(v4, v6 netip.Prefix) string {
+	switch {
+	case v4.IsValid() && v6.IsValid():
+		return v4.String() + "+" + v6.String()
+	case v6.IsValid():
+		return v6.String()
+	default:
+		return v4.String()
+	}
 }
 
 // create writes a new lease if nobody holds its subnets. The IPv4 subnet is
@@ -138,8 +185,10 @@ func (m *Manager) takeOver(ctx context.Context, l subnet.Lease, attrs subnet.Lea
 		if !resp.Succeeded {
 			return subnet.Lease{}, errLostRace
 		}
+		bound := l.Attrs.HostID == "" && attrs.HostID != ""
 		l.Attrs, l.ModRevision = attrs, resp.Header.Revision
-		m.log.Info("using the subnet reserved for this host", "subnet", l.String(), "public_ip", attrs.PublicIP, "key", key)
+		m.log.Info("using the subnet reserved for this host", "subnet", l.String(), "public_ip", attrs.PublicIP, "key", key,
+			"host_id", attrs.HostID, "bound_now", bound)
 		return l, nil
 	}
 	grant, err := m.cli.Grant(ctx, int64(m.ttl/time.Second))
@@ -156,9 +205,15 @@ func (m *Manager) takeOver(ctx context.Context, l subnet.Lease, attrs subnet.Lea
 	}
 	// The old etcd lease now holds no key; drop it rather than let it linger.
 	m.revoke(clientv3.LeaseID(l.EtcdLeaseID))
+	msg := "reusing our existing lease"
+	if l.Attrs.HostID != attrs.HostID {
+		// Upstream's rule for a lease that names no host: the PublicIP is
+		// the host.
+		msg = "taking over the lease of this public IP: it names no host identity (written by upstream flanneld, an older flanneld or by hand)"
+	}
 	l.Attrs, l.EtcdLeaseID, l.ModRevision = attrs, int64(grant.ID), resp.Header.Revision
 	l.Expiration = time.Now().Add(m.ttl)
-	m.log.Info("reusing our existing lease", "subnet", l.String(), "public_ip", attrs.PublicIP, "expires", l.Expiration.Format(time.RFC3339))
+	m.log.Info(msg, "subnet", l.String(), "public_ip", attrs.PublicIP, "host_id", attrs.HostID, "expires", l.Expiration.Format(time.RFC3339))
 	return l, nil
 }
 
@@ -183,9 +238,11 @@ func (m *Manager) Renew(ctx context.Context, l subnet.Lease) (subnet.Lease, erro
 	if len(resp.Kvs) == 0 {
 		return l, fmt.Errorf("%w: key %s is gone", ErrLeaseLost, key)
 	}
-	kv := resp.Kvs[0]
-	cur, err := decodeKV(kv)
-	if err != nil || !cur.Attrs.Equal(l.Attrs) || cur.EtcdLeaseID != l.EtcdLeaseID {
+	cur, bad := m.classify(resp.Kvs[0])
+	if bad != nil {
+		return l, fmt.Errorf("%w: key %s now holds a value that is not a lease (%v)", ErrLeaseLost, key, bad.Err)
+	}
+	if !cur.Attrs.Equal(l.Attrs) || cur.EtcdLeaseID != l.EtcdLeaseID {
 		return l, fmt.Errorf("%w: key %s was changed by someone else", ErrLeaseLost, key)
 	}
 	if l.Reserved() {

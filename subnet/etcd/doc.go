@@ -11,12 +11,16 @@
 // deleted by this package.
 //
 // Acquisition is by transaction (acquire.go). Acquire lists the subnet
-// table, reuses a lease already held under our PublicIP, else picks free
-// subnets (subnet.Config.PickSubnets) and creates the key in a transaction
-// that succeeds only if no key holds that IPv4 subnet (and, dual-stack,
-// the table is unchanged since the read, because etcd cannot match the
-// IPv6 half of a key by prefix). A host that loses the race backs off and
-// reads again, so two hosts never get the same subnet. Renew resets the
+// table, reuses a lease already held under our PublicIP (refusing, with a
+// HostConflictError, one that names another host identity: hostconflict.go),
+// else picks free subnets (subnet.Config.PickSubnets) and creates the key
+// in a transaction that succeeds only if no key holds that IPv4 subnet
+// (and, dual-stack, the table is unchanged since the read, because etcd
+// cannot match the IPv6 half of a key by prefix). A host that loses the
+// race backs off and reads again, so two hosts never get the same subnet;
+// after 50 lost races it gives up with ErrLostRaces. Keys that are not
+// leases (malformed.go) hold subnets by the same rule as that guard
+// (subnet.Malformed), so they never make it fail. Renew resets the
 // TTL and checks that the key still holds what we wrote: a lease deleted
 // or rewritten by someone else is ErrLeaseLost, and the caller acquires
 // again.

@@ -139,20 +139,28 @@ func (m *Manager) WaitConfig(ctx context.Context) (*subnet.Config, error) {
 	}
 }
 
-// List returns every valid lease and the revision of the read. Malformed
-// keys or values are logged with the key and skipped. With expiry, the
-// remaining TTL of each etcd lease is looked up (one request per lease, for
-// the leases command; the daemon does not need it).
+// List returns every lease and the revision of the read; keys that are not
+// leases are left out (ListAll has them).
 func (m *Manager) List(ctx context.Context, expiry bool) ([]subnet.Lease, int64, error) {
+	t, err := m.ListAll(ctx, expiry)
+	return t.Leases, t.Revision, err
+}
+
+// ListAll reads every key under subnets/: the leases, and the malformed
+// keys with why each is not a lease (callers report them; see
+// malformedLog). With expiry, the remaining TTL of each etcd lease is
+// looked up (one request per lease, for the leases command; the daemon
+// does not need it).
+func (m *Manager) ListAll(ctx context.Context, expiry bool) (Table, error) {
 	resp, err := m.cli.Get(ctx, m.subnetsDir(), clientv3.WithPrefix())
 	if err != nil {
-		return nil, 0, fmt.Errorf("listing %s in etcd: %w", m.subnetsDir(), err)
+		return Table{}, fmt.Errorf("listing %s in etcd: %w", m.subnetsDir(), err)
 	}
-	leases := make([]subnet.Lease, 0, len(resp.Kvs))
+	t := Table{Leases: make([]subnet.Lease, 0, len(resp.Kvs)), Revision: resp.Header.Revision}
 	for _, kv := range resp.Kvs {
-		l, err := decodeKV(kv)
-		if err != nil {
-			m.log.Warn("skipping malformed lease in etcd", "key", string(kv.Key), "error", err)
+		l, bad := m.classify(kv)
+		if bad != nil {
+			t.Malformed = append(t.Malformed, *bad)
 			continue
 		}
 		if expiry && !l.Reserved() {
@@ -161,7 +169,7 @@ func (m *Manager) List(ctx context.Context, expiry bool) ([]subnet.Lease, int64,
 				l.Expiration = time.Now().Add(time.Duration(ttl.TTL) * time.Second).Truncate(time.Second)
 			}
 		}
-		leases = append(leases, l)
+		t.Leases = append(t.Leases, l)
 	}
-	return leases, resp.Header.Revision, nil
+	return t, nil
 }

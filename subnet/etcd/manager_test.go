@@ -443,7 +443,7 @@ func TestWatchRecoversFromCompaction(t *testing.T) {
 	out := make(chan []subnet.Event, 4)
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	m.watchFrom(wctx, rev+1, known, out, nil)
+	m.watchFrom(wctx, rev+1, known, newMalformedLog(quiet, "test"), out, nil)
 	if wctx.Err() != nil {
 		t.Fatal("watchFrom did not return on compaction")
 	}

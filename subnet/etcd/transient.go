@@ -48,3 +48,8 @@ func isTransient(err error) bool {
 	}
 	return true
 }
+
+// IsTransient reports whether err is worth retrying: an etcd that did not
+// answer, timed out or lost its leader, as opposed to one that refused us
+// (authentication, permission, TLS).
+func IsTransient(err error) bool { return isTransient(err) }

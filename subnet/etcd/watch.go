@@ -2,7 +2,7 @@ package etcd
 
 import (
 	"context"
-	"path"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -21,15 +21,17 @@ import (
 // It lists the subnets, then watches from the list's revision + 1. When the
 // watch breaks (compaction, lost leader, etcd restart) it lists again and
 // emits only the difference from what it had sent, so the receiver's view
-// is always exact. Malformed keys or values are logged and skipped.
+// is always exact. Keys that are not leases (subnet.Malformed) are logged
+// once per value, with the command that deletes them, and skipped.
 func (m *Manager) WatchLeases(ctx context.Context, out chan<- []subnet.Event, relist <-chan struct{}) error {
 	defer close(out)
 	known := map[string]subnet.Lease{}
+	bad := newMalformedLog(m.log, "watching leases")
 	outage := NewOutageLog(m.log, "watching leases")
 	retry := backoff.New(500*time.Millisecond, 30*time.Second).WithJitter(0.25)
 	first := true
 	for {
-		leases, rev, err := m.List(ctx, false)
+		t, err := m.ListAll(ctx, false)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -42,14 +44,17 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- []subnet.Event, re
 		}
 		outage.OK()
 		retry.Reset()
-		batch := subnet.DiffLeases(known, leases)
+		for _, b := range t.Malformed {
+			bad.report(b, "")
+		}
+		batch := subnet.DiffLeases(known, t.Leases)
 		if len(batch) > 0 || first {
 			first = false
 			if !send(ctx, out, batch) {
 				return nil
 			}
 		}
-		m.watchFrom(ctx, rev+1, known, out, relist)
+		m.watchFrom(ctx, t.Revision+1, known, bad, out, relist)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -58,7 +63,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- []subnet.Event, re
 }
 
 // watchFrom follows changes from rev until the watch breaks or ctx ends.
-func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]subnet.Lease, out chan<- []subnet.Event, relist <-chan struct{}) {
+func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]subnet.Lease, bad *malformedLog, out chan<- []subnet.Event, relist <-chan struct{}) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := m.cli.Watch(wctx, m.subnetsDir(), clientv3.WithPrefix(), clientv3.WithRev(rev))
@@ -82,7 +87,7 @@ func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]sub
 			m.log.Warn("lease watch broke; re-listing", "error", err)
 			return
 		}
-		if batch := m.fold(resp.Events, known); len(batch) > 0 && !send(ctx, out, batch) {
+		if batch := m.fold(resp.Events, known, bad); len(batch) > 0 && !send(ctx, out, batch) {
 			return
 		}
 	}
@@ -92,9 +97,10 @@ func (m *Manager) watchFrom(ctx context.Context, rev int64, known map[string]sub
 }
 
 // fold applies the events of one watch response to known and returns them
-// as lease events. A malformed value is logged and skipped; if the key held
-// a valid lease before, that lease is gone now.
-func (m *Manager) fold(events []*clientv3.Event, known map[string]subnet.Lease) []subnet.Event {
+// as lease events. A key that is not a lease is reported to bad and
+// skipped; if it held a lease before, that lease is gone now. known is
+// keyed by the name under subnets/, which for a lease is its Key().
+func (m *Manager) fold(events []*clientv3.Event, known map[string]subnet.Lease, bad *malformedLog) []subnet.Event {
 	var batch []subnet.Event
 	remove := func(short string) {
 		if old, ok := known[short]; ok {
@@ -104,19 +110,20 @@ func (m *Manager) fold(events []*clientv3.Event, known map[string]subnet.Lease) 
 	}
 	for _, ev := range events {
 		key := string(ev.Kv.Key)
-		short := path.Base(key) // known is keyed like Lease.Key()
+		name := strings.TrimPrefix(key, m.subnetsDir())
 		switch ev.Type {
 		case mvccpb.PUT:
-			l, err := decodeKV(ev.Kv)
-			if err != nil {
-				m.log.Warn("skipping malformed lease in etcd", "key", key, "error", err)
-				remove(short)
+			l, b := m.classify(ev.Kv)
+			if b != nil {
+				bad.report(*b, "")
+				remove(name)
 				continue
 			}
-			known[short] = l
+			known[name] = l
 			batch = append(batch, subnet.Event{Type: subnet.EventAdded, Lease: l})
 		case mvccpb.DELETE:
-			remove(short)
+			bad.forget(key)
+			remove(name)
 		}
 	}
 	return batch

@@ -26,6 +26,7 @@ func TestFold(t *testing.T) {
 		return &clientv3.Event{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: []byte("/p/subnets/" + key)}}
 	}
 	known := map[string]subnet.Lease{}
+	bad := newMalformedLog(m.log, "watching leases")
 	steps := []struct {
 		name   string
 		events []*clientv3.Event
@@ -39,7 +40,7 @@ func TestFold(t *testing.T) {
 	}
 	for _, s := range steps {
 		var got []string
-		for _, e := range m.fold(s.events, known) {
+		for _, e := range m.fold(s.events, known, bad) {
 			what := "reserved"
 			if !e.Lease.Reserved() {
 				what = fmt.Sprintf("lease %d", e.Lease.EtcdLeaseID)
@@ -53,7 +54,7 @@ func TestFold(t *testing.T) {
 	if len(known) != 0 {
 		t.Errorf("known not empty at the end: %v", known)
 	}
-	if n := strings.Count(logs.String(), "skipping malformed lease in etcd"); n != 2 {
+	if n := strings.Count(logs.String(), `msg="malformed key in etcd: not a lease; delete it"`); n != 2 {
 		t.Errorf("%d malformed-lease warnings, want 2:\n%s", n, logs.String())
 	}
 }
