@@ -5,8 +5,9 @@
 //
 // Flow of one daemon run:
 //
-//	etcd config -> backend type -> external interface -> backend.Prepare
-//	-> acquire lease -> backend.Start -> firewall rules -> subnet.env -> ready
+//	etcd config -> backend type -> external interface -> the Network holds
+//	no host address (danger.go) -> backend.Prepare -> acquire lease
+//	-> backend.Start -> firewall rules -> subnet.env -> ready
 //	-> loop { lease events | reconcile timer | renew timer }
 //
 // The parts: engine.go sets up (backend, firewall, lease) and runs the
@@ -96,12 +97,18 @@ func Run(ctx context.Context, c Config) error {
 	}
 	iface := c.Iface
 	iface.IPv6 = netcfg.EnableIPv6
-	ext, err := FindExternal(&netlink.Handle{}, iface)
+	nl := &netlink.Handle{}
+	ext, err := FindExternal(nl, iface)
 	if err != nil {
 		return err
 	}
 	log.Info("using external interface", "iface", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP,
 		"addr6", ext.Addr6, "public_ipv6", ext.PublicIPv6, "mtu", ext.MTU)
+	// Before anything is set up: a pod network holding our own address
+	// would cut this host off its peers and etcd.
+	if err := checkHost(nl, netcfg, ext); err != nil {
+		return fmt.Errorf("refusing the net-conf at %s: %w", sm.ConfigKey(), err)
+	}
 	be, err := bt.New(backend.Params{Ext: ext, Config: netcfg, Options: opts, Log: log, Tuning: c.UDP})
 	if err != nil {
 		return err
