@@ -154,12 +154,18 @@ func NewEngine(c Config, sm *etcd.Manager, netcfg *subnet.Config, ext *backend.E
 	h.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_watch_restarts_total",
 		Help: "Times the lease watch was re-established (compaction, broken stream, etcd outage)."},
 		func() float64 { return float64(sm.WatchRestarts()) }))
-	if col, ok := be.(prometheus.Collector); ok {
-		if err := h.Register(col); err != nil {
-			log.Warn("cannot register the backend's metrics", "error", err)
+	return e
+}
+
+// registerBackendMetrics serves the backend's own metrics, when it has
+// any. Only after Prepare: Prepare sets up what Collect reads (the udp
+// backend's per-queue counters), and /metrics is served from the start.
+func (e *Engine) registerBackendMetrics() {
+	if col, ok := e.be.(prometheus.Collector); ok {
+		if err := e.health.Register(col); err != nil {
+			e.log.Warn("cannot register the backend's metrics", "error", err)
 		}
 	}
-	return e
 }
 
 // Lease returns the lease currently held (valid once Ready was called).
@@ -181,6 +187,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("preparing the %s backend: %w", e.net.BackendType, err)
 	}
+	e.registerBackendMetrics()
 	attrs.PublicIP, attrs.PublicIPv6 = e.ext.PublicIP, e.ext.PublicIPv6
 	e.attrs = attrs
 
