@@ -3,6 +3,7 @@
 #   make demo        run the daemon on simulated hosts and show pods pinging
 #   make test        install what the tests need, then run every test
 #   make lint        gofmt + go vet
+#   make race        the packages with concurrent code under the race detector
 #   make e2e-clean   remove namespaces and processes left by interrupted runs
 #   make bench       data- and control-plane benchmark on the testbed (results in bench/results/)
 
@@ -17,7 +18,7 @@ TEST_TIMEOUT ?= 18m
 DEB_PKGS  := iproute2 iptables iperf3 iputils-ping tcpdump ethtool curl
 DEB_BINS  := ip iptables ip6tables iperf3 ping tcpdump ethtool curl
 
-.PHONY: all build deps cni-plugins upstream-flanneld lint test unit demo e2e-clean clean install bench
+.PHONY: all build deps cni-plugins upstream-flanneld lint race test unit demo e2e-clean clean install bench
 
 all: build
 
@@ -72,9 +73,17 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# race runs the engine, the backends and the lease code, unit and
+# privileged tests, under the race detector (-short leaves out the
+# end-to-end tests and the slowest waits): about a minute.
+RACE_PKGS := ./network/... ./backend/... ./subnet/...
+race:
+	$(GO) test -race -short -count=1 $(RACE_PKGS)
+
 # test runs everything: unit tests, privileged tests (each in a private
-# network namespace) and the end-to-end tests on the namespace testbed.
-test: deps build cni-plugins upstream-flanneld lint
+# network namespace), the race tier and the end-to-end tests on the
+# namespace testbed.
+test: deps build cni-plugins upstream-flanneld lint race
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # unit runs the tests that need neither root nor the testbed binaries.

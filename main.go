@@ -104,7 +104,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 			Args:  cobra.NoArgs,
 			Run:   func(*cobra.Command, []string) { fmt.Fprintln(stdout, version) },
 		},
-		newConfigCmd(stdout, stderr),
+		newConfigCmd(stdout, stderr, &f),
 		newLeasesCmd(stdout, &f),
 		newCleanupCmd(stdout, &f),
 	)
@@ -222,12 +222,17 @@ func runDaemon(ctx context.Context, f flags, stderr io.Writer) error {
 	return err
 }
 
-func newConfigCmd(stdout, stderr io.Writer) *cobra.Command {
+func newConfigCmd(stdout, stderr io.Writer, f *flags) *cobra.Command {
 	cfg := &cobra.Command{Use: "config", Short: "Work with net-conf documents"}
-	cfg.AddCommand(&cobra.Command{
+	thisHost := true
+	check := &cobra.Command{
 		Use:   "check FILE|-",
 		Short: "Validate a net-conf and print the effective config with defaults filled in",
-		Args:  cobra.ExactArgs(1),
+		Long: "Validate a net-conf and print the effective config with defaults filled in.\n\n" +
+			"On a cluster host it also checks that the pod network holds none of the addresses of the external\n" +
+			"interface, chosen as the daemon chooses it (--iface, --iface-regex, --iface-can-reach, --public-ip);\n" +
+			"give --this-host=false where the hosts' interfaces are not this machine's.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			var data []byte
 			var err error
@@ -246,10 +251,19 @@ func newConfigCmd(stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if thisHost {
+				note, err := network.CheckConfigOnHost(data, f.iface)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(stderr, "this host:", note)
+			}
 			_, err = fmt.Fprintf(stdout, "%s\n", out)
 			return err
 		},
-	})
+	}
+	check.Flags().BoolVar(&thisHost, "this-host", true, "also check the net-conf against this host's external interface")
+	cfg.AddCommand(check)
 	return cfg
 }
 

@@ -166,6 +166,23 @@ func TestConfigCheck(t *testing.T) {
 	if !strings.Contains(errOut, `warning: unknown field "Bogus" is ignored`) {
 		t.Errorf("warnings: %q", errOut)
 	}
+	// On whatever host the test runs, the check against its interface
+	// (network.CheckConfigOnHost, tested in network) says what it did.
+	if !strings.Contains(errOut, "this host: ") {
+		t.Errorf("no word on the check against this host: %q", errOut)
+	}
+	_, errOut, err = run(t, "", "config", "check", "--this-host=false", file)
+	if err != nil || strings.Contains(errOut, "this host") {
+		t.Errorf("--this-host=false: %v %q", err, errOut)
+	}
+	for conf, want := range map[string]string{
+		`{"Network":"0.0.0.0/0"}`: "Network: 0.0.0.0/0 is the default route",
+		`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"::/0"}`: "IPv6Network: ::/0 is the default route",
+	} {
+		if _, _, err := run(t, conf, "config", "check", "--this-host=false", "-"); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%s: %v, want %s...", conf, err, want)
+		}
+	}
 	_, _, err = run(t, `{"Network":"10.244.0.0/16","SubnetMin":"10.244.0.7"}`, "config", "check", "-")
 	if err == nil || err.Error() != "SubnetMin: 10.244.0.7 is not the start of a /24 subnet; use 10.244.0.0" {
 		t.Errorf("bad config: %v", err)

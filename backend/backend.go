@@ -55,7 +55,10 @@ type Params struct {
 	Tuning any
 }
 
-// Backend is one host's data plane.
+// Backend is one host's data plane. A backend that is also a
+// prometheus.Collector has its metrics served once Prepare has returned;
+// from then on Collect may run at any time, concurrently with Start,
+// Reconcile and Run.
 type Backend interface {
 	// Prepare creates or adopts the backend's devices before the lease is
 	// known and returns the attributes to publish: BackendType and, when

@@ -5,8 +5,9 @@
 //
 // Flow of one daemon run:
 //
-//	etcd config -> backend type -> external interface -> backend.Prepare
-//	-> acquire lease -> backend.Start -> firewall rules -> subnet.env -> ready
+//	etcd config -> backend type -> external interface -> the Network holds
+//	no host address (danger.go) -> backend.Prepare -> acquire lease
+//	-> backend.Start -> firewall rules -> subnet.env -> ready
 //	-> loop { lease events | reconcile timer | renew timer }
 //
 // The parts: engine.go sets up (backend, firewall, lease) and runs the
@@ -103,12 +104,18 @@ func Run(ctx context.Context, c Config) error {
 	}
 	iface := c.Iface
 	iface.IPv6 = netcfg.EnableIPv6
-	ext, err := FindExternal(&netlink.Handle{}, iface)
+	nl := &netlink.Handle{}
+	ext, err := FindExternal(nl, iface)
 	if err != nil {
 		return err
 	}
 	log.Info("using external interface", "iface", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP,
 		"addr6", ext.Addr6, "public_ipv6", ext.PublicIPv6, "mtu", ext.MTU)
+	// Before anything is set up: a pod network holding our own address
+	// would cut this host off its peers and etcd.
+	if err := checkHost(nl, netcfg, ext); err != nil {
+		return fmt.Errorf("refusing the net-conf at %s: %w", sm.ConfigKey(), err)
+	}
 	source, err := c.fillHostID(ext, log)
 	if err != nil {
 		return err
@@ -186,12 +193,18 @@ func NewEngine(c Config, sm *etcd.Manager, netcfg *subnet.Config, ext *backend.E
 	h.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_watch_restarts_total",
 		Help: "Times the lease watch was re-established (compaction, broken stream, etcd outage)."},
 		func() float64 { return float64(sm.WatchRestarts()) }))
-	if col, ok := be.(prometheus.Collector); ok {
-		if err := h.Register(col); err != nil {
-			log.Warn("cannot register the backend's metrics", "error", err)
+	return e
+}
+
+// registerBackendMetrics serves the backend's own metrics, when it has
+// any. Only after Prepare: Prepare sets up what Collect reads (the udp
+// backend's per-queue counters), and /metrics is served from the start.
+func (e *Engine) registerBackendMetrics() {
+	if col, ok := e.be.(prometheus.Collector); ok {
+		if err := e.health.Register(col); err != nil {
+			e.log.Warn("cannot register the backend's metrics", "error", err)
 		}
 	}
-	return e
 }
 
 // Lease returns the lease currently held (valid once Ready was called).
@@ -213,6 +226,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("preparing the %s backend: %w", e.net.BackendType, err)
 	}
+	e.registerBackendMetrics()
 	attrs.PublicIP, attrs.PublicIPv6 = e.ext.PublicIP, e.ext.PublicIPv6
 	attrs.HostID = e.cfg.HostID
 	e.attrs = attrs

@@ -104,13 +104,13 @@ func ParseSubnetEnv(data []byte) (SubnetEnv, error) {
 		var err error
 		switch k {
 		case "FLANNEL_NETWORK":
-			e.Network, err = netip.ParsePrefix(v)
+			e.Network, err = parseEnvPrefix(v, true)
 		case "FLANNEL_SUBNET":
-			e.Subnet, err = netip.ParsePrefix(v)
+			e.Subnet, err = parseEnvPrefix(v, true)
 		case "FLANNEL_IPV6_NETWORK":
-			e.IPv6Network, err = netip.ParsePrefix(v)
+			e.IPv6Network, err = parseEnvPrefix(v, false)
 		case "FLANNEL_IPV6_SUBNET":
-			e.IPv6Subnet, err = netip.ParsePrefix(v)
+			e.IPv6Subnet, err = parseEnvPrefix(v, false)
 		case "FLANNEL_MTU":
 			e.MTU, err = strconv.Atoi(v)
 		case "FLANNEL_IPMASQ":
@@ -121,6 +121,21 @@ func ParseSubnetEnv(data []byte) (SubnetEnv, error) {
 		}
 	}
 	return e, sc.Err()
+}
+
+// parseEnvPrefix parses a prefix of the given family: an IPv6 subnet in
+// FLANNEL_SUBNET would otherwise be asked for as the IPv4 subnet.
+func parseEnvPrefix(v string, is4 bool) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(v)
+	switch {
+	case err != nil:
+		return p, err
+	case is4 && !p.Addr().Is4():
+		return netip.Prefix{}, fmt.Errorf("%s is not an IPv4 prefix", v)
+	case !is4 && (!p.Addr().Is6() || p.Addr().Is4In6()):
+		return netip.Prefix{}, fmt.Errorf("%s is not an IPv6 prefix", v)
+	}
+	return p, nil
 }
 
 // Hint turns a previous subnet file into the subnets to ask for again.

@@ -233,6 +233,9 @@ func (f familySpec) parse(network string, subnetLen int, minS, maxS string) (net
 	if n.Masked() != n {
 		return fail("%s: %s has bits set beyond its /%d prefix; did you mean %s?", nf, n, n.Bits(), n.Masked())
 	}
+	if err := f.checkSpan(n); err != nil {
+		return fail("%w", err)
+	}
 	if n.Bits() > f.minBits {
 		return fail("%s: %s is too small; the smallest usable %s network is a /%d", nf, n, f.family(), f.minBits)
 	}

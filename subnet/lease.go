@@ -69,8 +69,8 @@ func (a *LeaseAttrs) UnmarshalJSON(b []byte) error {
 	out.PublicIP = ip
 	if w.PublicIPv6 != nil && *w.PublicIPv6 != "" {
 		ip6, err := netip.ParseAddr(*w.PublicIPv6)
-		if err != nil || !ip6.Is6() || ip6.Is4In6() {
-			return fmt.Errorf("PublicIPv6 %q is not an IPv6 address", *w.PublicIPv6)
+		if err != nil || !ip6.Is6() || ip6.Is4In6() || ip6.Zone() != "" {
+			return fmt.Errorf("PublicIPv6 %q is not an IPv6 address (without a zone)", *w.PublicIPv6)
 		}
 		out.PublicIPv6 = ip6
 	}
@@ -95,6 +95,9 @@ func (a LeaseAttrs) Equal(b LeaseAttrs) bool {
 		jsonEqual(a.BackendData, b.BackendData) && jsonEqual(a.BackendV6Data, b.BackendV6Data)
 }
 
+// jsonEqual compares two JSON texts in the form encoding/json writes them
+// (compact, with <, >, & and U+2028/U+2029 escaped), so a value equals
+// itself after a write and a read.
 func jsonEqual(a, b json.RawMessage) bool {
 	if len(a) == 0 || len(b) == 0 {
 		return len(a) == len(b)
@@ -103,7 +106,10 @@ func jsonEqual(a, b json.RawMessage) bool {
 	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
 		return bytes.Equal(a, b)
 	}
-	return bytes.Equal(ca.Bytes(), cb.Bytes())
+	var ea, eb bytes.Buffer
+	json.HTMLEscape(&ea, ca.Bytes())
+	json.HTMLEscape(&eb, cb.Bytes())
+	return bytes.Equal(ea.Bytes(), eb.Bytes())
 }
 
 // Lease is one host's subnet(s) as stored in etcd.

@@ -82,6 +82,13 @@ func (s deviceSpec) incompatible(l netlink.Link) string {
 //	ip link add flannel.1 address $MAC mtu $MTU type vxlan id 1 local $IP dev eth0 dstport 8472 nolearning
 //	ip link set flannel.1 up
 func ensureDevice(h *netlink.Handle, s deviceSpec, log *slog.Logger) (netlink.Link, error) {
+	return ensureDeviceOnce(h, s, log, true)
+}
+
+// ensureDeviceOnce is ensureDevice; retry says whether a creation refused
+// with EEXIST may start over once (a device of our name appeared between
+// the lookup and the creation).
+func ensureDeviceOnce(h *netlink.Handle, s deviceSpec, log *slog.Logger, retry bool) (netlink.Link, error) {
 	existing, err := h.LinkByName(s.name)
 	switch {
 	case err == nil:
@@ -106,11 +113,17 @@ func ensureDevice(h *netlink.Handle, s deviceSpec, log *slog.Logger) (netlink.Li
 		GBP:          s.gbp,
 	}
 	if err := h.LinkAdd(v); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			// Someone created it between our lookup and now: adopt or fail.
-			return ensureDevice(h, s, log)
+		if !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("creating VXLAN device %s (VNI %d on %s): %w", s.name, s.vni, s.local, err)
 		}
-		return nil, fmt.Errorf("creating VXLAN device %s (VNI %d on %s): %w", s.name, s.vni, s.local, err)
+		// Either someone created our device between the lookup and now
+		// (adopt it, or re-create it, once), or another VXLAN device
+		// holds our VNI and port, which the kernel allows only once per
+		// address family.
+		if _, lerr := h.LinkByName(s.name); lerr == nil && retry {
+			return ensureDeviceOnce(h, s, log, false)
+		}
+		return nil, s.heldError(h, err)
 	}
 	link, err := h.LinkByName(s.name)
 	if err != nil {
@@ -155,6 +168,42 @@ func finishDevice(h *netlink.Handle, link netlink.Link, s deviceSpec, log *slog.
 		return nil, fmt.Errorf("%s has MAC %s after bringing it up, want %s", s.name, got, s.mac)
 	}
 	return link, nil
+}
+
+// heldError explains a creation refused with EEXIST when no device of our
+// name is in the way: it names the VXLAN device that holds our VNI and
+// port, and what to do.
+func (s deviceSpec) heldError(h *netlink.Handle, err error) error {
+	port := s.port
+	if port == 0 {
+		port = kernelDefaultPort
+	}
+	links, lerr := h.LinkList()
+	if lerr == nil {
+		for _, l := range links {
+			v, ok := l.(*netlink.Vxlan)
+			if !ok || v.Name == s.name || v.VxlanId != s.vni || v.Port != port || isV6(v) != s.local.Is6() {
+				continue
+			}
+			return fmt.Errorf("cannot create VXLAN device %s: the VXLAN device %s (VNI %d, port %d) holds that VNI and port, "+
+				"and the kernel allows one such device per address family; delete it (ip link del %s) if it is left over, "+
+				"or give this network another Backend.VNI or Backend.Port in the net-conf: %w", s.name, v.Name, v.VxlanId, v.Port, v.Name, err)
+		}
+	}
+	return fmt.Errorf("cannot create VXLAN device %s: the kernel says a VXLAN device with VNI %d and port %d exists already, "+
+		"but none of this namespace's devices is it (ip -d link show type vxlan); give this network another Backend.VNI or Backend.Port in the net-conf: %w",
+		s.name, s.vni, port, err)
+}
+
+// isV6 reports whether a VXLAN device runs over IPv6 (local or group
+// address IPv6).
+func isV6(v *netlink.Vxlan) bool {
+	for _, ip := range []net.IP{v.SrcAddr, v.Group} {
+		if len(ip) > 0 && ip.To4() == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func isNotFound(err error) bool {

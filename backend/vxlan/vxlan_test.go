@@ -227,3 +227,42 @@ func TestDirectRoutingPeerMoves(t *testing.T) {
 		t.Fatalf("after moving away:\n%s", s)
 	}
 }
+
+// TestForeignDeviceHoldsVNI: another VXLAN device with our VNI and port
+// makes the kernel refuse ours (EEXIST). Setup fails with an error naming
+// that device and what to do, and leaves it alone; the same holds when
+// the daemon re-creates its device while running.
+func TestForeignDeviceHoldsVNI(t *testing.T) {
+	ext := underlay(t)
+	sh(t, "ip link add foreign0 type vxlan id 1 dstport 8472 dev ul0")
+	t.Cleanup(func() { exec.Command("ip", "link", "del", "foreign0").Run() })
+	cfg, _, _ := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16"}`))
+	opts, _ := parseOptions([]byte(`{"Type":"vxlan"}`))
+	be, err := newBackend(backend.Params{Ext: ext, Config: cfg, Options: opts, Log: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = be.Prepare(context.Background())
+	want := "cannot create VXLAN device flannel.1: the VXLAN device foreign0 (VNI 1, port 8472) holds that VNI and port"
+	t.Logf("Prepare: %v", err)
+	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "ip link del foreign0") {
+		t.Fatalf("Prepare:\n got %v\nwant %s... with ip link del foreign0", err, want)
+	}
+	if out := sh(t, "ip -d link show foreign0"); !strings.Contains(out, "vxlan id 1 dev ul0") {
+		t.Errorf("the foreign device was changed:\n%s", out)
+	}
+	if _, err := netlink.LinkByName("flannel.1"); err == nil {
+		t.Error("flannel.1 exists")
+	}
+
+	// Our device, then deleted while running while a foreign one takes
+	// the VNI: the reconcile says so too.
+	sh(t, "ip link del foreign0")
+	if _, err := be.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, "ip link del flannel.1 && ip link add foreign0 type vxlan id 1 dstport 8472 dev ul0")
+	if _, err := be.Reconcile(context.Background(), nil); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("Reconcile:\n got %v\nwant %s...", err, want)
+	}
+}

@@ -49,6 +49,21 @@ func (c Config) GoString() string { return c.String() }
 // LogValue is c for log/slog, without the password.
 func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
+// The gRPC keepalive of the etcd connection. While a stream is open (the
+// lease watch always is), the client pings etcd after keepAliveTime
+// without a frame from it, and drops the connection and dials again when
+// no answer comes within keepAliveTimeout (gRPC also makes that the
+// socket's TCP_USER_TIMEOUT): a dead connection is replaced within 20 s,
+// not after the kernel's TCP retransmission timeout (about 15 minutes) or
+// never (a watch with nothing to send). gRPC pings no more often than
+// every 10 s; etcd refuses pings more frequent than its
+// --grpc-keepalive-min-time (5 s by default). Without a stream the client
+// does not ping: etcd's keepalive policy would take that for abuse.
+const (
+	keepAliveTime    = 10 * time.Second
+	keepAliveTimeout = 10 * time.Second
+)
+
 // clientConfig validates c and builds the etcd client's config.
 func clientConfig(c Config) (clientv3.Config, error) {
 	cc := clientv3.Config{
@@ -59,6 +74,11 @@ func clientConfig(c Config) (clientv3.Config, error) {
 		// The client's own logger prints a line per retry; outages are
 		// reported by the daemon instead, once.
 		Logger: zap.NewNop(),
+		// A connection that died silently (etcd's host gone without a
+		// reset, a firewall or NAT that forgot it) is noticed by the
+		// keepalive: see keepAliveTime.
+		DialKeepAliveTime:    keepAliveTime,
+		DialKeepAliveTimeout: keepAliveTimeout,
 		// gRPC's reconnect backoff grows to 120 s: after a minute-long
 		// outage the daemon would notice etcd's return only tens of
 		// seconds late. Cap it at 5 s.
