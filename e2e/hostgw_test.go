@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"encoding/json"
 	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,9 +33,12 @@ func TestHostGWLayout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := `{"PublicIP":"` + h.Addr.String() + `","PublicIPv6":null,"BackendType":"host-gw"}`
-		if strings.TrimSpace(out) != want {
-			t.Errorf("%s value %q, want %q", key, out, want)
+		// Upstream's fields in upstream's order, then our host identity
+		// (16 hex digits, different on every host).
+		want := regexp.MustCompile(`^\{"PublicIP":"` + regexp.QuoteMeta(h.Addr.String()) +
+			`","PublicIPv6":null,"BackendType":"host-gw","HostID":"[0-9a-f]{16}"\}$`)
+		if !want.MatchString(strings.TrimSpace(out)) {
+			t.Errorf("%s value %q, want %s", key, out, want)
 		}
 		// The key is attached to an etcd lease of 24 h.
 		js, err := tb.Etcdctl(ctx, "get", key, "-w", "json")
