@@ -297,3 +297,23 @@ func TestNFTRunRepairs(t *testing.T) {
 		t.Errorf("log lacks the installation and the restoration:\n%s", log)
 	}
 }
+
+// Missing binaries: each mode says what to install or which mode to pick,
+// and removing the rules of a mode that cannot be there is no error.
+func TestModeWithoutBinaries(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := New(nil, IPTables)
+	if err == nil || !strings.Contains(err.Error(), `set "EnableNFTables": true`) {
+		t.Errorf("iptables mode without iptables: %v, want a hint at EnableNFTables", err)
+	}
+	_, err = New(nil, NFTables)
+	if err == nil || !strings.Contains(err.Error(), "install the nftables package") || !strings.Contains(err.Error(), "EnableNFTables false") {
+		t.Errorf("nftables mode without nft: %v, want a hint at the package and the other mode", err)
+	}
+	if _, err := New(nil, "ebpf"); err == nil {
+		t.Error("unknown mode: no error")
+	}
+	if removed, err := RemoveAll(slog.New(slog.DiscardHandler)); err != nil || len(removed) > 0 {
+		t.Errorf("RemoveAll without binaries = %q, %v; want nothing, no error", removed, err)
+	}
+}
