@@ -62,6 +62,17 @@ func TestNFTables(t *testing.T) {
 	if err := h1.StartDaemonEnv(ctx, []string{noIPT}, args...); err != nil {
 		t.Fatal(err)
 	}
+	// h3 has chains of an earlier iptables-mode run.
+	for _, argv := range [][]string{
+		{"iptables", "-t", "nat", "-N", "FLANNEL-POSTRTG"},
+		{"iptables", "-t", "nat", "-I", "POSTROUTING", "-m", "comment", "--comment", "flanneld masq", "-j", "FLANNEL-POSTRTG"},
+		{"ip6tables", "-t", "filter", "-N", "FLANNEL-FWD"},
+		{"ip6tables", "-t", "filter", "-I", "FORWARD", "-m", "comment", "--comment", "flanneld forward", "-j", "FLANNEL-FWD"},
+	} {
+		if out, err := h3.Exec(ctx, argv...); err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(argv, " "), err, out)
+		}
+	}
 	if err := h3.StartDaemon(ctx, args...); err != nil {
 		t.Fatal(err)
 	}
@@ -107,12 +118,26 @@ func TestNFTables(t *testing.T) {
 	t.Run("repair", func(t *testing.T) { nftRepair(t, ctx, h1) })
 	t.Run("from upstream", func(t *testing.T) {
 		t.Logf("h2 under upstream flanneld:\n%s", upstreamRules)
+		for _, l := range strings.Split(h2.Log(), "\n") {
+			if strings.Contains(l, "msg=\"firewall") {
+				t.Logf("h2: %s", l)
+			}
+		}
 		rules := nftRuleset(t, ctx, h2)
 		for what, n := range map[string]int{"table ip flannel-ipv4": 1, "table ip6 flannel-ipv6": 1, "chain postrtg": 2,
 			"chain forward": 2, "masquerade fully-random": 4, "kube-proxy masquerades what it marked": 2, "FLANNEL-": 0} {
 			if got := strings.Count(rules, what); got != n {
 				t.Errorf("h2 after the move holds %q %d times, want %d:\n%s", what, got, n, rules)
 			}
+		}
+	})
+	t.Run("from iptables mode", func(t *testing.T) {
+		left, _ := h3.Exec(ctx, "sh", "-c", "iptables-save; ip6tables-save")
+		if strings.Contains(left, "FLANNEL") {
+			t.Errorf("h3 kept iptables chains of the other mode:\n%s", left)
+		}
+		if n := strings.Count(h3.Log(), `msg="firewall rules removed" removed="iptables chain`); n != 2 {
+			t.Errorf("h3 logged %d iptables removals, want 2 (one per chain):\n%s", n, h3.Log())
 		}
 	})
 	t.Run("cleanup", func(t *testing.T) { nftCleanup(t, ctx, tb, h1, noIPT) })
@@ -176,8 +201,10 @@ func nftRepair(t *testing.T, ctx context.Context, h *testbed.Host) {
 		_, metrics := get(ctx, h, "/metrics")
 		return regexp.MustCompile(`(?m)^flannel_nftables_repairs_total [1-9]`).MatchString(metrics)
 	})
-	if !strings.Contains(h.Log(), `msg="firewall rules restored"`) {
+	if line := lastLine(h.Log(), `msg="firewall rules restored"`); line == "" {
 		t.Errorf("no 'firewall rules restored' line:\n%s", lastLines(h.Log(), 10))
+	} else {
+		t.Logf("%s: %s", h.Name, line)
 	}
 }
 

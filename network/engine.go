@@ -195,6 +195,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err := e.applyLease(ctx, lease); err != nil {
 		return err
 	}
+	e.removeOtherFirewallMode()
 	if e.cfg.Ready != nil {
 		e.cfg.Ready()
 	}
@@ -229,10 +230,9 @@ func (e *Engine) serve(ctx context.Context) error {
 }
 
 // setupFirewall starts keeping the ip-masq and forwarding rules, with
-// iptables or (EnableNFTables) nftables, when either feature is on, and
-// removes the other mode's rules (an earlier run's, or upstream
-// flanneld's). With both features off it removes the rules of both modes.
-// The returned function stops the resync.
+// iptables or (EnableNFTables) nftables, when either feature is on. With
+// both features off it removes the rules of both modes. The returned
+// function stops the resync.
 func (e *Engine) setupFirewall() (stop func(), err error) {
 	if !e.cfg.IPMasq && !e.cfg.IPTablesForwardRules {
 		if _, err := firewall.RemoveAll(e.log); err != nil {
@@ -248,9 +248,6 @@ func (e *Engine) setupFirewall() (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := firewall.RemoveOthers(e.log, mode); err != nil {
-		e.log.Warn("cannot remove the rules of the other firewall mode; remove them by hand (see flanneld cleanup)", "mode", mode, "error", err)
-	}
 	e.fw = fw
 	e.health.AddCheck(string(mode), fw.Status)
 	e.health.reg.MustRegister(
@@ -259,4 +256,18 @@ func (e *Engine) setupFirewall() (stop func(), err error) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_" + string(mode) + "_repairs_total", Help: string(mode) + " rule checks that had to restore rules."},
 			func() float64 { _, r := fw.Counts(); return float64(r) }))
 	return fw.Stop, nil
+}
+
+// removeOtherFirewallMode deletes the rules of the mode not in use (an
+// earlier run's, or upstream flanneld's, same names), so the host keeps one
+// set. It runs once this mode's rules are in place, so pod traffic is never
+// without rules.
+func (e *Engine) removeOtherFirewallMode() {
+	if e.fw == nil {
+		return
+	}
+	if _, err := firewall.RemoveOthers(e.log, e.fw.Mode()); err != nil {
+		e.log.Warn("cannot remove the rules of the other firewall mode; remove them by hand (see flanneld cleanup)",
+			"mode", e.fw.Mode(), "error", err)
+	}
 }
