@@ -124,7 +124,7 @@ func TestNFTables(t *testing.T) {
 			}
 		}
 		rules := nftRuleset(t, ctx, h2)
-		for what, n := range map[string]int{"table ip flannel-ipv4": 1, "table ip6 flannel-ipv6": 1, "chain postrtg": 2,
+		for what, n := range map[string]int{"table ": 2, "table ip flannel-ipv4": 1, "table ip6 flannel-ipv6": 1, "chain postrtg": 2,
 			"chain forward": 2, "masquerade fully-random": 4, "kube-proxy masquerades what it marked": 2, "FLANNEL-": 0} {
 			if got := strings.Count(rules, what); got != n {
 				t.Errorf("h2 after the move holds %q %d times, want %d:\n%s", what, got, n, rules)
