@@ -15,8 +15,8 @@ BACKEND   ?= vxlan
 TEST_TIMEOUT ?= 18m
 
 # Debian packages the privileged and end-to-end tests use.
-DEB_PKGS  := iproute2 iptables iperf3 iputils-ping tcpdump ethtool curl
-DEB_BINS  := ip iptables ip6tables iperf3 ping tcpdump ethtool curl
+DEB_PKGS  := iproute2 iptables nftables iperf3 iputils-ping tcpdump ethtool curl
+DEB_BINS  := ip iptables ip6tables nft iperf3 ping tcpdump ethtool curl
 
 .PHONY: all build deps cni-plugins upstream-flanneld lint race test unit demo e2e-clean clean install bench
 

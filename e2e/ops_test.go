@@ -191,12 +191,12 @@ func TestCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"removed lease /coreos.com/network/subnets/" + sn2.Addr().String() + "-24", "removed device flannel.1",
-		"removed iptables chains", "removed " + h2.SubnetFile()} {
+		"removed iptables chain IPv4 nat/FLANNEL-POSTRTG", "removed " + h2.SubnetFile()} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	left, _ := h2.Exec(ctx, "sh", "-c", "ip -o link show | grep flannel; ip route show proto 98; iptables-save | grep FLANNEL; ip6tables-save | grep FLANNEL; true")
+	left, _ := h2.Exec(ctx, "sh", "-c", "ip -o link show | grep flannel; ip route show proto 98; iptables-save | grep FLANNEL; ip6tables-save | grep FLANNEL; nft list tables | grep flannel; true")
 	if strings.TrimSpace(left) != "" {
 		t.Errorf("left on the host:\n%s", left)
 	}

@@ -17,7 +17,8 @@ import (
 
 // Cleanup decommissions this host: it deletes the devices our backends
 // create (flannel.N, flannel-v6.N, flannel0), the routes marked proto 98,
-// the FLANNEL-* iptables chains and their jumps, this host's lease in etcd
+// the FLANNEL-* iptables chains and their jumps, the flannel-ipv4 and
+// flannel-ipv6 nftables tables (ours or upstream's), this host's lease in etcd
 // (found by its public IP, unless the lease names another host identity;
 // reservations are kept: they are the operator's)
 // and the subnet file, printing one line per thing removed. Run it with the
@@ -92,16 +93,17 @@ func removeRoutes(h *netlink.Handle, w io.Writer) error {
 	return errors.Join(errs...)
 }
 
-// removeRules deletes the FLANNEL-* chains and their jumps, both families.
+// removeRules deletes the rules of both modes: the FLANNEL-* iptables
+// chains and their jumps, and the flannel-ipv4 / flannel-ipv6 nftables
+// tables (ours or upstream's). A mode whose binaries are missing is skipped.
 func removeRules(log *slog.Logger, w io.Writer) error {
-	fw, err := firewall.NewFirewall(log)
+	removed, err := firewall.RemoveAll(log)
+	for _, r := range removed {
+		fmt.Fprintf(w, "removed %s\n", r)
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("removing firewall rules: %w", err)
 	}
-	if err := fw.Remove(); err != nil {
-		return fmt.Errorf("removing iptables rules: %w", err)
-	}
-	fmt.Fprintln(w, "removed iptables chains FLANNEL-POSTRTG and FLANNEL-FWD (if present) and their jumps")
 	return nil
 }
 

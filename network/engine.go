@@ -249,6 +249,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err := e.applyLease(ctx, lease); err != nil {
 		return err
 	}
+	e.removeOtherFirewallMode()
 	if e.cfg.Ready != nil {
 		e.cfg.Ready()
 	}
@@ -282,28 +283,45 @@ func (e *Engine) serve(ctx context.Context) error {
 	return err
 }
 
-// setupFirewall starts keeping the ip-masq and forwarding rules when
-// either is on, or removes an earlier run's rules when both are off. The
-// returned function stops the resync.
+// setupFirewall starts keeping the ip-masq and forwarding rules, with
+// iptables or (EnableNFTables) nftables, when either feature is on. With
+// both features off it removes the rules of both modes. The returned
+// function stops the resync.
 func (e *Engine) setupFirewall() (stop func(), err error) {
 	if !e.cfg.IPMasq && !e.cfg.IPTablesForwardRules {
-		if fw, err := firewall.NewFirewall(e.log); err == nil {
-			if err := fw.Remove(); err != nil {
-				e.log.Warn("cannot remove the iptables rules of an earlier run", "error", err)
-			}
+		if _, err := firewall.RemoveAll(e.log); err != nil {
+			e.log.Warn("cannot remove the firewall rules of an earlier run", "error", err)
 		}
 		return func() {}, nil
 	}
-	fw, err := firewall.NewRunner(e.log, e.cfg.IPTablesResync)
+	mode := firewall.IPTables
+	if e.net.EnableNFTables {
+		mode = firewall.NFTables
+	}
+	fw, err := firewall.NewRunner(e.log, e.cfg.IPTablesResync, mode)
 	if err != nil {
 		return nil, err
 	}
 	e.fw = fw
-	e.health.AddCheck("iptables", fw.Status)
+	e.health.AddCheck(string(mode), fw.Status)
 	e.health.reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_iptables_resyncs_total", Help: "iptables rule checks made."},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_" + string(mode) + "_resyncs_total", Help: string(mode) + " rule checks made."},
 			func() float64 { r, _ := fw.Counts(); return float64(r) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_iptables_repairs_total", Help: "iptables rule checks that had to restore rules."},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_" + string(mode) + "_repairs_total", Help: string(mode) + " rule checks that had to restore rules."},
 			func() float64 { _, r := fw.Counts(); return float64(r) }))
 	return fw.Stop, nil
+}
+
+// removeOtherFirewallMode deletes the rules of the mode not in use (an
+// earlier run's, or upstream flanneld's, same names), so the host keeps one
+// set. It runs once this mode's rules are in place, so pod traffic is never
+// without rules.
+func (e *Engine) removeOtherFirewallMode() {
+	if e.fw == nil {
+		return
+	}
+	if _, err := firewall.RemoveOthers(e.log, e.fw.Mode()); err != nil {
+		e.log.Warn("cannot remove the rules of the other firewall mode; remove them by hand (see flanneld cleanup)",
+			"mode", e.fw.Mode(), "error", err)
+	}
 }

@@ -31,6 +31,10 @@ type Config struct {
 	IPv6SubnetMin netip.Addr
 	IPv6SubnetMax netip.Addr
 
+	// EnableNFTables programs the ip-masq and forwarding rules with
+	// nftables instead of iptables (upstream's field).
+	EnableNFTables bool
+
 	// BackendType is Backend.Type, "vxlan" when absent.
 	BackendType string
 	// Backend is the raw Backend object, options included, for the backend
@@ -42,28 +46,28 @@ type Config struct {
 // regard to case, as upstream flannel does. Addresses stay strings so that
 // errors can name the field.
 type rawConfig struct {
-	EnableIPv4    *bool
-	EnableIPv6    bool
-	Network       string
-	SubnetLen     int
-	SubnetMin     string
-	SubnetMax     string
-	IPv6Network   string
-	IPv6SubnetLen int
-	IPv6SubnetMin string
-	IPv6SubnetMax string
-	Backend       json.RawMessage
+	EnableIPv4     *bool
+	EnableIPv6     bool
+	Network        string
+	SubnetLen      int
+	SubnetMin      string
+	SubnetMax      string
+	IPv6Network    string
+	IPv6SubnetLen  int
+	IPv6SubnetMin  string
+	IPv6SubnetMax  string
+	EnableNFTables bool
+	Backend        json.RawMessage
 }
 
 // knownFields are the top-level keys we understand; unsupportedFields are
 // upstream keys we recognise but do not implement (a warning says so).
 var (
 	knownFields = []string{"EnableIPv4", "EnableIPv6", "Network", "SubnetLen", "SubnetMin", "SubnetMax",
-		"IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax", "Backend"}
+		"IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax", "EnableNFTables", "Backend"}
 	unsupportedFields = map[string]string{
-		"networks":       "multiple networks are not supported; only Network is used",
-		"ipv6networks":   "multiple IPv6 networks are not supported; only IPv6Network is used",
-		"enablenftables": "nftables mode is not supported; rules are managed with iptables (which may itself use nf_tables)",
+		"networks":     "multiple networks are not supported; only Network is used",
+		"ipv6networks": "multiple IPv6 networks are not supported; only IPv6Network is used",
 	}
 )
 
@@ -82,7 +86,7 @@ func ParseConfig(data []byte) (*Config, []string, error) {
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, warnings, jsonErr(err)
 	}
-	cfg := &Config{EnableIPv4: raw.EnableIPv4 == nil || *raw.EnableIPv4, EnableIPv6: raw.EnableIPv6}
+	cfg := &Config{EnableIPv4: raw.EnableIPv4 == nil || *raw.EnableIPv4, EnableIPv6: raw.EnableIPv6, EnableNFTables: raw.EnableNFTables}
 
 	var err error
 	if cfg.BackendType, cfg.Backend, err = parseBackend(raw.Backend); err != nil {
@@ -309,17 +313,18 @@ func (c *Config) SubnetFits(sn netip.Prefix) bool {
 
 // effective is the JSON shape printed by `flanneld config check`.
 type effective struct {
-	EnableIPv4    bool
-	EnableIPv6    bool
-	Network       string
-	SubnetLen     int
-	SubnetMin     string
-	SubnetMax     string
-	IPv6Network   string `json:",omitempty"`
-	IPv6SubnetLen int    `json:",omitempty"`
-	IPv6SubnetMin string `json:",omitempty"`
-	IPv6SubnetMax string `json:",omitempty"`
-	Backend       json.RawMessage
+	EnableIPv4     bool
+	EnableIPv6     bool
+	Network        string
+	SubnetLen      int
+	SubnetMin      string
+	SubnetMax      string
+	IPv6Network    string `json:",omitempty"`
+	IPv6SubnetLen  int    `json:",omitempty"`
+	IPv6SubnetMin  string `json:",omitempty"`
+	IPv6SubnetMax  string `json:",omitempty"`
+	EnableNFTables bool   `json:",omitempty"`
+	Backend        json.RawMessage
 }
 
 // Effective renders the config with defaults filled in. backend replaces
@@ -330,7 +335,7 @@ func (c *Config) Effective(backend any) ([]byte, error) {
 		EnableIPv4: c.EnableIPv4, EnableIPv6: c.EnableIPv6,
 		Network: c.Network.String(), SubnetLen: c.SubnetLen,
 		SubnetMin: c.SubnetMin.String(), SubnetMax: c.SubnetMax.String(),
-		Backend: c.Backend,
+		EnableNFTables: c.EnableNFTables, Backend: c.Backend,
 	}
 	if c.EnableIPv6 {
 		e.IPv6Network, e.IPv6SubnetLen = c.IPv6Network.String(), c.IPv6SubnetLen

@@ -96,15 +96,45 @@ func TestParseConfigErrors(t *testing.T) {
 }
 
 func TestParseConfigWarnings(t *testing.T) {
-	_, w, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","Netwrok":"x","IPv6Network":"fd00::/56","EnableNFTables":true}`))
+	_, w, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","Netwrok":"x","IPv6Network":"fd00::/56","Networks":["10.1.0.0/16"]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	all := strings.Join(w, "\n")
-	for _, want := range []string{`unknown field "Netwrok" is ignored`, "IPv6 settings are present but EnableIPv6 is false", `field "EnableNFTables": nftables mode is not supported`} {
+	for _, want := range []string{`unknown field "Netwrok" is ignored`, "IPv6 settings are present but EnableIPv6 is false", `field "Networks": multiple networks are not supported`} {
 		if !strings.Contains(all, want) {
 			t.Errorf("warnings %q lack %q", all, want)
 		}
+	}
+}
+
+func TestParseConfigNFTables(t *testing.T) {
+	for doc, want := range map[string]bool{
+		`{"Network":"10.244.0.0/16"}`:                        false,
+		`{"Network":"10.244.0.0/16","EnableNFTables":true}`:  true,
+		`{"Network":"10.244.0.0/16","enablenftables":true}`:  true, // keys match without case, as upstream's
+		`{"Network":"10.244.0.0/16","EnableNFTables":false}`: false,
+	} {
+		c, w, err := ParseConfig([]byte(doc))
+		if err != nil {
+			t.Fatalf("%s: %v", doc, err)
+		}
+		if len(w) > 0 {
+			t.Errorf("%s: warnings %q, want none", doc, w)
+		}
+		if c.EnableNFTables != want {
+			t.Errorf("%s: EnableNFTables = %v, want %v", doc, c.EnableNFTables, want)
+		}
+		out, err := c.Effective(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(out), `"EnableNFTables": true`); got != want {
+			t.Errorf("%s: effective config %s, EnableNFTables shown %v, want %v", doc, out, got, want)
+		}
+	}
+	if _, _, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","EnableNFTables":"yes"}`)); err == nil || !strings.Contains(err.Error(), "EnableNFTables") {
+		t.Errorf("EnableNFTables of the wrong type: %v, want an error naming the field", err)
 	}
 }
 

@@ -16,6 +16,9 @@ type RuleConfig struct {
 	Masquerade bool
 	// Forward turns on the ACCEPT rules for the Network (filter FLANNEL-FWD).
 	Forward bool
+	// FullyRandomDisable leaves out the fully random source port choice of
+	// the masquerade rules (--ip-masq-fully-random-disable).
+	FullyRandomDisable bool
 }
 
 func (c RuleConfig) validate() error {

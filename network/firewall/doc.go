@@ -1,6 +1,9 @@
 // Package firewall programs this host's ip-masq and forwarding rules, laid
 // out as upstream flannel lays them out, so operators and other tools
-// recognise them.
+// recognise them. A Firewall has one Mode: iptables (the default, below)
+// or nftables (EnableNFTables in the net-conf, last section). Both share
+// the resync loop, status, readiness and counters; a mode only knows how
+// to ensure and remove its rules (ruleMode).
 //
 // Two chains of ours, each hooked by a single jump placed first in a
 // built-in chain, per IP family: iptables for IPv4 and, when the network has
@@ -39,6 +42,28 @@
 // the chain; should an iptables binary still print a rule differently, its
 // printed form is remembered as an alias of ours (with a warning) instead of
 // rewriting the chain on every resync.
+//
+// nftables mode (nft*.go). One table per family, named as upstream's:
+// ip flannel-ipv4 and, with an IPv6 pair, ip6 flannel-ipv6, each with the
+// base chains postrtg (nat, postrouting, srcnat) and forward (filter,
+// forward, filter), holding the same rules as FLANNEL-POSTRTG and
+// FLANNEL-FWD (nftspec.go). The tables are ours alone, so no jump is
+// needed, and a table that differs in any way from the desired one (a
+// chain or rule missing, changed or added, another object in it, upstream
+// flanneld's rules) is replaced whole: "add table; delete table; add table,
+// chains, rules" for every such table in one `nft -f` transaction, through
+// sigs.k8s.io/knftables. The kernel applies it at once, so no packet sees
+// a half-written table. The tables are read with `nft -j list table`, and
+// each listed rule printed back in nft syntax (nftjson.go) for comparison
+// with ours as text; should an nft print a rule otherwise, its form is
+// learned as an alias, as for iptables. A table that must not exist (the
+// family is off, both features are off, or upstream's empty flannel-ipv6
+// on an IPv4-only network) is deleted.
+//
+// Moving between modes (modes.go). At start the daemon removes the other
+// mode's rules, so a host has one set whichever mode ran before (ours or
+// upstream's: the names are the same); flanneld cleanup removes both. A
+// mode whose binaries are missing has nothing to remove.
 //
 // Rules are left in place when the daemon stops, so a restart does not
 // interrupt pod traffic; Remove deletes them when a host is decommissioned.

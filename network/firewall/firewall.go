@@ -4,19 +4,40 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
-	"strings"
+	"os/exec"
 	"sync"
 	"sync/atomic"
-
-	"github.com/coreos/go-iptables/iptables"
 )
 
-// Firewall keeps the ip-masq and forwarding rules of this host in place.
+// Mode is how the rules are programmed: iptables (the default) or
+// nftables (EnableNFTables in the net-conf).
+type Mode string
+
+const (
+	IPTables Mode = "iptables"
+	NFTables Mode = "nftables"
+)
+
+// ruleMode is one way of programming the rules. Firewall serialises calls.
+type ruleMode interface {
+	// ensure makes the kernel hold exactly cfg's rules and returns why it
+	// changed something, one "what: why" entry per chain or table.
+	ensure(cfg RuleConfig) ([]string, error)
+	// remove deletes every rule of ours this mode programs and returns what
+	// it removed, one entry per chain or table. Rules already gone are no
+	// error.
+	remove() ([]string, error)
+	// hint says what the operator should check when ensure fails.
+	hint() string
+}
+
+// Firewall keeps the ip-masq and forwarding rules of this host in place, in
+// one Mode.
 type Firewall struct {
-	log    *slog.Logger
-	mu     sync.Mutex // serialises Ensure and Remove
-	v4, v6 *iptFamily
+	log  *slog.Logger
+	mu   sync.Mutex // serialises ensure and remove
+	mode Mode
+	impl ruleMode
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -33,30 +54,44 @@ func (f *Firewall) Counts() (resyncs, repairs uint64) { return f.resyncs.Load(),
 
 var errNotEnsured = errors.New("firewall rules not ensured yet")
 
-// NewFirewall finds iptables and iptables-restore (an error when missing),
-// and ip6tables and ip6tables-restore (an error later, from Ensure, only when
-// IPv6 is configured).
-func NewFirewall(log *slog.Logger) (*Firewall, error) {
-	return newFirewall(log, "iptables", "ip6tables")
-}
+// NewFirewall is New(log, IPTables).
+func NewFirewall(log *slog.Logger) (*Firewall, error) { return New(log, IPTables) }
 
-// newFirewall lets tests choose the binaries (iptables-legacy, ...).
-func newFirewall(log *slog.Logger, v4, v6 string) (*Firewall, error) {
+// New finds what mode needs: for iptables, iptables and iptables-restore
+// (an error when missing) and ip6tables and ip6tables-restore (an error
+// later, from Ensure, only when IPv6 is configured); for nftables, a
+// working nft. The error says what to install or which mode to choose.
+func New(log *slog.Logger, mode Mode) (*Firewall, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	f := &Firewall{
-		log:    log,
-		v4:     newIPTFamily("IPv4", v4, iptables.ProtocolIPv4, multicastV4),
-		v6:     newIPTFamily("IPv6", v6, iptables.ProtocolIPv6, multicastV6),
-		ready:  make(chan struct{}),
-		status: errNotEnsured,
+	var (
+		impl ruleMode
+		err  error
+	)
+	switch mode {
+	case IPTables:
+		impl, err = newIPTMode(log, "iptables", "ip6tables")
+		if errors.Is(err, exec.ErrNotFound) {
+			err = fmt.Errorf("%w; install iptables, or set \"EnableNFTables\": true in the net-conf to program the rules with nftables", err)
+		}
+	case NFTables:
+		impl, err = newNFTMode(log)
+	default:
+		err = fmt.Errorf("unknown mode %q", mode)
 	}
-	if f.v4.err != nil {
-		return nil, fmt.Errorf("firewall: %w", f.v4.err)
+	if err != nil {
+		return nil, fmt.Errorf("firewall: %w", err)
 	}
-	return f, nil
+	return newWithMode(log, mode, impl), nil
 }
+
+func newWithMode(log *slog.Logger, mode Mode, impl ruleMode) *Firewall {
+	return &Firewall{log: log, mode: mode, impl: impl, ready: make(chan struct{}), status: errNotEnsured}
+}
+
+// Mode says how this firewall programs the rules.
+func (f *Firewall) Mode() Mode { return f.mode }
 
 // Ready is closed once Ensure has put all rules in place for the first time.
 func (f *Firewall) Ready() <-chan struct{} { return f.ready }
@@ -88,101 +123,33 @@ func (f *Firewall) Ensure(cfg RuleConfig) (changed bool, err error) {
 }
 
 // ensure is Ensure that says what it repaired, one "family table/chain: why"
-// entry per chain.
+// entry per chain (per table in nftables mode).
 func (f *Firewall) ensure(cfg RuleConfig) ([]string, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var (
-		repairs []string
-		errs    []error
-	)
-	for _, p := range []struct {
-		fam             *iptFamily
-		network, subnet netip.Prefix
-	}{{f.v4, cfg.Network, cfg.Subnet}, {f.v6, cfg.IPv6Network, cfg.IPv6Subnet}} {
-		if !p.network.IsValid() {
-			continue
-		}
-		if p.fam.err != nil {
-			errs = append(errs, fmt.Errorf("%s rules: %w", p.fam.name, p.fam.err))
-			continue
-		}
-		specs := []chainSpec{
-			masqSpec(p.network, p.subnet, p.fam.multicast, p.fam.ipt.HasRandomFully(), cfg.Masquerade),
-			forwardSpec(p.network, cfg.Forward),
-		}
-		for _, spec := range specs {
-			why, err := f.reconcile(p.fam, spec)
-			if len(why) > 0 {
-				repairs = append(repairs, fmt.Sprintf("%s %s/%s: %s", p.fam.name, spec.table, spec.chain, strings.Join(why, ", ")))
-			}
-			if err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	err := errors.Join(errs...)
+	repairs, err := f.impl.ensure(cfg)
 	f.setStatus(err)
 	return repairs, err
 }
 
-// reconcile reads spec's chains, applies the plan if there is one and checks
-// the result. It returns why it changed something.
-func (f *Firewall) reconcile(fam *iptFamily, spec chainSpec) ([]string, error) {
-	wrap := func(err error) error {
-		return fmt.Errorf("%s %s/%s: %w", fam.name, spec.table, spec.chain, err)
-	}
-	st, err := fam.read(spec)
-	if err != nil {
-		return nil, wrap(err)
-	}
-	cmds, why := planChain(spec, st, fam.alias)
-	if len(cmds) == 0 {
-		return nil, nil
-	}
-	if err := fam.apply(spec.table, cmds); err != nil {
-		return nil, wrap(err)
-	}
-	if st, err = fam.read(spec); err != nil {
-		return why, wrap(err)
-	}
-	if learned := learnAliases(spec, st, fam.alias); len(learned) > 0 {
-		f.log.Warn("iptables prints our rules differently than expected, comparing with its form from now on",
-			"family", fam.name, "table", spec.table, "chain", spec.chain, "aliases", strings.Join(learned, "; "))
-	}
-	if cmds, again := planChain(spec, st, fam.alias); len(cmds) > 0 {
-		return why, wrap(fmt.Errorf("rules still differ right after writing them (%s): is another tool rewriting %s?",
-			strings.Join(again, ", "), spec.hook))
-	}
-	return why, nil
-}
-
-// Remove deletes our chains and their jumps in both families (for
-// decommissioning a host). Rules that are already gone are no error.
-func (f *Firewall) Remove() error {
+// Remove deletes our rules of this mode in both families (for
+// decommissioning a host, or when both features are off), logging one line
+// per chain or table removed, and returns what it removed. Rules that are
+// already gone are no error.
+func (f *Firewall) Remove() ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var errs []error
-	for _, fam := range []*iptFamily{f.v4, f.v6} {
-		if fam.err != nil {
-			continue // nothing of ours can be there without the binaries
-		}
-		for _, spec := range []chainSpec{masqSpec(netip.Prefix{}, netip.Prefix{}, fam.multicast, false, false), forwardSpec(netip.Prefix{}, false)} {
-			why, err := f.reconcile(fam, spec)
-			if err != nil {
-				errs = append(errs, err)
-			} else if len(why) > 0 {
-				f.log.Info("firewall chain removed", "family", fam.name, "table", spec.table, "chain", spec.chain)
-			}
-		}
+	removed, err := f.impl.remove()
+	for _, what := range removed {
+		f.log.Info("firewall rules removed", "removed", what)
 	}
-	err := errors.Join(errs...)
 	if err == nil {
-		err = errors.New("firewall rules removed")
+		f.setStatus(errors.New("firewall rules removed"))
+	} else {
+		f.setStatus(err)
 	}
-	f.setStatus(err)
-	return errors.Join(errs...)
+	return removed, err
 }

@@ -67,9 +67,9 @@ const (
 // family, with each jump the first rule of its hook, once.
 func checkRules(t *testing.T, f *Firewall, b ipBackend, cfg RuleConfig, v6 bool) {
 	t.Helper()
-	fam := f.v4
+	fam := ipt(f).v4
 	if v6 {
-		fam = f.v6
+		fam = ipt(f).v6
 	}
 	bin := b.bin(v6)
 	wantMasq, wantFwd := wantChains(cfg, v6, fam.ipt.HasRandomFully())
@@ -135,8 +135,8 @@ func newTestFirewall(t *testing.T, b ipBackend) (*Firewall, *syncBuffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.v6.err != nil {
-		t.Fatal(f.v6.err)
+	if ipt(f).v6.err != nil {
+		t.Fatal(ipt(f).v6.err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -202,8 +202,8 @@ func TestFirewallRestores(t *testing.T) {
 			mustEnsure(t, f, fwCfgDual, false)
 		})
 	}
-	if len(f.v4.alias)+len(f.v6.alias) > 0 {
-		t.Errorf("ruleAliases learned, ruleKey does not match this iptables: %v %v", f.v4.alias, f.v6.alias)
+	if len(ipt(f).v4.alias)+len(ipt(f).v6.alias) > 0 {
+		t.Errorf("ruleAliases learned, ruleKey does not match this iptables: %v %v", ipt(f).v4.alias, ipt(f).v6.alias)
 	}
 }
 
@@ -269,7 +269,7 @@ func TestFirewallRemove(t *testing.T) {
 	resetIPTables(t, nftBackend)
 	f, _ := newTestFirewall(t, nftBackend)
 	mustEnsure(t, f, fwCfgDual, true)
-	if err := f.Remove(); err != nil {
+	if _, err := f.Remove(); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
 	for _, bin := range []string{"iptables", "ip6tables"} {
@@ -282,7 +282,7 @@ func TestFirewallRemove(t *testing.T) {
 	if f.Status() == nil {
 		t.Error("Status() = nil after Remove")
 	}
-	if err := f.Remove(); err != nil {
+	if _, err := f.Remove(); err != nil {
 		t.Errorf("second Remove: %v", err)
 	}
 }
@@ -299,10 +299,13 @@ func TestFirewallNoIP6Tables(t *testing.T) {
 	}
 	mustEnsure(t, f, fwCfgV4, false) // IPv4 was done by the call above
 	checkRules(t, f, nftBackend, fwCfgV4, false)
-	if err := f.Remove(); err != nil {
+	if _, err := f.Remove(); err != nil {
 		t.Errorf("Remove: %v", err)
 	}
 	if _, err := newFirewall(nil, "no-such-iptables", "ip6tables"); err == nil {
 		t.Error("newFirewall without iptables: no error")
 	}
 }
+
+// ipt is f's iptables mode.
+func ipt(f *Firewall) *iptMode { return f.impl.(*iptMode) }

@@ -109,7 +109,7 @@ func TestFirewallApplyError(t *testing.T) {
 	netnstest.Require(t)
 	resetIPTables(t, nftBackend)
 	f, _ := newTestFirewall(t, nftBackend)
-	err := f.v4.apply("nat", []string{":FLANNEL-TEST - [0:0]", "-D POSTROUTING -s 192.0.2.1 -j FLANNEL-TEST"})
+	err := ipt(f).v4.apply("nat", []string{":FLANNEL-TEST - [0:0]", "-D POSTROUTING -s 192.0.2.1 -j FLANNEL-TEST"})
 	if err == nil || !strings.Contains(err.Error(), "(line 3: -D POSTROUTING -s 192.0.2.1 -j FLANNEL-TEST)") {
 		t.Errorf("apply error %q does not name the failing line", err)
 	}

@@ -45,8 +45,8 @@ func (f *Firewall) run(ctx context.Context, cfg RuleConfig, resync time.Duration
 		}
 		switch {
 		case err != nil && err.Error() != failing:
-			f.log.Error("firewall rules not in place, retrying every resync period", "err", err, "resync", resync,
-				"check", "that iptables, ip6tables and their -restore commands work (iptables -t nat -S) and whether another tool deletes FLANNEL-* chains")
+			f.log.Error("firewall rules not in place, retrying every resync period", "mode", f.mode, "err", err, "resync", resync,
+				"check", f.impl.hint())
 		case err == nil && len(repairs) == 0 && failing != "":
 			f.log.Info("firewall rules in place again")
 		case err == nil && len(repairs) == 0 && !inPlace:
@@ -79,10 +79,10 @@ type Runner struct {
 	done   chan struct{}
 }
 
-// NewRunner finds the iptables binaries (see NewFirewall). A resync period
-// that is not positive means 5 seconds.
-func NewRunner(log *slog.Logger, resync time.Duration) (*Runner, error) {
-	fw, err := NewFirewall(log)
+// NewRunner finds what mode needs (see New). A resync period that is not
+// positive means 5 seconds.
+func NewRunner(log *slog.Logger, resync time.Duration, mode Mode) (*Runner, error) {
+	fw, err := New(log, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -110,9 +110,9 @@ func (r *Runner) Apply(ctx context.Context, rc RuleConfig) error {
 	case <-installed:
 		return nil
 	case err := <-errc:
-		return fmt.Errorf("iptables rules: %w", err)
+		return fmt.Errorf("%s rules: %w", r.fw.mode, err)
 	case <-time.After(30 * time.Second):
-		return fmt.Errorf("iptables rules not in place after 30s: %w", r.fw.Status())
+		return fmt.Errorf("%s rules not in place after 30s: %w", r.fw.mode, r.fw.Status())
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -127,6 +127,9 @@ func (r *Runner) Stop() {
 		r.cancel = nil
 	}
 }
+
+// Mode says how the rules are programmed.
+func (r *Runner) Mode() Mode { return r.fw.mode }
 
 // Status is the firewall's Status: nil when the last resync put all rules
 // in place (for /readyz).

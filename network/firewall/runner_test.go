@@ -76,8 +76,8 @@ func TestFirewallRunFailure(t *testing.T) {
 	netnstest.Require(t)
 	resetIPTables(t, nftBackend)
 	f, buf := newTestFirewall(t, nftBackend)
-	restore := f.v4.restore
-	f.v4.restore = "/bin/false" // before Run: no race
+	restore := ipt(f).v4.restore
+	ipt(f).v4.restore = "/bin/false" // before Run: no race
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx, fwCfgV4, 100*time.Millisecond) }()
@@ -98,7 +98,7 @@ func TestFirewallRunFailure(t *testing.T) {
 	default:
 	}
 	f.mu.Lock()
-	f.v4.restore = restore
+	ipt(f).v4.restore = restore
 	f.mu.Unlock()
 	select {
 	case <-f.Ready():
@@ -125,7 +125,7 @@ func TestFirewallRunFailure(t *testing.T) {
 func newTestRunner(t *testing.T) (*Runner, *syncBuffer) {
 	t.Helper()
 	buf := &syncBuffer{}
-	r, err := NewRunner(slog.New(slog.NewTextHandler(buf, nil)), 100*time.Millisecond)
+	r, err := NewRunner(slog.New(slog.NewTextHandler(buf, nil)), 100*time.Millisecond, IPTables)
 	if err != nil {
 		t.Fatal(err)
 	}
