@@ -42,7 +42,8 @@ type PeerSet struct {
 	reported map[string]reported // rejections logged, by key
 	ours     int                 // entries with reasonOurs
 	round    uint64
-	peers    []subnet.Lease // sorted; nil when to be rebuilt
+	peers    []subnet.Lease               // sorted snapshot; nil when to be rebuilt
+	pending  map[netip.Addr]*subnet.Lease // changes since the snapshot
 }
 
 // reported is what was last said about a rejected lease.
@@ -206,9 +207,13 @@ func (s *PeerSet) Apply(batch []subnet.Event) Fold {
 	return s.fold(w, f)
 }
 
-// Peers returns the current peers, sorted by subnet. The caller may keep
-// and modify the slice.
+// Peers returns the current peers, sorted by subnet. The slice is a
+// snapshot the set never changes: the caller may keep it, and must not
+// modify it.
 func (s *PeerSet) Peers() []subnet.Lease {
+	if s.peers != nil && len(s.pending) > 0 {
+		s.peers, s.pending = s.nextPeers(), nil
+	}
 	if s.peers == nil {
 		s.peers = make([]subnet.Lease, 0, len(s.entries))
 		for _, e := range s.entries {
@@ -216,9 +221,9 @@ func (s *PeerSet) Peers() []subnet.Lease {
 				s.peers = append(s.peers, e.l)
 			}
 		}
-		slices.SortFunc(s.peers, func(a, b subnet.Lease) int { return a.Subnet.Addr().Compare(b.Subnet.Addr()) })
+		slices.SortFunc(s.peers, byAddr)
 	}
-	return slices.Clone(s.peers)
+	return s.peers
 }
 
 // Len is the number of leases known besides ours, peers or not.
