@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,14 +41,7 @@ func TestEngineRejectsHostileLeases(t *testing.T) {
 	prefix := "/coreos.com/network/subnets/"
 	inside := prefix + lb.Subnet.Addr().String() + "-25" // half of B's subnet
 	dup := prefix + lb.Key() + "&fd00:10:244:9::-64"
-	// Subnets no host holds, for the leases that need one.
-	var free []string
-	for i := 2; len(free) < 2; i++ {
-		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24)
-		if sn != lb.Subnet && sn != a.eng.Lease().Subnet {
-			free = append(free, strings.Replace(sn.String(), "/", "-", 1))
-		}
-	}
+	free := freeSubnets(2, lb.Subnet, a.eng.Lease().Subnet)
 	mine := prefix + free[0]
 	for k, v := range map[string]string{
 		inside: `{"PublicIP":"192.168.50.66","BackendType":"test"}`,
@@ -88,14 +82,8 @@ func TestEngineRejectsHostileLeases(t *testing.T) {
 			t.Errorf("A's backend got a hostile peer %s (%s)", p.Key(), ip)
 		}
 	}
-	rec := httptest.NewRecorder()
-	a.eng.health.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	for _, want := range []string{`flannel_leases_rejected_total{reason="subnet_length"} 1`, `flannel_leases_rejected_total{reason="overlaps_lease"} 1`,
-		`flannel_leases_rejected_total{reason="public_ip_own"} 1`, `flannel_leases_rejected_total{reason="vtep_mac_duplicate"} 0`} {
-		if !strings.Contains(rec.Body.String(), want) {
-			t.Errorf("/metrics lacks %s", want)
-		}
-	}
+	checkMetrics(t, a.eng, `flannel_leases_rejected_total{reason="subnet_length"} 1`, `flannel_leases_rejected_total{reason="overlaps_lease"} 1`,
+		`flannel_leases_rejected_total{reason="public_ip_own"} 1`, `flannel_leases_rejected_total{reason="vtep_mac_duplicate"} 0`)
 	for k := range msgs {
 		cli.Delete(ctx, k)
 	}
@@ -115,4 +103,27 @@ func waitLog(logs *syncBuffer, m string, d time.Duration) bool {
 		}
 	}
 	return false
+}
+
+// checkMetrics checks that the engine's /metrics has each line.
+func checkMetrics(t *testing.T, e *Engine, lines ...string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	e.health.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range lines {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// freeSubnets returns n keys of /24s of 10.244.0.0/16 other than held.
+func freeSubnets(n int, held ...netip.Prefix) []string {
+	var free []string
+	for i := 2; len(free) < n; i++ {
+		if sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24); !slices.Contains(held, sn) {
+			free = append(free, strings.Replace(sn.String(), "/", "-", 1))
+		}
+	}
+	return free
 }
