@@ -144,7 +144,8 @@ func SubnetKey(v4, v6 netip.Prefix) string {
 
 var keyRE = regexp.MustCompile(`^(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([0-9a-fA-F:.]+)-(\d+))?$`)
 
-// ParseSubnetKey parses a key element made by SubnetKey.
+// ParseSubnetKey parses a key element made by SubnetKey, and only that
+// form.
 func ParseSubnetKey(s string) (v4, v6 netip.Prefix, err error) {
 	m := keyRE.FindStringSubmatch(s)
 	if m == nil {
@@ -157,6 +158,13 @@ func ParseSubnetKey(s string) (v4, v6 netip.Prefix, err error) {
 		if v6, err = keyPrefix(m[3], m[4], false); err != nil {
 			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("subnet key %q: %w", s, err)
 		}
+	}
+	// Only the form SubnetKey writes (upstream's too) is a key: another
+	// spelling of the same subnets (10.244.3.0-024, an upper-case or
+	// zero-padded IPv6 half) would be a second etcd key that every host
+	// took for the first one, replacing its owner's lease.
+	if c := SubnetKey(v4, v6); c != s {
+		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("subnet key %q is not in canonical form (%q)", s, c)
 	}
 	return v4, v6, nil
 }
