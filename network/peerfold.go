@@ -13,20 +13,23 @@ import (
 func (s *PeerSet) fold(w *work, f Fold) Fold {
 	var gone, came []subnet.Lease // for the Peers snapshot, if there is one
 	snap := s.peers != nil && len(w.touched) <= 64
+	if !snap {
+		f.Joined = make([]subnet.Lease, 0, len(w.touched))
+	}
 	for key, b := range w.touched {
 		e := s.entries[key]
-		wasPeer := b.existed && b.why == ""
+		wasPeer := b.e != nil && b.why == ""
 		isPeer := e != nil && e.why == ""
 		switch {
 		case wasPeer && !isPeer:
-			f.Left = append(f.Left, b.l)
-			gone = appendIf(snap, gone, b.l)
+			f.Left = append(f.Left, b.e.l)
+			gone = appendIf(snap, gone, b.e.l)
 		case isPeer && !wasPeer:
 			f.Joined = append(f.Joined, e.l)
 			came = appendIf(snap, came, e.l)
-		case isPeer && !b.l.Attrs.Equal(e.l.Attrs):
+		case isPeer && b.e != e && !b.e.l.Attrs.Equal(e.l.Attrs):
 			f.Changed = true
-			gone, came = appendIf(snap, gone, b.l), appendIf(snap, came, e.l)
+			gone, came = appendIf(snap, gone, b.e.l), appendIf(snap, came, e.l)
 		}
 		switch {
 		case e == nil || isPeer:

@@ -34,8 +34,10 @@ type entry struct {
 	mac4, mac6 dataplane.MAC // zero when none
 	why        Reason        // verdict: "" for a peer
 	winner     *entry        // the older lease it conflicts with
-	buckets    []*bucket     // only for statically valid leases
-	queued     uint64        // the settle round it is queued in
+	buckets    [4]*bucket    // only for statically valid leases; nb used
+	pos        [4]int        // e's index in each bucket's members
+	nb         int
+	queued     uint64 // the settle round it is queued in
 }
 
 func (e *entry) older(o *entry) bool {
@@ -61,37 +63,41 @@ const (
 
 type bucket struct {
 	key     bucketKey
-	members map[*entry]struct{}
+	members []*entry
 	holders []*entry // at most one once settled
 }
 
-// keysOf are the buckets of a statically valid lease.
-func (s *PeerSet) keysOf(e *entry) []bucketKey {
-	out := []bucketKey{{kind: bucketSubnet4, p: e.l.Subnet}}
+func (e *entry) bs() []*bucket { return e.buckets[:e.nb] }
+
+// keysOf are the buckets of a statically valid lease (the first n).
+func (s *PeerSet) keysOf(e *entry) (out [4]bucketKey, n int) {
+	out[0], n = bucketKey{kind: bucketSubnet4, p: e.l.Subnet}, 1
 	if s.r.ipv6() && e.l.IPv6Subnet.IsValid() {
-		out = append(out, bucketKey{kind: bucketSubnet6, p: e.l.IPv6Subnet})
+		out[n], n = bucketKey{kind: bucketSubnet6, p: e.l.IPv6Subnet}, n+1
 	}
 	if e.mac4 != (dataplane.MAC{}) {
-		out = append(out, bucketKey{kind: bucketMAC4, mac: e.mac4})
+		out[n], n = bucketKey{kind: bucketMAC4, mac: e.mac4}, n+1
 	}
 	if e.mac6 != (dataplane.MAC{}) {
-		out = append(out, bucketKey{kind: bucketMAC6, mac: e.mac6})
+		out[n], n = bucketKey{kind: bucketMAC6, mac: e.mac6}, n+1
 	}
-	return out
+	return out, n
 }
 
 func (s *PeerSet) index(e *entry) {
 	if e.static != "" {
 		return
 	}
-	for _, k := range s.keysOf(e) {
+	keys, n := s.keysOf(e)
+	for _, k := range keys[:n] {
 		b := s.buckets[k]
 		if b == nil {
-			b = &bucket{key: k, members: map[*entry]struct{}{}}
+			b = &bucket{key: k}
 			s.buckets[k] = b
 		}
-		b.members[e] = struct{}{}
-		e.buckets = append(e.buckets, b)
+		e.buckets[e.nb], e.pos[e.nb] = b, len(b.members)
+		e.nb++
+		b.members = append(b.members, e)
 	}
 }
 
@@ -101,19 +107,28 @@ func (s *PeerSet) unindex(e *entry, w *work) {
 	if e.why.holds() {
 		s.queueYounger(e, w)
 	}
-	for _, b := range e.buckets {
-		delete(b.members, e)
+	for j, b := range e.bs() {
+		// Swap-remove in O(1): the last member takes e's place.
+		i, last := e.pos[j], b.members[len(b.members)-1]
+		b.members[i] = last
+		for k, lb := range last.bs() {
+			if lb == b {
+				last.pos[k] = i
+			}
+		}
+		b.members[len(b.members)-1] = nil
+		b.members = b.members[:len(b.members)-1]
 		b.holders = deleteEntry(b.holders, e)
 		if len(b.members) == 0 {
 			delete(s.buckets, b.key)
 		}
 	}
-	e.buckets = nil
+	e.buckets, e.nb = [4]*bucket{}, 0
 }
 
 func (s *PeerSet) queueYounger(e *entry, w *work) {
-	for _, b := range e.buckets {
-		for m := range b.members {
+	for _, b := range e.bs() {
+		for _, m := range b.members {
 			if e.older(m) {
 				w.queue(m)
 			}
@@ -135,7 +150,7 @@ func deleteEntry(es []*entry, e *entry) []*entry {
 func conflict(e *entry) (*entry, Reason) {
 	var win *entry
 	var why Reason
-	for _, b := range e.buckets {
+	for _, b := range e.bs() {
 		r := reasonFor(b)
 		for _, h := range b.holders {
 			if h == e || !h.older(e) {
@@ -156,11 +171,11 @@ func reasonFor(b *bucket) Reason {
 	return ReasonVtepMACDuplicate
 }
 
-// before is a lease's state before a batch, for the Fold.
+// before is a lease's state before a batch, for the Fold: its entry then
+// (whose lease never changes: a new value is a new entry) and verdict.
 type before struct {
-	existed bool
-	l       subnet.Lease
-	why     Reason
+	e   *entry // nil: no lease under the key
+	why Reason
 }
 
 // work is one settle round: the queue, ordered by rank, and the state of
@@ -188,11 +203,10 @@ func (w *work) touch(key string, e *entry) {
 	if _, ok := w.touched[key]; ok {
 		return
 	}
-	if e == nil {
-		w.touched[key] = before{}
-		return
+	w.touched[key] = before{e: e}
+	if e != nil {
+		w.touched[key] = before{e: e, why: e.why}
 	}
-	w.touched[key] = before{existed: true, l: e.l, why: e.why}
 }
 
 // settle evaluates the queued leases oldest first. A lease's verdict
@@ -227,7 +241,7 @@ func (s *PeerSet) setVerdict(e *entry, why Reason, win *entry) {
 		}
 	}
 	if e.why.holds() != why.holds() {
-		for _, b := range e.buckets {
+		for _, b := range e.bs() {
 			if why.holds() {
 				b.holders = append(b.holders, e)
 			} else {
