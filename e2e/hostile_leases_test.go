@@ -25,9 +25,9 @@ import (
 // deletion leaves the cluster exactly as before. h1 is the host the bad
 // leases aim at; h2 and h3 are not involved.
 
-func TestHostileLeasesHostGW(t *testing.T) { hostileLeases(t, "host-gw", hostGW) }
+func TestHostGWHostileLeases(t *testing.T) { hostileLeases(t, "host-gw", hostGW) }
 
-func TestHostileLeasesVXLAN(t *testing.T) { hostileLeases(t, "vxlan", vxlanBackend) }
+func TestVXLANHostileLeases(t *testing.T) { hostileLeases(t, "vxlan", vxlanBackend) }
 
 // hostileCase is one bad lease: its key (after subnets/), value, and the
 // reason the victim (h1) and the other hosts give ("": the key is not a
