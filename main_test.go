@@ -213,8 +213,8 @@ func TestLeasesCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 3 {
-		t.Fatalf("output:\n%s", out)
+	if len(lines) != 4 || lines[3] != "leases not checked: network config not found at /coreos.com/network/config" {
+		t.Fatalf("without a net-conf, output:\n%s", out)
 	}
 	if !strings.HasPrefix(lines[0], "SUBNET         PUBLIC IP      BACKEND  VTEP MAC           EXPIRES") {
 		t.Errorf("header %q", lines[0])
@@ -224,5 +224,23 @@ func TestLeasesCommand(t *testing.T) {
 	}
 	if lines[2] != "10.244.9.0/24  192.168.50.99  host-gw  -                  reserved" {
 		t.Errorf("reserved line %q", lines[2])
+	}
+
+	// With a net-conf, each lease gets a STATUS: the /24 outside the
+	// network is rejected by every host.
+	cli.Put(ctx, "/coreos.com/network/config", `{"Network":"10.244.0.0/21","Backend":{"Type":"vxlan"}}`)
+	out, _, err = run(t, "", "leases", "--etcd-endpoints", srv.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasSuffix(lines[0], "STATUS") {
+		t.Fatalf("with a net-conf, output:\n%s", out)
+	}
+	if !strings.HasSuffix(lines[1], " ok") {
+		t.Errorf("valid lease %q, want status ok", lines[1])
+	}
+	if !strings.Contains(lines[2], "reserved") || !strings.HasSuffix(lines[2], " outside_network") {
+		t.Errorf("lease outside the network %q, want it rejected", lines[2])
 	}
 }

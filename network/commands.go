@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
+	"net/netip"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -34,8 +36,10 @@ func CheckConfig(data []byte) ([]byte, []string, error) {
 	return out, warnings, err
 }
 
-// PrintLeases writes a table of the leases in etcd. It does not wait for
-// an unreachable etcd.
+// PrintLeases writes a table of the leases in etcd, each marked with the
+// peer set's verdict (judged among themselves, with no host's own lease:
+// bad subnets and conflicts between leases show). It does not wait for an
+// unreachable etcd.
 func PrintLeases(ctx context.Context, ec etcd.Config, w io.Writer) error {
 	cli, err := etcd.Connect(ctx, ec)
 	if err != nil {
@@ -47,41 +51,86 @@ func PrintLeases(ctx context.Context, ec etcd.Config, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return WriteLeaseTable(w, leases, time.Now())
+	cfg, _, cerr := sm.GetConfig(ctx)
+	if cerr != nil {
+		cfg = nil
+	}
+	if err := WriteLeaseTable(w, leases, cfg, time.Now()); err != nil {
+		return err
+	}
+	if cerr != nil {
+		_, err = fmt.Fprintf(w, "leases not checked: %v\n", cerr)
+	}
+	return err
 }
 
 // WriteLeaseTable renders leases sorted by subnet: subnet, IPv6 subnet (if
-// any lease has one), public IP, backend, VTEP MAC, expiry or "reserved".
-func WriteLeaseTable(w io.Writer, leases []subnet.Lease, now time.Time) error {
-	sort.Slice(leases, func(i, j int) bool { return leases[i].Subnet.Addr().Less(leases[j].Subnet.Addr()) })
+// any lease has one), public IP, backend, VTEP MAC, expiry or "reserved",
+// and, when cfg is given, STATUS: "ok" for a lease every host of that
+// net-conf accepts (a peer, or a valid lease of another backend type:
+// "backend_type"), else the reason it is rejected, with the older lease
+// that wins a conflict.
+func WriteLeaseTable(w io.Writer, leases []subnet.Lease, cfg *subnet.Config, now time.Time) error {
+	slices.SortFunc(leases, bySubnet)
+	var set *PeerSet
+	if cfg != nil {
+		set = NewPeerSet(cfg, netip.Addr{})
+		set.Apply(addEvents(leases))
+	}
 	v6 := false
 	for _, l := range leases {
 		v6 = v6 || l.IPv6Subnet.IsValid()
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	cols := []string{"SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "EXPIRES"}
 	if v6 {
-		fmt.Fprintln(tw, "SUBNET\tIPV6 SUBNET\tPUBLIC IP\tPUBLIC IPV6\tBACKEND\tVTEP MAC\tEXPIRES")
-	} else {
-		fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tVTEP MAC\tEXPIRES")
+		cols = []string{"SUBNET", "IPV6 SUBNET", "PUBLIC IP", "PUBLIC IPV6", "BACKEND", "VTEP MAC", "EXPIRES"}
 	}
+	if set != nil {
+		cols = append(cols, "STATUS")
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(cols, "\t"))
 	for _, l := range leases {
-		exp := "reserved"
-		if !l.Reserved() {
-			exp = "unknown"
-			if !l.Expiration.IsZero() {
-				exp = fmt.Sprintf("%s (in %s)", l.Expiration.UTC().Format(time.RFC3339), l.Expiration.Sub(now).Round(time.Minute))
-			}
-		}
-		backend := dash(l.Attrs.BackendType)
-		mac := dash(vtepMAC(l.Attrs.BackendData))
+		row := []string{l.Subnet.String(), l.Attrs.PublicIP.String(), dash(l.Attrs.BackendType), dash(vtepMAC(l.Attrs.BackendData)), expires(l, now)}
 		if v6 {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Subnet, dashP(l.IPv6Subnet.String(), l.IPv6Subnet.IsValid()),
-				l.Attrs.PublicIP, dashP(l.Attrs.PublicIPv6.String(), l.Attrs.PublicIPv6.IsValid()), backend, mac, exp)
-		} else {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Subnet, l.Attrs.PublicIP, backend, mac, exp)
+			row = []string{l.Subnet.String(), dashP(l.IPv6Subnet.String(), l.IPv6Subnet.IsValid()), l.Attrs.PublicIP.String(),
+				dashP(l.Attrs.PublicIPv6.String(), l.Attrs.PublicIPv6.IsValid()), row[2], row[3], row[4]}
 		}
+		if set != nil {
+			row = append(row, status(set, l))
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	return tw.Flush()
+}
+
+func expires(l subnet.Lease, now time.Time) string {
+	switch {
+	case l.Reserved():
+		return "reserved"
+	case l.Expiration.IsZero():
+		return "unknown"
+	}
+	return fmt.Sprintf("%s (in %s)", l.Expiration.UTC().Format(time.RFC3339), l.Expiration.Sub(now).Round(time.Minute))
+}
+
+func status(set *PeerSet, l subnet.Lease) string {
+	why, winner, _ := set.Status(l.Key())
+	switch {
+	case why == "":
+		return "ok"
+	case winner != "":
+		return fmt.Sprintf("%s (older: %s)", why, winner)
+	}
+	return string(why)
+}
+
+func addEvents(ls []subnet.Lease) []subnet.Event {
+	evs := make([]subnet.Event, len(ls))
+	for i, l := range ls {
+		evs[i] = subnet.Event{Type: subnet.EventAdded, Lease: l}
+	}
+	return evs
 }
 
 func vtepMAC(data json.RawMessage) string {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flanneld-go/flannel/internal/etcdtest"
+	"github.com/flanneld-go/flannel/subnet"
 	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
@@ -63,5 +64,88 @@ func TestPrintLeasesExplainsEtcdErrors(t *testing.T) {
 				t.Errorf("PrintLeases says %q, etcd.Connect %q", err, want)
 			}
 		})
+	}
+}
+
+// TestWriteLeaseTable: the table marks each lease with the peer set's
+// verdict, judged among the leases (older wins), and has no STATUS column
+// without a net-conf.
+func TestWriteLeaseTable(t *testing.T) {
+	leases := []subnet.Lease{
+		lease("10.244.3.0/24", "192.168.50.13", "vxlan", 12, "0e:00:00:00:00:13"),
+		lease("10.244.2.0/24", "192.168.50.12", "vxlan", 11, "0e:00:00:00:00:12"),
+		lease("10.244.2.0/25", "192.168.50.66", "vxlan", 20, "0e:00:00:00:00:66"),
+		lease("10.244.4.0/24", "192.168.50.67", "vxlan", 21, "0e:00:00:00:00:12"),
+		lease("10.99.0.0/24", "192.168.50.68", "vxlan", 22, "0e:00:00:00:00:68"),
+		lease("10.244.5.0/24", "192.168.50.15", "host-gw", 13, ""),
+		lease("10.244.6.0/24", "127.0.0.1", "host-gw", 14, ""),
+	}
+	leases[0].EtcdLeaseID = 7
+	leases[0].Expiration = time.Date(2026, 11, 25, 4, 9, 31, 0, time.UTC)
+	now := leases[0].Expiration.Add(-24 * time.Hour)
+	var out bytes.Buffer
+	if err := WriteLeaseTable(&out, leases, mustConfig(t, netconf4), now); err != nil {
+		t.Fatal(err)
+	}
+	want := `SUBNET         PUBLIC IP      BACKEND  VTEP MAC           EXPIRES                            STATUS
+10.99.0.0/24   192.168.50.68  vxlan    0e:00:00:00:00:68  reserved                           outside_network
+10.244.2.0/24  192.168.50.12  vxlan    0e:00:00:00:00:12  reserved                           ok
+10.244.2.0/25  192.168.50.66  vxlan    0e:00:00:00:00:66  reserved                           subnet_length
+10.244.3.0/24  192.168.50.13  vxlan    0e:00:00:00:00:13  2026-11-25T04:09:31Z (in 24h0m0s)  ok
+10.244.4.0/24  192.168.50.67  vxlan    0e:00:00:00:00:12  reserved                           vtep_mac_duplicate (older: 10.244.2.0-24)
+10.244.5.0/24  192.168.50.15  host-gw  -                  reserved                           backend_type
+10.244.6.0/24  127.0.0.1      host-gw  -                  reserved                           public_ip_invalid
+`
+	if out.String() != want {
+		t.Errorf("table:\n%s\nwant:\n%s", out.String(), want)
+	}
+	out.Reset()
+	if err := WriteLeaseTable(&out, leases[:1], nil, now); err != nil {
+		t.Fatal(err)
+	}
+	if first := strings.SplitN(out.String(), "\n", 2)[0]; strings.Contains(first, "STATUS") {
+		t.Errorf("a STATUS column without a net-conf: %q", first)
+	}
+}
+
+// TestPrintLeasesMarksConflicts: through etcd, the second key for a
+// subnet is the younger by create revision, and is marked, whatever its
+// key sorts as; without a net-conf the table says the leases were not
+// checked.
+func TestPrintLeasesMarksConflicts(t *testing.T) {
+	srv, err := etcdtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	cli, ctx := srv.Client(t), t.Context()
+	c := etcd.Config{Endpoints: []string{srv.Endpoint}}
+	put := func(k, v string) {
+		if _, err := cli.Put(ctx, "/coreos.com/network/"+k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The younger key sorts first: only the create revision can tell.
+	put("subnets/10.244.2.0-24&fd00:10:244:9::-64", `{"PublicIP":"192.168.50.66","BackendType":"host-gw"}`)
+	put("subnets/10.244.2.0-24", `{"PublicIP":"192.168.50.12","BackendType":"host-gw"}`)
+	put("subnets/10.244.2.0-24&fd00:10:244:9::-64", `{"PublicIP":"192.168.50.66","BackendType":"host-gw"}`) // rewritten: still the older key
+	var out bytes.Buffer
+	if err := PrintLeases(ctx, c, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "leases not checked: ") || !strings.Contains(out.String(), "/coreos.com/network/config") {
+		t.Errorf("no note that the leases were not checked:\n%s", out.String())
+	}
+	put("config", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"host-gw"}}`)
+	out.Reset()
+	if err := PrintLeases(ctx, c, &out); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("flanneld leases:\n%s", out.String())
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.HasSuffix(lines[0], "STATUS") ||
+		!strings.Contains(lines[1], "192.168.50.12") || !strings.HasSuffix(lines[1], "overlaps_lease (older: 10.244.2.0-24&fd00:10:244:9::-64)") ||
+		!strings.Contains(lines[2], "192.168.50.66") || !strings.HasSuffix(lines[2], "  ok") {
+		t.Errorf("table:\n%s", out.String())
 	}
 }

@@ -8,17 +8,7 @@ import (
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/internal/netnstest"
-	"github.com/flanneld-go/flannel/subnet"
 )
-
-func mustConfig(t *testing.T, js string) *subnet.Config {
-	t.Helper()
-	c, _, err := subnet.ParseConfig([]byte(js))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
 
 func addrs(ss ...string) []netip.Addr {
 	var out []netip.Addr

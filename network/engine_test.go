@@ -45,6 +45,12 @@ func (b *recordingBackend) Reconcile(_ context.Context, peers []subnet.Lease) (d
 	return dataplane.Changes{}, nil
 }
 
+func (b *recordingBackend) peersNow() []subnet.Lease {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.peers
+}
+
 func (b *recordingBackend) peerSubnets() map[netip.Prefix]bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -65,7 +71,11 @@ type testHost struct {
 
 func startHost(t *testing.T, srv *etcdtest.Server, cfg *subnet.Config, ip, file string) *testHost {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return startHostLog(t, srv, cfg, ip, file, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+func startHostLog(t *testing.T, srv *etcdtest.Server, cfg *subnet.Config, ip, file string, log *slog.Logger) *testHost {
+	t.Helper()
 	sm := etcd.NewManager(srv.Client(t), "/coreos.com/network", time.Hour, log)
 	ext := &backend.ExternalInterface{Name: "eth0", Index: 2, MTU: 1500, Addr: netip.MustParseAddr(ip), PublicIP: netip.MustParseAddr(ip)}
 	be := &recordingBackend{}

@@ -133,6 +133,7 @@ type metrics struct {
 	reconcileDuration *prometheus.HistogramVec
 	etcdErrors        *prometheus.CounterVec
 	dataplaneChanges  *prometheus.CounterVec
+	leasesRejected    *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -151,8 +152,15 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "Failed etcd requests, by operation."}, []string{"op"}),
 		dataplaneChanges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flannel_dataplane_changes_total",
 			Help: "Kernel entries the reconciler set or deleted, by kind (route, neigh, fdb, addr) and op (set, delete)."}, []string{"kind", "op"}),
+		leasesRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flannel_leases_rejected_total",
+			Help: "Leases from etcd that are not peers, counted once per key and reason (and again when the lease changes), by reason."},
+			[]string{"reason"}),
 	}
-	reg.MustRegister(m.leaseExpiry, m.peers, m.reconciles, m.reconcileErrors, m.reconcileDuration, m.etcdErrors, m.dataplaneChanges)
+	for _, r := range Reasons {
+		m.leasesRejected.WithLabelValues(string(r)) // every reason is exported, at 0 until it happens
+	}
+	reg.MustRegister(m.leaseExpiry, m.peers, m.reconciles, m.reconcileErrors, m.reconcileDuration, m.etcdErrors, m.dataplaneChanges,
+		m.leasesRejected)
 	return m
 }
 

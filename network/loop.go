@@ -44,6 +44,7 @@ func newLoop(ctx context.Context, e *Engine) *loop {
 	if l.probeEach <= 0 {
 		l.probeEach = 5 * time.Second
 	}
+	l.peers.SetOwnAttrs(e.attrs)
 	l.peers.SetOwn(e.lease)
 	l.tick, l.probe = time.NewTicker(l.reconcilePeriod), time.NewTicker(l.probeEach)
 	l.renew, l.retry, l.debounce = time.NewTimer(e.renewDelay()), stoppedTimer(), stoppedTimer()
@@ -107,21 +108,11 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 // burst (a hundred hosts restarting, a re-list after an outage) costs one
 // reconcile, not one per event.
 func (l *loop) onEvents(batch []subnet.Event) {
-	log := l.e.log
 	f := l.peers.Apply(batch)
-	for _, p := range f.Joined {
-		log.Info("peer joined", "peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP, "peer_backend", p.Attrs.BackendType)
-	}
-	for _, p := range f.Left {
-		log.Info("peer left", "peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP)
-	}
-	for _, ig := range f.Ignored {
-		logIgnored(l.e, ig)
-	}
-	l.e.health.metrics.peers.Set(float64(l.peers.Len()))
+	l.logFold(f)
 	l.synced = true
 	if f.OwnRemoved {
-		log.Warn("our lease was deleted from etcd (by an operator?); acquiring again", "subnet", l.e.lease.String())
+		l.e.log.Warn("our lease was deleted from etcd (by an operator?); acquiring again", "subnet", l.e.lease.String())
 		l.startReacquire()
 	}
 	if !l.pending {
@@ -130,16 +121,21 @@ func (l *loop) onEvents(batch []subnet.Event) {
 	}
 }
 
-func logIgnored(e *Engine, ig Ignored) {
-	p := ig.Lease
-	switch ig.Reason {
-	case "another backend type":
-		e.log.Warn("ignoring peer of another backend type; restart it with the same net-conf",
-			"backend", e.net.BackendType, "peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP, "peer_backend", BackendType(p))
-	default:
-		e.log.Warn("ignoring peer whose subnet is outside the network; restart it so it picks up the current net-conf",
-			"peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP, "network", e.net.Network)
+// logFold logs what a change of the peer set brought, one line per lease,
+// and counts the rejections.
+func (l *loop) logFold(f Fold, note ...any) {
+	log := l.e.log
+	for _, p := range f.Joined {
+		log.Info("peer joined", append([]any{"peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP, "peer_backend", p.Attrs.BackendType}, note...)...)
 	}
+	for _, p := range f.Left {
+		log.Info("peer left", "peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP)
+	}
+	for _, r := range f.Rejected {
+		logRejected(l.e, r)
+		l.e.health.metrics.leasesRejected.WithLabelValues(string(r.Reason)).Inc()
+	}
+	l.e.health.metrics.peers.Set(float64(l.peers.Len()))
 }
 
 // reconcile hands the backend the current peers; a failure is retried in
@@ -181,6 +177,7 @@ func (l *loop) startReacquire() {
 		return
 	}
 	l.acquiring = true
+	l.peers.Reacquiring()
 	l.renew.Stop()
 	l.e.reacquireAsync(l.ctx, l.acquired)
 }
@@ -227,10 +224,7 @@ func (l *loop) onAcquired(r leaseResult) error {
 	if err := l.e.reacquired(l.ctx, r); err != nil {
 		return err
 	}
-	for _, p := range l.peers.SetOwn(l.e.lease) {
-		l.e.log.Info("peer joined", "peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP, "peer_backend", p.Attrs.BackendType,
-			"note", "it holds the subnet we had before")
-	}
+	l.logFold(l.peers.SetOwn(l.e.lease), "note", "it holds the subnet we had before")
 	l.renew.Reset(l.e.renewDelay())
 	l.reconcile()
 	return nil

@@ -4,72 +4,138 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/flanneld-go/flannel/backend/dataplane"
+	"github.com/flanneld-go/flannel/backend/vxlan"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
 // PeerSet decides which leases are this host's peers, folding lease watch
-// events into the current set. It is pure (no etcd, no kernel, no clock),
-// so its rules are unit-tested directly:
+// events into the current set. It is the one place leases from etcd are
+// validated before anything is built from them, and it is pure (no etcd,
+// no kernel, no clock), so its rules are unit-tested directly:
 //
-//   - our own lease is not a peer; its removal is reported (OwnRemoved)
-//     so the engine can acquire it again. A lease with our PublicIP is
-//     ours too: while we re-acquire, the new lease can be seen before we
-//     know its subnet, and a route to ourselves is never right;
-//   - a lease whose subnet is outside the Network (a host still running
-//     an older net-conf) is not a peer: routing to it could hijack
-//     addresses outside the pod network;
-//   - a lease of another backend type is not a peer of this host's
-//     backend; a lease without a BackendType is upstream flannel's udp
-//     backend, which writes none.
+//   - our own lease (by key) is not a peer; its removal is reported
+//     (OwnRemoved) so the engine can acquire it again. While we
+//     re-acquire, a lease with our PublicIP is ours too: the new lease can
+//     be seen before we know its subnet, and a route to ourselves is
+//     never right;
+//   - a lease is rejected when it does not fit the net-conf (subnet
+//     length, Network; the IPv6 half likewise), has an unusable PublicIP
+//     or vxlan data, collides with this host (our subnet, PublicIP or
+//     VtepMAC), or with an older accepted lease (subnet or VtepMAC): see
+//     Reason for the list, and peerindex.go for how conflicts are settled
+//     the same way on every host;
+//   - a valid lease of another backend type is not a peer of this host's
+//     backend (a lease without a BackendType is upstream flannel's udp
+//     backend, which writes none), but it does hold its subnet and MAC
+//     against younger leases.
 //
 // It is not safe for concurrent use: the engine's loop owns it.
 type PeerSet struct {
-	network, network6 netip.Prefix
-	backend           string
-	self              netip.Addr // our PublicIP
-	own               netip.Prefix
-	leases            map[string]subnet.Lease // every lease but ours, by key
+	r         rules
+	own       subnet.Lease // our lease; invalid Subnet: none
+	ownKey    string
+	acquiring bool // our lease was removed, a new one is not known yet
+
+	entries  map[string]*entry // every lease, by key
+	buckets  map[bucketKey]*bucket
+	reported map[string]reported // rejections logged, by key
+	ours     int                 // entries with reasonOurs
+	round    uint64
+	peers    []subnet.Lease               // sorted snapshot; nil when to be rebuilt
+	pending  map[netip.Addr]*subnet.Lease // changes since the snapshot
 }
 
-// Fold is what one batch of events changed, for the log lines.
+// reported is what was last said about a rejected lease.
+type reported struct {
+	why   Reason
+	attrs subnet.LeaseAttrs
+}
+
+// reasonPending is the verdict of a lease not evaluated yet.
+const reasonPending Reason = "pending"
+
+// Fold is what one batch of events (or a change of our own lease)
+// changed, for the log lines.
 type Fold struct {
 	Joined, Left []subnet.Lease // peers of our backend that came or went
-	// Ignored are leases that are not peers, each with the reason, when
-	// they appear or change.
-	Ignored    []Ignored
+	// Rejected are leases that are not peers, each with the reason, when
+	// they appear, or their reason or attributes change.
+	Rejected   []Rejection
 	OwnRemoved bool // our own lease was deleted from etcd
 	Changed    bool // the peer set (or a peer's lease) changed
 }
 
-// Ignored is a lease left out of the peers, and why.
-type Ignored struct {
+// Rejection is a lease left out of the peers, and why.
+type Rejection struct {
 	Lease  subnet.Lease
-	Reason string // "outside the network", "another backend type"
+	Reason Reason
+	// Winner is the older lease it conflicts with (overlaps_lease,
+	// vtep_mac_duplicate); zero otherwise.
+	Winner subnet.Lease
 }
 
 // NewPeerSet returns an empty set for a host of the given net-conf that
-// publishes self as its PublicIP.
+// publishes self as its PublicIP (invalid: no host, as for flanneld
+// leases, which judges the leases among themselves).
 func NewPeerSet(cfg *subnet.Config, self netip.Addr) *PeerSet {
-	s := &PeerSet{network: cfg.Network, backend: cfg.BackendType, self: self, leases: map[string]subnet.Lease{}}
+	s := &PeerSet{entries: map[string]*entry{}, buckets: map[bucketKey]*bucket{}, reported: map[string]reported{}}
+	s.r = rules{network: cfg.Network, subnetLen: cfg.SubnetLen, backend: cfg.BackendType, self: self}
 	if cfg.EnableIPv6 {
-		s.network6 = cfg.IPv6Network
+		s.r.network6, s.r.subnetLen6 = cfg.IPv6Network, cfg.IPv6SubnetLen
 	}
 	return s
 }
 
-// SetOwn sets our own lease's subnet; a lease with it is never a peer.
-// Leases are kept whoever holds them, so when our subnet changes (a
-// re-acquisition that got another one) a host that took the old subnet
-// meanwhile becomes a peer at once: it is returned, for the log.
-func (s *PeerSet) SetOwn(own subnet.Lease) (joined []subnet.Lease) {
-	old := s.own
-	s.own = own.Subnet
-	for _, l := range s.leases {
-		if l.Subnet == old && old != s.own && s.why(l) == "" {
-			joined = append(joined, l)
+// SetOwnAttrs sets what this host publishes (from the backend's Prepare,
+// PublicIP fields filled in): a lease claiming our PublicIP, PublicIPv6
+// or VtepMAC is rejected. The engine calls it once the backend started.
+func (s *PeerSet) SetOwnAttrs(a subnet.LeaseAttrs) Fold {
+	if a.PublicIP.IsValid() {
+		s.r.self = a.PublicIP
+	}
+	if s.r.ipv6() {
+		s.r.self6 = a.PublicIPv6
+	}
+	s.r.mac4, s.r.mac6 = dataplane.MAC{}, dataplane.MAC{}
+	if BackendType(subnet.Lease{Attrs: a}) == vxlan.TypeName {
+		s.r.mac4, _ = vxlan.LeaseMAC(a.BackendData)
+		if s.r.ipv6() && len(a.BackendV6Data) > 0 {
+			s.r.mac6, _ = vxlan.LeaseMAC(a.BackendV6Data)
 		}
 	}
-	return joined
+	return s.recompute()
+}
+
+// SetOwn sets our own lease; it ends a re-acquisition. Leases are kept
+// whoever holds them, so when our subnet changes (a re-acquisition that
+// got another one) a host that took the old subnet meanwhile becomes a
+// peer at once: it is in the Fold, for the log.
+func (s *PeerSet) SetOwn(own subnet.Lease) Fold {
+	s.own, s.ownKey, s.acquiring = own, "", false
+	if own.Subnet.IsValid() {
+		s.ownKey = own.Key()
+	}
+	return s.recompute()
+}
+
+// Reacquiring tells the set that we are acquiring our lease again (it was
+// lost, or deleted): until SetOwn, a lease with our PublicIP is ours.
+func (s *PeerSet) Reacquiring() {
+	if !s.acquiring {
+		s.acquiring = true
+		s.recompute()
+	}
+}
+
+// recompute re-evaluates every lease, after a change of our own facts.
+func (s *PeerSet) recompute() Fold {
+	w := s.newWork()
+	for _, e := range s.entries {
+		w.queue(e)
+	}
+	s.settle(w)
+	return s.fold(w, Fold{})
 }
 
 // BackendType is the type a lease advertises; upstream's udp backend
@@ -81,80 +147,98 @@ func BackendType(l subnet.Lease) string {
 	return l.Attrs.BackendType
 }
 
-// why says why l is not a peer ("" if it is).
-func (s *PeerSet) why(l subnet.Lease) string {
+// evaluate is e's verdict, given the settled verdicts of older leases.
+func (s *PeerSet) evaluate(e *entry) (Reason, *entry) {
+	l := e.l
 	switch {
-	case l.Subnet == s.own || (s.self.IsValid() && l.Attrs.PublicIP == s.self):
-		return "ours"
-	case !s.network.Contains(l.Subnet.Addr()):
-		return "outside the network"
-	case l.IPv6Subnet.IsValid() && s.network6.IsValid() && !s.network6.Contains(l.IPv6Subnet.Addr()):
-		return "outside the network"
-	case BackendType(l) != s.backend:
-		return "another backend type"
+	case e.key == s.ownKey,
+		s.acquiring && (s.r.self.IsValid() && l.Attrs.PublicIP == s.r.self || s.r.self6.IsValid() && l.Attrs.PublicIPv6 == s.r.self6):
+		return reasonOurs, nil
+	case e.static != "":
+		return e.static, nil
 	}
-	return ""
+	if why := s.r.own(e, s.own); why != "" {
+		return why, nil
+	}
+	if win, why := conflict(e); win != nil {
+		return why, win
+	}
+	if BackendType(l) != s.r.backend {
+		return ReasonBackendType, nil
+	}
+	return "", nil
 }
 
 // Apply folds one batch of events into the set.
 func (s *PeerSet) Apply(batch []subnet.Event) Fold {
 	var f Fold
+	w := s.newWork()
 	for _, ev := range batch {
-		l := ev.Lease
-		if l.Subnet == s.own && ev.Type == subnet.EventRemoved {
+		key := ev.Lease.Key()
+		if key == s.ownKey && ev.Type == subnet.EventRemoved {
 			f.OwnRemoved = true
+			s.acquiring = true
 		}
-		key := l.Key()
-		prev, known := s.leases[key]
-		wasPeer := known && s.why(prev) == ""
-		if ev.Type == subnet.EventRemoved {
-			delete(s.leases, key)
-			if wasPeer {
-				f.Left = append(f.Left, prev)
-				f.Changed = true
+		old := s.entries[key]
+		w.touch(key, old)
+		if old != nil {
+			s.unindex(old, w)
+			delete(s.entries, key)
+			if old.why == reasonOurs {
+				s.ours--
 			}
+		}
+		if ev.Type == subnet.EventRemoved {
 			continue
 		}
-		s.leases[key] = l
-		why := s.why(l)
-		switch {
-		case why != "":
-			if why != "ours" && (!known || !prev.Attrs.Equal(l.Attrs) || s.why(prev) != why) {
-				f.Ignored = append(f.Ignored, Ignored{l, why})
-			}
-			if wasPeer {
-				f.Left = append(f.Left, prev)
-				f.Changed = true
-			}
-		case !wasPeer:
-			f.Joined = append(f.Joined, l)
-			f.Changed = true
-		case !prev.Attrs.Equal(l.Attrs) || prev.IPv6Subnet != l.IPv6Subnet:
-			f.Changed = true
+		e := &entry{l: ev.Lease, key: key, why: reasonPending}
+		e.static, e.mac4, e.mac6 = s.r.static(ev.Lease)
+		s.entries[key] = e
+		s.index(e)
+		w.queue(e)
+	}
+	if f.OwnRemoved {
+		// Leases with our PublicIP are ours now: look at all of them.
+		for _, e := range s.entries {
+			w.queue(e)
 		}
 	}
-	return f
+	s.settle(w)
+	return s.fold(w, f)
 }
 
-// Peers returns the current peers, sorted by subnet.
+// Peers returns the current peers, sorted by subnet. The slice is a
+// snapshot the set never changes: the caller may keep it, and must not
+// modify it.
 func (s *PeerSet) Peers() []subnet.Lease {
-	out := make([]subnet.Lease, 0, len(s.leases))
-	for _, l := range s.leases {
-		if s.why(l) == "" {
-			out = append(out, l)
-		}
+	if s.peers != nil && len(s.pending) > 0 {
+		s.peers, s.pending = s.nextPeers(), nil
 	}
-	slices.SortFunc(out, func(a, b subnet.Lease) int { return a.Subnet.Addr().Compare(b.Subnet.Addr()) })
-	return out
+	if s.peers == nil {
+		s.peers = make([]subnet.Lease, 0, len(s.entries))
+		for _, e := range s.entries {
+			if e.why == "" {
+				s.peers = append(s.peers, e.l)
+			}
+		}
+		slices.SortFunc(s.peers, byAddr)
+	}
+	return s.peers
 }
 
 // Len is the number of leases known besides ours, peers or not.
-func (s *PeerSet) Len() int {
-	n := len(s.leases)
-	for _, l := range s.leases {
-		if s.why(l) == "ours" {
-			n--
-		}
+func (s *PeerSet) Len() int { return len(s.entries) - s.ours }
+
+// Status says whether the lease with key is a peer (reason ""), and if
+// not, why and which lease won over it; known is false for a key not in
+// the set, and for our own lease.
+func (s *PeerSet) Status(key string) (why Reason, winner string, known bool) {
+	e := s.entries[key]
+	if e == nil || e.why == reasonOurs {
+		return "", "", false
 	}
-	return n
+	if e.winner != nil {
+		winner = e.winner.key
+	}
+	return e.why, winner, true
 }

@@ -8,9 +8,44 @@ import (
 	"github.com/flanneld-go/flannel/subnet"
 )
 
+// lease builds a lease from a key-like subnet ("10.244.2.0/24" or
+// "10.244.2.0/24&fd00:10:244:2::/64"), a PublicIP and a backend type; a
+// vxlan lease gets BackendData with mac ("" for none).
+func lease(sn, pub, backend string, rev int64, mac string) subnet.Lease {
+	v4, v6, _ := strings.Cut(sn, "&")
+	l := subnet.Lease{Subnet: netip.MustParsePrefix(v4), CreateRevision: rev,
+		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub), BackendType: backend}}
+	if v6 != "" {
+		l.IPv6Subnet = netip.MustParsePrefix(v6)
+	}
+	if mac != "" {
+		l.Attrs.BackendData = []byte(`{"VNI":1,"VtepMAC":"` + mac + `"}`)
+	}
+	return l
+}
+
+func add(ls ...subnet.Lease) []subnet.Event {
+	var out []subnet.Event
+	for _, l := range ls {
+		out = append(out, subnet.Event{Type: subnet.EventAdded, Lease: l})
+	}
+	return out
+}
+
+func del(ls ...subnet.Lease) []subnet.Event {
+	var out []subnet.Event
+	for _, l := range ls {
+		out = append(out, subnet.Event{Type: subnet.EventRemoved, Lease: l})
+	}
+	return out
+}
+
 func ev(typ subnet.EventType, sn, pub, backend string) subnet.Event {
-	return subnet.Event{Type: typ, Lease: subnet.Lease{Subnet: netip.MustParsePrefix(sn),
-		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub), BackendType: backend}}}
+	mac := ""
+	if backend == "vxlan" {
+		mac = "0e:00:00:00:00:" + strings.Split(pub, ".")[3]
+	}
+	return subnet.Event{Type: typ, Lease: lease(sn, pub, backend, 0, mac)}
 }
 
 func keys(ls []subnet.Lease) string {
@@ -21,14 +56,40 @@ func keys(ls []subnet.Lease) string {
 	return strings.Join(out, " ")
 }
 
-func newSet(t *testing.T, netconf string) *PeerSet {
+func rejected(rs []Rejection) string {
+	var out []string
+	for _, r := range rs {
+		s := r.Lease.Key() + ":" + string(r.Reason)
+		if r.Winner.Subnet.IsValid() {
+			s += "<" + r.Winner.Key()
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, " ")
+}
+
+const (
+	ownIP  = "192.168.50.11"
+	ownMAC = "0e:00:00:00:00:11"
+)
+
+// newSet is the peer set of host 192.168.50.11 (vxlan MAC ownMAC) holding
+// 10.244.1.0/24.
+func newSet(t testing.TB, netconf string) *PeerSet {
 	t.Helper()
 	cfg, _, err := subnet.ParseConfig([]byte(netconf))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewPeerSet(cfg, netip.MustParseAddr("192.168.50.11"))
-	s.SetOwn(subnet.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24")})
+	s := NewPeerSet(cfg, netip.MustParseAddr(ownIP))
+	own := lease("10.244.1.0/24", ownIP, "vxlan", 1, ownMAC)
+	if cfg.EnableIPv6 {
+		own = lease("10.244.1.0/24&fd00:10:244:1::/64", ownIP, "vxlan", 1, ownMAC)
+		own.Attrs.PublicIPv6 = netip.MustParseAddr("fd00:50::11")
+		own.Attrs.BackendV6Data = []byte(`{"VNI":1,"VtepMAC":"0e:00:00:00:06:11"}`)
+	}
+	s.SetOwnAttrs(own.Attrs)
+	s.SetOwn(own)
 	return s
 }
 
@@ -42,12 +103,11 @@ func TestPeerSetRules(t *testing.T) {
 		ev(subnet.EventAdded, "10.244.4.0/24", "192.168.50.14", "host-gw"), // another backend
 		ev(subnet.EventAdded, "10.244.5.0/24", "192.168.50.15", ""),        // upstream udp
 	})
-	if keys(f.Joined) != "10.244.3.0-24 10.244.2.0-24" || !f.Changed || f.OwnRemoved {
+	if keys(f.Joined) != "10.244.2.0-24 10.244.3.0-24" || !f.Changed || f.OwnRemoved {
 		t.Errorf("fold %+v", f)
 	}
-	if len(f.Ignored) != 3 || f.Ignored[0].Reason != "outside the network" || f.Ignored[1].Reason != "another backend type" ||
-		f.Ignored[2].Lease.Key() != "10.244.5.0-24" {
-		t.Errorf("ignored %+v", f.Ignored)
+	if got := rejected(f.Rejected); got != "10.99.0.0-24:outside_network 10.244.4.0-24:backend_type 10.244.5.0-24:backend_type" {
+		t.Errorf("rejected %s", got)
 	}
 	if got := keys(s.Peers()); got != "10.244.2.0-24 10.244.3.0-24" {
 		t.Errorf("peers %s", got)
@@ -55,9 +115,9 @@ func TestPeerSetRules(t *testing.T) {
 	if s.Len() != 5 {
 		t.Errorf("Len %d, want 5 leases besides ours", s.Len())
 	}
-	// The same lease again (a re-list after an outage): nothing to report.
+	// The same leases again (a re-list after an outage): nothing to report.
 	f = s.Apply([]subnet.Event{ev(subnet.EventAdded, "10.244.2.0/24", "192.168.50.12", "vxlan"), ev(subnet.EventAdded, "10.99.0.0/24", "192.168.50.19", "vxlan")})
-	if f.Changed || len(f.Joined)+len(f.Left)+len(f.Ignored) != 0 {
+	if f.Changed || len(f.Joined)+len(f.Left)+len(f.Rejected) != 0 {
 		t.Errorf("repeat: %+v", f)
 	}
 	// A peer moves (new address): changed, not joined.
@@ -65,9 +125,9 @@ func TestPeerSetRules(t *testing.T) {
 	if !f.Changed || len(f.Joined) != 0 {
 		t.Errorf("move: %+v", f)
 	}
-	// A peer switches to another backend: it leaves, and is reported ignored.
+	// A peer switches to another backend: it leaves, and is reported.
 	f = s.Apply([]subnet.Event{ev(subnet.EventAdded, "10.244.3.0/24", "192.168.50.13", "udp")})
-	if keys(f.Left) != "10.244.3.0-24" || len(f.Ignored) != 1 || !f.Changed {
+	if keys(f.Left) != "10.244.3.0-24" || rejected(f.Rejected) != "10.244.3.0-24:backend_type" || !f.Changed {
 		t.Errorf("switch: %+v", f)
 	}
 	// Removal of a peer, of a non-peer, and of our own lease.
@@ -86,18 +146,16 @@ func TestPeerSetRules(t *testing.T) {
 
 func TestPeerSetUDPAndIPv6(t *testing.T) {
 	s := newSet(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"udp"}}`)
-	in := ev(subnet.EventAdded, "10.244.2.0/24", "192.168.50.12", "")
-	in.Lease.IPv6Subnet = netip.MustParsePrefix("fd00:10:244:2::/64")
-	out := ev(subnet.EventAdded, "10.244.3.0/24", "192.168.50.13", "udp")
-	out.Lease.IPv6Subnet = netip.MustParsePrefix("fd00:99::/64") // IPv6 half outside the IPv6Network
+	in := ev(subnet.EventAdded, "10.244.2.0/24&fd00:10:244:2::/64", "192.168.50.12", "")
+	out := ev(subnet.EventAdded, "10.244.3.0/24&fd00:99::/64", "192.168.50.13", "udp") // IPv6 half outside the IPv6Network
 	f := s.Apply([]subnet.Event{in, out})
-	if keys(f.Joined) != in.Lease.Key() || len(f.Ignored) != 1 || f.Ignored[0].Reason != "outside the network" {
+	if keys(f.Joined) != in.Lease.Key() || rejected(f.Rejected) != out.Lease.Key()+":outside_network" {
 		t.Errorf("fold %+v", f)
 	}
 	// Our own subnet changes: a lease that now holds it is not a peer.
-	s.SetOwn(in.Lease)
-	if len(s.Peers()) != 0 {
-		t.Errorf("our new lease is a peer: %s", keys(s.Peers()))
+	f = s.SetOwn(in.Lease)
+	if len(s.Peers()) != 0 || keys(f.Left) != in.Lease.Key() {
+		t.Errorf("our new lease is a peer: %s (fold %+v)", keys(s.Peers()), f)
 	}
 }
 
@@ -112,17 +170,46 @@ func TestPeerSetReacquisition(t *testing.T) {
 		ev(subnet.EventAdded, "10.244.1.0/24", "192.168.50.13", "vxlan"), // host C takes it
 		ev(subnet.EventAdded, "10.244.9.0/24", "192.168.50.11", "vxlan"), // our new lease, before we know it
 	})
-	if !f.OwnRemoved || len(f.Joined) != 0 {
+	if !f.OwnRemoved || len(f.Joined) != 0 || len(f.Rejected) != 0 {
 		t.Errorf("fold %+v", f)
 	}
-	joined := s.SetOwn(subnet.Lease{Subnet: netip.MustParsePrefix("10.244.9.0/24")})
-	if keys(joined) != "10.244.1.0-24" || joined[0].Attrs.PublicIP.String() != "192.168.50.13" {
-		t.Errorf("SetOwn returned %v, want host C", keys(joined))
+	f = s.SetOwn(lease("10.244.9.0/24", ownIP, "vxlan", 30, ownMAC))
+	if keys(f.Joined) != "10.244.1.0-24" || f.Joined[0].Attrs.PublicIP.String() != "192.168.50.13" || len(f.Rejected) != 0 {
+		t.Errorf("SetOwn returned %+v, want host C joined", f)
 	}
 	if got := keys(s.Peers()); got != "10.244.1.0-24 10.244.2.0-24" {
 		t.Errorf("peers %s, want C and B (never ourselves)", got)
 	}
 	if s.Len() != 2 {
 		t.Errorf("Len %d, want 2", s.Len())
+	}
+}
+
+// A lease claiming our PublicIP is ours only while we re-acquire; at any
+// other time it is another host's (or a forgery) and rejected, once.
+func TestPeerSetForeignLeaseWithOurPublicIP(t *testing.T) {
+	s := newSet(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	fake := lease("10.244.7.0/24", ownIP, "vxlan", 40, "0e:00:00:00:00:77")
+	f := s.Apply(add(lease("10.244.1.0/24", ownIP, "vxlan", 1, ownMAC), fake))
+	if rejected(f.Rejected) != "10.244.7.0-24:public_ip_own" || len(f.Joined) != 0 {
+		t.Fatalf("fold %+v", f)
+	}
+	s.Reacquiring()
+	if why, _, known := s.Status(fake.Key()); known {
+		t.Errorf("while re-acquiring: %s, want ours", why)
+	}
+	// We got our subnet back: the other lease is rejected again, and not
+	// reported a second time.
+	f = s.SetOwn(lease("10.244.1.0/24", ownIP, "vxlan", 1, ownMAC))
+	if len(f.Rejected)+len(f.Joined) != 0 {
+		t.Errorf("fold after SetOwn %+v", f)
+	}
+	if why, _, _ := s.Status(fake.Key()); why != ReasonPublicIPOwn {
+		t.Errorf("after SetOwn: %s", why)
+	}
+	// Its attributes change: reported again.
+	fake.Attrs.BackendData = []byte(`{"VNI":1,"VtepMAC":"0e:00:00:00:00:78"}`)
+	if f = s.Apply(add(fake)); rejected(f.Rejected) != "10.244.7.0-24:public_ip_own" {
+		t.Errorf("changed attrs: %+v", f)
 	}
 }

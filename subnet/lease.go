@@ -175,9 +175,11 @@ func ParseSubnetKey(s string) (v4, v6 netip.Prefix, err error) {
 			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("subnet key %q: %w", s, err)
 		}
 	}
-	// Only the canonical form names a lease: the creation guard compares
-	// keys as strings, so "10.244.3.0-024" would not block the creation of
-	// "10.244.3.0-24" (see GuardedSubnet).
+	// Only the form SubnetKey writes (upstream's too) is a key: another
+	// spelling of the same subnets (10.244.3.0-024, an upper-case or
+	// zero-padded IPv6 half) would be a second etcd key that every host
+	// took for the first one, replacing its owner's lease; and the creation
+	// guard compares keys as strings (see GuardedSubnet).
 	if c := SubnetKey(v4, v6); c != s {
 		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("subnet key %q is not in canonical form (%q)", s, c)
 	}

@@ -83,7 +83,7 @@ func peerEntries(want *dataplane.State, o Options, h Host, p subnet.Lease, v6 bo
 		want.Routes = append(want.Routes, dataplane.Route{Dst: sn, Gw: pub, LinkIndex: h.Ext, Proto: dataplane.Proto})
 		return nil
 	}
-	mac, err := parseMAC(data)
+	mac, err := LeaseMAC(data)
 	if err != nil {
 		return []backend.Skip{{Peer: p, Aspect: fam, Reason: "data:" + string(data),
 			Msg:   "skipping peer with unusable vxlan data in its lease",
@@ -96,7 +96,12 @@ func peerEntries(want *dataplane.State, o Options, h Host, p subnet.Lease, v6 bo
 	return nil
 }
 
-func parseMAC(data json.RawMessage) (dataplane.MAC, error) {
+// LeaseMAC reads the VtepMAC of a vxlan lease's BackendData or
+// BackendV6Data (upstream's {"VNI":1,"VtepMAC":"..."}). The all-zero MAC
+// (the FDB's default entry, which floods unknown destinations) and group
+// MACs are refused: no VXLAN device has them. The engine's peer set
+// rejects a vxlan lease whose data this cannot read.
+func LeaseMAC(data json.RawMessage) (dataplane.MAC, error) {
 	if len(data) == 0 {
 		return dataplane.MAC{}, fmt.Errorf("no BackendData")
 	}
@@ -107,6 +112,9 @@ func parseMAC(data json.RawMessage) (dataplane.MAC, error) {
 	mac, err := dataplane.ParseMAC(ld.VtepMAC)
 	if err != nil {
 		return dataplane.MAC{}, fmt.Errorf("VtepMAC: %w", err)
+	}
+	if mac == (dataplane.MAC{}) || mac[0]&1 != 0 {
+		return dataplane.MAC{}, fmt.Errorf("VtepMAC %s is not a unicast MAC address", mac)
 	}
 	return mac, nil
 }
