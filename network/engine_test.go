@@ -65,6 +65,13 @@ type testHost struct {
 
 func startHost(t *testing.T, srv *etcdtest.Server, cfg *subnet.Config, ip, file string) *testHost {
 	t.Helper()
+	return startHostWith(t, srv, cfg, ip, file, func(*Engine) {})
+}
+
+// startHostWith is startHost with a change to the engine before it runs
+// (its config, its kernel).
+func startHostWith(t *testing.T, srv *etcdtest.Server, cfg *subnet.Config, ip, file string, set func(*Engine)) *testHost {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	sm := etcd.NewManager(srv.Client(t), "/coreos.com/network", time.Hour, log)
 	ext := &backend.ExternalInterface{Name: "eth0", Index: 2, MTU: 1500, Addr: netip.MustParseAddr(ip), PublicIP: netip.MustParseAddr(ip)}
@@ -79,6 +86,8 @@ func startHost(t *testing.T, srv *etcdtest.Server, cfg *subnet.Config, ip, file 
 		close(ready)
 	}}, sm, cfg, ext, be)
 	h.eng.enableForwarding = func(*slog.Logger, bool) error { return nil } // no root needed
+	h.eng.kernel = &lockedKernel{Fake: dataplane.NewFake()}
+	set(h.eng)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- h.eng.Run(ctx) }()

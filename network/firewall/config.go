@@ -16,6 +16,10 @@ type RuleConfig struct {
 	Masquerade bool
 	// Forward turns on the ACCEPT rules for the Network (filter FLANNEL-FWD).
 	Forward bool
+	// NoRandomFully leaves --random-fully out of the MASQUERADE rules
+	// (--ip-masq-fully-random-disable); otherwise it is there whenever
+	// iptables supports it.
+	NoRandomFully bool
 }
 
 func (c RuleConfig) validate() error {

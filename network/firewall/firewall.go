@@ -111,7 +111,7 @@ func (f *Firewall) ensure(cfg RuleConfig) ([]string, error) {
 			continue
 		}
 		specs := []chainSpec{
-			masqSpec(p.network, p.subnet, p.fam.multicast, p.fam.ipt.HasRandomFully(), cfg.Masquerade),
+			masqSpec(p.network, p.subnet, p.fam.multicast, p.fam.ipt.HasRandomFully() && !cfg.NoRandomFully, cfg.Masquerade),
 			forwardSpec(p.network, cfg.Forward),
 		}
 		for _, spec := range specs {
