@@ -31,7 +31,7 @@ func Cleanup(ctx context.Context, c Config, w io.Writer) error {
 	h := &netlink.Handle{}
 
 	// The lease first: while it exists, other hosts keep routing to us.
-	ext, err := FindExternal(h, c.Iface)
+	ext, err := FindExternal(h, c.Iface, log)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("finding this host's address to delete its lease: %w", err))
 	} else if err := deleteOwnLeases(ctx, c, ext.PublicIP, w, log); err != nil {

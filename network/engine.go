@@ -106,7 +106,7 @@ func Run(ctx context.Context, c Config) error {
 	}
 	iface := c.Iface
 	iface.IPv6 = netcfg.EnableIPv6
-	ext, err := FindExternal(&netlink.Handle{}, iface)
+	ext, err := FindExternal(&netlink.Handle{}, iface, log)
 	if err != nil {
 		return err
 	}
