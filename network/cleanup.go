@@ -68,7 +68,8 @@ func removeDevices(h *netlink.Handle, w io.Writer) error {
 	return errors.Join(errs...)
 }
 
-// removeRoutes deletes the routes marked as ours: ip route del ... proto 98.
+// removeRoutes deletes the routes marked as ours, blackholes included:
+// ip route del ... proto 98.
 func removeRoutes(h *netlink.Handle, w io.Writer) error {
 	k := dataplane.NewNetlink(h)
 	var errs []error
@@ -82,6 +83,10 @@ func removeRoutes(h *netlink.Handle, w io.Writer) error {
 		}
 		if err := k.RouteDelete(r); err != nil {
 			errs = append(errs, fmt.Errorf("ip route del %s: %w", r.Dst, err))
+			continue
+		}
+		if r.Type == dataplane.Blackhole {
+			fmt.Fprintf(w, "removed route blackhole %s\n", r.Dst)
 			continue
 		}
 		fmt.Fprintf(w, "removed route %s\n", r.Dst)
