@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -60,4 +61,30 @@ func TestOptionWarnings(t *testing.T) {
 			t.Errorf("%s: unknown keys refused: %v", c.raw, err)
 		}
 	}
+}
+
+// FuzzOptions: every backend's option reading takes any Backend object
+// without panicking, warns at most once per key, and never warns of Type
+// or of an option it reads.
+func FuzzOptions(f *testing.F) {
+	for _, s := range []string{`{"Type":"vxlan","VNI":4,"MacPrefix":"0E-2A"}`, `{"type":"udp","port":9,"Prot":1}`, `{"Type":"host-gw","x":null}`, `[]`, `{"VNI":"x"}`, `{`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var keys map[string]json.RawMessage
+		isObject := json.Unmarshal(raw, &keys) == nil
+		for _, n := range Names() {
+			bt, _ := Lookup(n)
+			w := bt.OptionWarnings(raw)
+			if !isObject && len(w) > 0 || len(w) > len(keys) {
+				t.Fatalf("%s: %d warnings for %d keys of %q", n, len(w), len(keys), raw)
+			}
+			for _, line := range w {
+				if strings.HasPrefix(strings.ToLower(line), "backend.type:") {
+					t.Fatalf("%s: warned of Type: %q", n, line)
+				}
+			}
+			bt.ParseOptions(raw) // any result, no panic
+		}
+	})
 }
