@@ -56,17 +56,25 @@ cni-plugins: $(addprefix $(CNI_BIN)/,flannel bridge host-local loopback cnitool)
 $(CNI_BIN)/%:
 	GOBIN=$(CURDIR)/$(CNI_BIN) $(GO) install $(cni_$*)
 
-# upstream-flanneld builds upstream flannel's daemon (the version pinned in
-# e2e/upstream/go.mod) for e2e/interop_test.go: hosts running upstream and
-# hosts running ours in one cluster must reach each other.
+# upstream-flanneld builds upstream flannel's daemon for e2e/interop_test.go
+# (hosts running upstream and hosts running ours in one cluster must reach
+# each other), twice: the version pinned in e2e/upstream/go.mod into
+# bin/upstream/flanneld, and the newest release the module proxy serves,
+# pinned in e2e/upstream-newest/go.mod, into bin/upstream-newest/flanneld.
 UPSTREAM_VERSION := $(shell sed -n 's/^require github.com\/flannel-io\/flannel //p' e2e/upstream/go.mod)
+UPSTREAM_NEWEST_VERSION := $(shell sed -n 's/^require github.com\/flannel-io\/flannel //p' e2e/upstream-newest/go.mod)
 
-upstream-flanneld: $(BIN)/upstream/flanneld
+upstream-flanneld: $(BIN)/upstream/flanneld $(BIN)/upstream-newest/flanneld
 
 $(BIN)/upstream/flanneld: e2e/upstream/go.mod e2e/upstream/go.sum
 	@mkdir -p $(BIN)/upstream
 	cd e2e/upstream && $(GO) build -ldflags '-X github.com/flannel-io/flannel/pkg/version.Version=$(UPSTREAM_VERSION)' \
 		-o $(CURDIR)/$(BIN)/upstream/flanneld github.com/flannel-io/flannel
+
+$(BIN)/upstream-newest/flanneld: e2e/upstream-newest/go.mod e2e/upstream-newest/go.sum
+	@mkdir -p $(BIN)/upstream-newest
+	cd e2e/upstream-newest && $(GO) build -ldflags '-X github.com/flannel-io/flannel/pkg/version.Version=$(UPSTREAM_NEWEST_VERSION)' \
+		-o $(CURDIR)/$(BIN)/upstream-newest/flanneld github.com/flannel-io/flannel
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -36,17 +36,25 @@ type flags struct {
 	renewMargin    int
 	leaseTTL       time.Duration
 	ipMasq         bool
+	noRandomFully  bool
 	iptablesResync int
 	forwardRules   bool
+	blackholeRoute bool
+	netConfPath    string
 	reconcile      time.Duration
 	healthzIP      string
 	healthzPort    int
 	logLevel       string
 	showVersion    bool
+	// warnings about the environment and flags, logged by the daemon
+	// (printed by the other commands).
+	warnings []string
 }
 
 func main() {
-	if err := newRootCmd(os.Stdout, os.Stderr).Execute(); err != nil {
+	cmd := newRootCmd(os.Stdout, os.Stderr)
+	cmd.SetArgs(normalizeArgs(cmd, os.Args[1:]))
+	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "flanneld:", err)
 		os.Exit(1)
 	}
@@ -61,7 +69,19 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return applyEnv(cmd.Flags())
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			var err error
+			if f.warnings, err = startupWarnings(cmd); err != nil {
+				return err
+			}
+			if cmd != cmd.Root() {
+				for _, w := range f.warnings {
+					fmt.Fprintln(stderr, "warning:", w)
+				}
+			}
+			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.showVersion {
@@ -77,8 +97,8 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	addEtcdFlags(root.PersistentFlags(), &f)
 	// Interface and file flags are shared with the cleanup subcommand.
 	fl := root.PersistentFlags()
-	fl.StringSliceVar(&f.iface.Iface, "iface", nil, "interface (name or address) for inter-host traffic; repeatable, first match wins")
-	fl.StringArrayVar(&f.iface.IfaceRegex, "iface-regex", nil, "regexp matched against interface addresses, then names; repeatable, used when --iface is not given")
+	fl.StringSliceVar(&f.iface.Iface, "iface", nil, "interface (name or address) for inter-host traffic; repeatable, tried in order")
+	fl.StringArrayVar(&f.iface.IfaceRegex, "iface-regex", nil, "regexp matched against interface addresses, then names; repeatable, tried in order after every --iface")
 	fl.StringVar(&f.iface.CanReach, "iface-can-reach", "", "use the interface the kernel routes this address through")
 	fl.StringVar(&f.iface.PublicIP, "public-ip", "", "IPv4 address advertised to other hosts (default: the interface's address)")
 	fl.StringVar(&f.iface.PublicIPv6, "public-ipv6", "", "IPv6 address advertised to other hosts (default: the interface's global IPv6 address)")
@@ -88,6 +108,9 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	fl.IntVar(&f.renewMargin, "subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires (1..1439)")
 	fl.DurationVar(&f.leaseTTL, "subnet-lease-ttl", etcd.DefaultTTL, "life of a subnet lease (testing only; keep the default in production)")
 	fl.BoolVar(&f.ipMasq, "ip-masq", false, "masquerade traffic from pods to destinations outside the network")
+	fl.BoolVar(&f.noRandomFully, "ip-masq-fully-random-disable", false, "leave --random-fully out of the masquerade rules")
+	fl.BoolVar(&f.blackholeRoute, "ip-blackhole-route", false, "keep a blackhole route for this host's subnet (for CNI set-ups without a bridge)")
+	fl.StringVar(&f.netConfPath, "net-config-path", "", "read the net-conf from this file instead of etcd (default: from etcd)")
 	fl.IntVar(&f.iptablesResync, "iptables-resync", 5, "seconds between checks of the iptables rules")
 	fl.BoolVar(&f.forwardRules, "iptables-forward-rules", true, "add FORWARD rules accepting traffic to and from the network")
 	fl.DurationVar(&f.reconcile, "reconcile-period", 10*time.Second, "how often the backend re-applies the whole desired data plane")
@@ -96,6 +119,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fl.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	_ = fl.MarkHidden("subnet-lease-ttl")
+	addUpstreamOnlyFlags(fl)
 
 	root.AddCommand(
 		&cobra.Command{
@@ -112,7 +136,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 }
 
 func addEtcdFlags(fl *pflag.FlagSet, f *flags) {
-	fl.StringSliceVar(&f.etcd.Endpoints, "etcd-endpoints", []string{"http://127.0.0.1:2379"}, "comma-separated etcd endpoints")
+	fl.StringSliceVar(&f.etcd.Endpoints, "etcd-endpoints", []string{"http://127.0.0.1:4001", "http://127.0.0.1:2379"}, "comma-separated etcd endpoints")
 	fl.StringVar(&f.etcd.Prefix, "etcd-prefix", etcd.DefaultPrefix, "etcd prefix of the network config and leases")
 	fl.StringVar(&f.etcd.CAFile, "etcd-cafile", "", "CA certificate file to verify etcd's certificate")
 	fl.StringVar(&f.etcd.CertFile, "etcd-certfile", "", "client certificate file for etcd")
@@ -193,11 +217,14 @@ func runDaemon(ctx context.Context, f flags, stderr io.Writer) error {
 	if f.healthzPort != 0 {
 		healthz = net.JoinHostPort(f.healthzIP, strconv.Itoa(f.healthzPort))
 	}
+	log.Info("flanneld starting", "version", version, "etcd_endpoints", strings.Join(f.etcd.Endpoints, ","), "etcd_prefix", f.etcd.Prefix)
+	for _, w := range f.warnings {
+		log.Warn("ignoring a setting", "warning", w)
+	}
 	tuning, err := udpTuning(os.Getenv)
 	if err != nil {
 		log.Warn("ignoring a udp backend variable", "error", err)
 	}
-	log.Info("flanneld starting", "version", version, "etcd_endpoints", strings.Join(f.etcd.Endpoints, ","), "etcd_prefix", f.etcd.Prefix)
 	err = network.Run(ctx, network.Config{
 		HealthzAddr:          healthz,
 		Etcd:                 f.etcd,
@@ -207,8 +234,11 @@ func runDaemon(ctx context.Context, f flags, stderr io.Writer) error {
 		RenewMargin:          time.Duration(f.renewMargin) * time.Minute,
 		LeaseTTL:             f.leaseTTL,
 		IPMasq:               f.ipMasq,
+		IPMasqNoRandomFully:  f.noRandomFully,
 		IPTablesResync:       time.Duration(f.iptablesResync) * time.Second,
 		IPTablesForwardRules: f.forwardRules,
+		BlackholeRoute:       f.blackholeRoute,
+		NetConfPath:          f.netConfPath,
 		ReconcilePeriod:      f.reconcile,
 		Log:                  log,
 		UDP:                  tuning,

@@ -44,12 +44,13 @@ func TestFlagDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{
-		"etcd-endpoints": "[http://127.0.0.1:2379]", "etcd-prefix": "/coreos.com/network",
+		"etcd-endpoints": "[http://127.0.0.1:4001,http://127.0.0.1:2379]", "etcd-prefix": "/coreos.com/network",
 		"subnet-file": "/run/flannel/subnet.env", "subnet-lease-renew-margin": "60", "ip-masq": "false",
 		"iptables-resync": "5", "iptables-forward-rules": "true", "healthz-port": "0", "iface": "[]",
 		"etcd-cafile": "", "etcd-certfile": "", "etcd-keyfile": "", "etcd-username": "", "etcd-password": "",
 		"iface-regex": "[]", "iface-can-reach": "", "public-ip": "", "public-ipv6": "", "healthz-ip": "0.0.0.0",
-		"host-id": "",
+		"host-id":                      "",
+		"ip-masq-fully-random-disable": "false", "ip-blackhole-route": "false", "net-config-path": "",
 	} {
 		if got := flagValue(t, cmd, name); got != want {
 			t.Errorf("--%s default %q, want %q", name, got, want)

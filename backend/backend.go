@@ -96,7 +96,12 @@ type Type struct {
 	Name string
 	// ParseOptions validates the net-conf's Backend object and returns the
 	// options with their defaults filled in (printed by config check).
+	// Keys it does not know are ignored (see OptionWarnings).
 	ParseOptions func(raw []byte) (any, error)
+	// Options are the names of the options ParseOptions reads, besides
+	// Type. WindowsOptions are those only upstream's Windows nodes read
+	// (a net-conf shared with them carries these).
+	Options, WindowsOptions []string
 	// New creates the backend; it should not touch the kernel yet.
 	New func(p Params) (Backend, error)
 }

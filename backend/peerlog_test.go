@@ -36,23 +36,3 @@ func TestPeerLogReport(t *testing.T) {
 		t.Fatalf("after the problems went and came back:\n%s", out)
 	}
 }
-
-func TestCheckOptionNames(t *testing.T) {
-	if err := CheckOptionNames([]byte(`{"type":"vxlan","vni":1,"PORT":2}`), "vxlan", "VNI", "Port"); err != nil {
-		t.Fatal(err)
-	}
-	for raw, want := range map[string]string{
-		`{"Type":"host-gw","Port":1}`: "Backend.Port: host-gw has no options; remove it",
-		`{"Type":"udp","Prot":1}`:     "Backend.Prot: unknown udp option; known options: Port",
-		`[1]`:                         "Backend: must be a JSON object",
-	} {
-		typ := map[bool]string{true: "host-gw", false: "udp"}[strings.Contains(raw, "host-gw")]
-		known := []string{"Port"}
-		if typ == "host-gw" {
-			known = nil
-		}
-		if err := CheckOptionNames([]byte(raw), typ, known...); err == nil || !strings.HasPrefix(err.Error(), want) {
-			t.Errorf("%s: %v, want %q", raw, err, want)
-		}
-	}
-}

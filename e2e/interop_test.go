@@ -1,8 +1,9 @@
 package e2e_test
 
 // Interoperability with upstream flannel: one cluster, hosts running our
-// flanneld and a host running upstream's (built by make upstream-flanneld
-// from the version pinned in e2e/upstream/go.mod). The contract under test
+// flanneld and a host running upstream's, once with each release make
+// upstream-flanneld builds (the one pinned in e2e/upstream/go.mod and the
+// newest, pinned in e2e/upstream-newest/go.mod). The contract under test
 // is everything the two share: the etcd keys and lease JSON, the VXLAN
 // device conventions (VNI, port, VtepMAC, neighbour and FDB layout), the
 // host-gw routes, the udp wire format and port, and subnet.env.
@@ -12,6 +13,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,15 +23,24 @@ import (
 	"github.com/flanneld-go/flannel/e2e/testbed"
 )
 
-// upstreamBin is bin/upstream/flanneld of the repository.
-func upstreamBin(t *testing.T) string {
+// upstreamBuild is one upstream flanneld binary the interop tests run.
+type upstreamBuild struct {
+	name string // the subtest name: the upstream release
+	bin  string
+}
+
+// upstreamBuilds are the binaries make upstream-flanneld builds: the
+// pinned release (bin/upstream/flanneld, e2e/upstream/go.mod) and the
+// newest one the module proxy serves (bin/upstream-newest/flanneld,
+// e2e/upstream-newest/go.mod), named by the version each prints.
+func upstreamBuilds(t *testing.T) []upstreamBuild {
 	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil && filepath.Base(dir) != "upstream" {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil && !strings.HasPrefix(filepath.Base(dir), "upstream") {
 			break
 		}
 		parent := filepath.Dir(dir)
@@ -38,12 +49,28 @@ func upstreamBin(t *testing.T) string {
 		}
 		dir = parent
 	}
-	bin := filepath.Join(dir, "bin", "upstream", "flanneld")
-	if _, err := os.Stat(bin); err != nil {
-		// make test builds it; a bare go test does not.
-		t.Fatalf("upstream flanneld missing (%v): run make upstream-flanneld", err)
+	var out []upstreamBuild
+	for _, sub := range []string{"upstream", "upstream-newest"} {
+		bin := filepath.Join(dir, "bin", sub, "flanneld")
+		if _, err := os.Stat(bin); err != nil {
+			// make test builds them; a bare go test does not.
+			t.Fatalf("upstream flanneld missing (%v): run make upstream-flanneld", err)
+		}
+		// Upstream prints its version on standard error.
+		v, err := exec.Command(bin, "--version").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s --version: %v: %s", bin, err, v)
+		}
+		out = append(out, upstreamBuild{name: strings.TrimSpace(string(v)), bin: bin})
 	}
-	return bin
+	return out
+}
+
+// upstreamBin is the pinned upstream release's binary, for tests that
+// need one upstream flanneld, not every release.
+func upstreamBin(t *testing.T) string {
+	t.Helper()
+	return upstreamBuilds(t)[0].bin
 }
 
 type leaseValue struct {
@@ -78,24 +105,36 @@ func leaseOf(t *testing.T, ctx context.Context, tb *testbed.Testbed, pub netip.A
 	return "", leaseValue{}
 }
 
+// TestInteropUpstream runs every shared backend, and a net-conf without
+// Backend (upstream's default, udp), against each upstream build.
 func TestInteropUpstream(t *testing.T) {
+	requireTestbed(t)
+	for _, ub := range upstreamBuilds(t) {
+		t.Run(ub.name, func(t *testing.T) { interopUpstream(t, ub.bin) })
+	}
+}
+
+func interopUpstream(t *testing.T, up string) {
 	for _, tc := range []struct {
 		name, backend string
 		dual          bool
+		conf          string // the net-conf, when not netconf(backend)
 	}{
-		{"vxlan", vxlanBackend, false},
-		{"host-gw", hostGW, false},
-		{"udp", udpBackend, false},
-		{"vxlan-dualstack", vxlanBackend, true},
-		{"host-gw-dualstack", hostGW, true},
+		{"vxlan", vxlanBackend, false, ""},
+		{"host-gw", hostGW, false, ""},
+		{"udp", udpBackend, false, ""},
+		{"no-backend", udpBackend, false, `{"Network":"10.244.0.0/16"}`},
+		{"vxlan-dualstack", vxlanBackend, true, ""},
+		{"host-gw-dualstack", hostGW, true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			requireTestbed(t)
-			up := upstreamBin(t)
 			ctx := ctxFor(t, 3*time.Minute)
 			tb := testbed.NewT(t, testbed.Options{Hosts: 3, IPv6: tc.dual})
 			conf := netconf(tc.backend)
-			if tc.dual {
+			switch {
+			case tc.conf != "":
+				conf = tc.conf
+			case tc.dual:
 				conf = dualNetconf(tc.backend)
 			}
 			if err := tb.PutNetConfig(ctx, conf); err != nil {
@@ -140,6 +179,9 @@ func TestInteropUpstream(t *testing.T) {
 			pingMesh(t, ctx, tb)
 			if tc.dual {
 				pingMesh6(t, tb)
+			}
+			if tc.conf != "" && !strings.Contains(h1.Log(), "Backend is not set: using the udp backend") {
+				t.Errorf("our daemon did not say which default backend it took:\n%s", h1.Log())
 			}
 
 			// The lease upstream wrote is one ours reads, and the other way
@@ -256,13 +298,18 @@ func checkVTEP(t *testing.T, ctx context.Context, h *testbed.Host, dev string, a
 // its subnet each time, so its pods keep their addresses and the cluster
 // reaches them after each step.
 func TestInteropMigration(t *testing.T) {
+	requireTestbed(t)
+	for _, ub := range upstreamBuilds(t) {
+		t.Run(ub.name, func(t *testing.T) { interopMigration(t, ub.bin) })
+	}
+}
+
+func interopMigration(t *testing.T, up string) {
 	for _, tc := range []struct{ name, backend string }{
 		{"vxlan", vxlanBackend},
 		{"host-gw", hostGW},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			requireTestbed(t)
-			up := upstreamBin(t)
 			ctx := ctxFor(t, 3*time.Minute)
 			tb := testbed.NewT(t, testbed.Options{Hosts: 3})
 			if err := tb.PutNetConfig(ctx, netconf(tc.backend)); err != nil {

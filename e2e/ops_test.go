@@ -178,7 +178,7 @@ func TestRestartNoLoss(t *testing.T) {
 func TestCleanup(t *testing.T) {
 	requireTestbed(t)
 	ctx := ctxFor(t, time.Minute)
-	tb := newCluster(t, ctx, vxlanBackend, 2, 0, testbed.Options{}, "--ip-masq")
+	tb := newCluster(t, ctx, vxlanBackend, 2, 0, testbed.Options{}, "--ip-masq", "--ip-blackhole-route")
 	h1, h2 := tb.Hosts()[0], tb.Hosts()[1]
 	sn2 := leaseSubnet(t, ctx, h2)
 	waitFor(t, "h1 routes to h2", 5*time.Second, func() bool { return routeTo(ctx, h1, sn2) != "" })
@@ -191,12 +191,12 @@ func TestCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"removed lease /coreos.com/network/subnets/" + sn2.Addr().String() + "-24", "removed device flannel.1",
-		"removed iptables chain IPv4 nat/FLANNEL-POSTRTG", "removed " + h2.SubnetFile()} {
+		"removed iptables chain IPv4 nat/FLANNEL-POSTRTG", "removed " + h2.SubnetFile(), "removed route blackhole " + sn2.String()} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	left, _ := h2.Exec(ctx, "sh", "-c", "ip -o link show | grep flannel; ip route show proto 98; iptables-save | grep FLANNEL; ip6tables-save | grep FLANNEL; nft list tables | grep flannel; true")
+	left, _ := h2.Exec(ctx, "sh", "-c", "ip -o link show | grep flannel; ip route show proto 98; ip route show type blackhole; iptables-save | grep FLANNEL; ip6tables-save | grep FLANNEL; nft list tables | grep flannel; true")
 	if strings.TrimSpace(left) != "" {
 		t.Errorf("left on the host:\n%s", left)
 	}

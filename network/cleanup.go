@@ -33,7 +33,7 @@ func Cleanup(ctx context.Context, c Config, w io.Writer) error {
 	h := &netlink.Handle{}
 
 	// The lease first: while it exists, other hosts keep routing to us.
-	ext, err := FindExternal(h, c.Iface)
+	ext, err := FindExternal(h, c.Iface, log)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("finding this host's address to delete its lease: %w", err))
 	} else if id, err := cleanupHostID(c, ext.Name, ext.Index); err != nil {
@@ -72,7 +72,8 @@ func removeDevices(h *netlink.Handle, w io.Writer) error {
 	return errors.Join(errs...)
 }
 
-// removeRoutes deletes the routes marked as ours: ip route del ... proto 98.
+// removeRoutes deletes the routes marked as ours, blackholes included:
+// ip route del ... proto 98.
 func removeRoutes(h *netlink.Handle, w io.Writer) error {
 	k := dataplane.NewNetlink(h)
 	var errs []error
@@ -86,6 +87,10 @@ func removeRoutes(h *netlink.Handle, w io.Writer) error {
 		}
 		if err := k.RouteDelete(r); err != nil {
 			errs = append(errs, fmt.Errorf("ip route del %s: %w", r.Dst, err))
+			continue
+		}
+		if r.Type == dataplane.Blackhole {
+			fmt.Fprintf(w, "removed route blackhole %s\n", r.Dst)
 			continue
 		}
 		fmt.Fprintf(w, "removed route %s\n", r.Dst)

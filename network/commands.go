@@ -20,20 +20,32 @@ import (
 // CheckConfig validates a net-conf, backend options included, and returns
 // the effective config (defaults filled in) as indented JSON.
 func CheckConfig(data []byte) ([]byte, []string, error) {
-	cfg, warnings, err := subnet.ParseConfig(data)
-	if err != nil {
-		return nil, warnings, err
-	}
-	bt, err := registry.Lookup(cfg.BackendType)
-	if err != nil {
-		return nil, warnings, err
-	}
-	opts, err := bt.ParseOptions(cfg.Backend)
+	cfg, opts, warnings, err := parseNetConf(data)
 	if err != nil {
 		return nil, warnings, err
 	}
 	out, err := cfg.Effective(opts)
 	return out, warnings, err
+}
+
+// parseNetConf is the whole validation of a net-conf, the daemon's and
+// config check's: the document, the backend type and its options. The
+// warnings are those of the document, then those of the options.
+func parseNetConf(data []byte) (*subnet.Config, any, []string, error) {
+	cfg, warnings, err := subnet.ParseConfig(data)
+	if err != nil {
+		return nil, nil, warnings, err
+	}
+	bt, err := registry.Lookup(cfg.BackendType)
+	if err != nil {
+		return nil, nil, warnings, err
+	}
+	warnings = append(warnings, bt.OptionWarnings(cfg.Backend)...)
+	opts, err := bt.ParseOptions(cfg.Backend)
+	if err != nil {
+		return nil, nil, warnings, err
+	}
+	return cfg, opts, warnings, nil
 }
 
 // PrintLeases writes a table of the leases in etcd, each marked with the

@@ -2,6 +2,8 @@ package network
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
 	"strings"
 
@@ -112,7 +114,7 @@ func CheckConfigOnHost(data []byte, o IfaceOptions) (note string, err error) {
 	}
 	o.IPv6 = cfg.EnableIPv6
 	h := &netlink.Handle{}
-	ext, err := FindExternal(h, o)
+	ext, err := FindExternal(h, o, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return "not checked against this host's addresses: " + err.Error(), nil
 	}

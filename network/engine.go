@@ -24,6 +24,7 @@
 package network
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flanneld-go/flannel/backend"
+	"github.com/flanneld-go/flannel/backend/dataplane"
 	"github.com/flanneld-go/flannel/backend/registry"
 	"github.com/flanneld-go/flannel/backend/udp"
 	"github.com/flanneld-go/flannel/network/firewall"
@@ -44,15 +46,26 @@ import (
 
 // Config is the daemon's configuration, from flags and FLANNELD_* variables.
 type Config struct {
-	Etcd                 etcd.Config
-	Iface                IfaceOptions
-	SubnetFile           string
-	RenewMargin          time.Duration
-	LeaseTTL             time.Duration // 0: 24 h (upstream); shorter only for tests
-	IPMasq               bool
+	Etcd        etcd.Config
+	Iface       IfaceOptions
+	SubnetFile  string
+	RenewMargin time.Duration
+	LeaseTTL    time.Duration // 0: 24 h (upstream); shorter only for tests
+	IPMasq      bool
+	// IPMasqNoRandomFully leaves --random-fully out of the MASQUERADE
+	// rules (--ip-masq-fully-random-disable).
+	IPMasqNoRandomFully  bool
 	IPTablesResync       time.Duration
 	IPTablesForwardRules bool
 	ReconcilePeriod      time.Duration
+	// BlackholeRoute keeps a blackhole route for this host's own subnets
+	// (--ip-blackhole-route); off, one left by an earlier run is removed.
+	BlackholeRoute bool
+	// NetConfPath, when set, is the file the net-conf is read from instead
+	// of etcd (--net-config-path); it is checked every NetConfPoll (5 s)
+	// and a change is reported.
+	NetConfPath string
+	NetConfPoll time.Duration
 	// HealthzAddr is where /healthz, /readyz and /metrics are served
 	// ("" disables the endpoint; readiness is still tracked).
 	HealthzAddr string
@@ -90,22 +103,19 @@ func Run(ctx context.Context, c Config) error {
 	defer cli.Close()
 	sm := etcd.NewManager(cli, c.Etcd.Prefix, c.LeaseTTL, log)
 
-	netcfg, err := sm.WaitConfig(ctx)
+	nc, err := loadNetConf(ctx, c, sm, log)
 	if err != nil {
 		return err
 	}
+	netcfg := nc.cfg
 	bt, err := registry.Lookup(netcfg.BackendType)
 	if err != nil {
-		return fmt.Errorf("invalid net-conf at %s: %w", sm.ConfigKey(), err)
-	}
-	opts, err := bt.ParseOptions(netcfg.Backend)
-	if err != nil {
-		return fmt.Errorf("invalid net-conf at %s: %w", sm.ConfigKey(), err)
+		return err
 	}
 	iface := c.Iface
 	iface.IPv6 = netcfg.EnableIPv6
 	nl := &netlink.Handle{}
-	ext, err := FindExternal(nl, iface)
+	ext, err := FindExternal(nl, iface, log)
 	if err != nil {
 		return err
 	}
@@ -114,13 +124,13 @@ func Run(ctx context.Context, c Config) error {
 	// Before anything is set up: a pod network holding our own address
 	// would cut this host off its peers and etcd.
 	if err := checkHost(nl, netcfg, ext); err != nil {
-		return fmt.Errorf("refusing the net-conf at %s: %w", sm.ConfigKey(), err)
+		return fmt.Errorf("refusing the net-conf at %s: %w", nc.src, err)
 	}
 	source, err := c.fillHostID(ext, log)
 	if err != nil {
 		return err
 	}
-	be, err := bt.New(backend.Params{Ext: ext, Config: netcfg, Options: opts, Log: log, Tuning: c.UDP})
+	be, err := bt.New(backend.Params{Ext: ext, Config: netcfg, Options: nc.opts, Log: log, Tuning: c.UDP})
 	if err != nil {
 		return err
 	}
@@ -176,6 +186,10 @@ type Engine struct {
 	// enableForwarding is firewall.EnableForwarding; tests of the engine
 	// replace it, so they run without root.
 	enableForwarding func(log *slog.Logger, v6 bool) error
+	// kernel holds the engine's own routes (the blackholes); tests replace
+	// it with a fake.
+	kernel       dataplane.Kernel
+	blackholeErr string // the last error of syncBlackholes, logged once
 }
 
 // NewEngine builds an engine from parts, for tests and embedders.
@@ -189,7 +203,7 @@ func NewEngine(c Config, sm *etcd.Manager, netcfg *subnet.Config, ext *backend.E
 		h = NewHealth()
 	}
 	e := &Engine{cfg: c, log: log, sm: sm, net: netcfg, ext: ext, be: be, health: h, relist: make(chan struct{}, 1),
-		enableForwarding: firewall.EnableForwarding}
+		enableForwarding: firewall.EnableForwarding, kernel: dataplane.NewNetlink(nil)}
 	h.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_watch_restarts_total",
 		Help: "Times the lease watch was re-established (compaction, broken stream, etcd outage)."},
 		func() float64 { return float64(sm.WatchRestarts()) }))
@@ -272,6 +286,10 @@ func (e *Engine) serve(ctx context.Context) error {
 	g.Go(func() error { return e.sm.WatchLeases(gctx, events, e.relist) })
 	if r, ok := e.be.(backend.Runner); ok {
 		g.Go(func() error { return r.Run(gctx) })
+	}
+	if e.cfg.NetConfPath != "" {
+		w := newNetConfWatch(e.cfg.NetConfPath, e.net, e.log)
+		g.Go(func() error { return w.run(gctx, cmp.Or(e.cfg.NetConfPoll, 5*time.Second)) })
 	}
 	g.Go(func() error { return e.loop(gctx, events) })
 	err := g.Wait()

@@ -71,10 +71,22 @@ type testHost struct {
 
 func startHost(t *testing.T, srv *etcdtest.Server, cfg *subnet.Config, ip, file string) *testHost {
 	t.Helper()
-	return startHostLog(t, srv, cfg, ip, file, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return startHostWith(t, srv, cfg, ip, file, func(*Engine) {})
 }
 
 func startHostLog(t *testing.T, srv *etcdtest.Server, cfg *subnet.Config, ip, file string, log *slog.Logger) *testHost {
+	t.Helper()
+	return startHostWithLog(t, srv, cfg, ip, file, log, func(*Engine) {})
+}
+
+// startHostWith is startHost with a change to the engine before it runs
+// (its config, its kernel).
+func startHostWith(t *testing.T, srv *etcdtest.Server, cfg *subnet.Config, ip, file string, set func(*Engine)) *testHost {
+	t.Helper()
+	return startHostWithLog(t, srv, cfg, ip, file, slog.New(slog.NewTextHandler(io.Discard, nil)), set)
+}
+
+func startHostWithLog(t *testing.T, srv *etcdtest.Server, cfg *subnet.Config, ip, file string, log *slog.Logger, set func(*Engine)) *testHost {
 	t.Helper()
 	sm := etcd.NewManager(srv.Client(t), "/coreos.com/network", time.Hour, log)
 	ext := &backend.ExternalInterface{Name: "eth0", Index: 2, MTU: 1500, Addr: netip.MustParseAddr(ip), PublicIP: netip.MustParseAddr(ip)}
@@ -89,6 +101,8 @@ func startHostLog(t *testing.T, srv *etcdtest.Server, cfg *subnet.Config, ip, fi
 		close(ready)
 	}}, sm, cfg, ext, be)
 	h.eng.enableForwarding = func(*slog.Logger, bool) error { return nil } // no root needed
+	h.eng.kernel = &lockedKernel{Fake: dataplane.NewFake()}
+	set(h.eng)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- h.eng.Run(ctx) }()

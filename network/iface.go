@@ -3,6 +3,7 @@ package network
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"regexp"
@@ -33,68 +34,151 @@ type hostLink struct {
 	addrs []netip.Prefix // global-scope unicast addresses
 }
 
-// FindExternal chooses the external interface: --iface (name or address,
-// first match wins), then --iface-regex, then --iface-can-reach, else the
-// interface of the default route. The error lists every interface and its
-// addresses, so the operator can pick the right value.
-func FindExternal(h *netlink.Handle, o IfaceOptions) (*backend.ExternalInterface, error) {
+// FindExternal chooses the external interface as upstream does. With
+// none of --iface, --iface-regex and --iface-can-reach, it is the
+// interface holding --public-ip (in a dual-stack network, or else
+// --public-ipv6) when one is given, otherwise the interface of the default
+// route. With any of them, the rules are tried in order, each --iface
+// value, then each --iface-regex, then --iface-can-reach, and the first
+// that gives a usable interface (one with the addresses the network needs)
+// wins; a rule that matches nothing, or an interface without those
+// addresses, is logged and the next rule tried. The error says why each
+// rule failed and lists every interface with its addresses, so the
+// operator can pick the right value.
+func FindExternal(h *netlink.Handle, o IfaceOptions, log *slog.Logger) (*backend.ExternalInterface, error) {
+	pub, pub6, err := publicAddrs(o)
+	if err != nil {
+		return nil, err
+	}
 	links, err := listLinks(h)
 	if err != nil {
 		return nil, err
 	}
-	var chosen *hostLink
-	var want netip.Addr // a specific address asked for with --iface
-	switch {
-	case len(o.Iface) > 0:
-		for _, s := range o.Iface {
-			if chosen, want = matchIface(links, s); chosen != nil {
-				break
-			}
-		}
-		if chosen == nil {
-			return nil, fmt.Errorf("--iface %s: no interface has that name or address; interfaces: %s", strings.Join(o.Iface, ","), describe(links))
-		}
-	case len(o.IfaceRegex) > 0:
-		for _, s := range o.IfaceRegex {
-			re, err := regexp.Compile(s)
-			if err != nil {
-				return nil, fmt.Errorf("--iface-regex %q: %w", s, err)
-			}
-			if chosen, want = matchRegex(links, re); chosen != nil {
-				break
-			}
-		}
-		if chosen == nil {
-			return nil, fmt.Errorf("--iface-regex %s: no interface address or name matches; interfaces: %s", strings.Join(o.IfaceRegex, ","), describe(links))
-		}
-	case o.CanReach != "":
-		dst, err := netip.ParseAddr(o.CanReach)
+	if len(o.Iface) == 0 && len(o.IfaceRegex) == 0 && o.CanReach == "" {
+		l, want, err := implicitLink(h, links, pub, pub6, o.IPv6)
 		if err != nil {
-			return nil, fmt.Errorf("--iface-can-reach %q is not an IP address", o.CanReach)
+			return nil, err
 		}
-		rs, err := h.RouteGet(net.IP(dst.AsSlice()))
-		if err != nil || len(rs) == 0 {
-			return nil, fmt.Errorf("--iface-can-reach %s: the kernel has no route to it (%v); interfaces: %s", dst, err, describe(links))
-		}
-		chosen = byIndex(links, rs[0].LinkIndex)
-		if rs[0].Src != nil {
-			want, _ = netip.AddrFromSlice(rs[0].Src)
-			want = want.Unmap()
-		}
-	default:
-		idx, err := defaultRouteLink(h)
-		if err != nil {
-			return nil, fmt.Errorf("%w; choose one with --iface; interfaces: %s", err, describe(links))
-		}
-		chosen = byIndex(links, idx)
+		return externalFor(l, want, o.IPv6, pub, pub6)
 	}
-	if chosen == nil {
-		return nil, fmt.Errorf("the chosen interface vanished; interfaces: %s", describe(links))
+	var fails []string
+	for _, r := range ifaceRules(h, links, o) {
+		l, want, err := r.find()
+		if err == nil {
+			var ext *backend.ExternalInterface
+			if ext, err = externalFor(l, want, o.IPv6, pub, pub6); err == nil {
+				return ext, nil
+			}
+		}
+		if log != nil {
+			log.Info("interface rule gives no usable interface; trying the next one", "rule", r.name, "reason", err)
+		}
+		fails = append(fails, r.name+": "+err.Error())
 	}
-	return externalFor(chosen, want, o)
+	return nil, fmt.Errorf("%s; interfaces: %s", strings.Join(fails, "; "), describe(links))
 }
 
-func externalFor(l *hostLink, want netip.Addr, o IfaceOptions) (*backend.ExternalInterface, error) {
+// ifaceRule is one of the rules of --iface, --iface-regex and
+// --iface-can-reach: find returns the interface it selects, and the
+// address it selects on it, if any.
+type ifaceRule struct {
+	name string // the flag and value, for messages
+	find func() (*hostLink, netip.Addr, error)
+}
+
+func ifaceRules(h *netlink.Handle, links []*hostLink, o IfaceOptions) []ifaceRule {
+	var rules []ifaceRule
+	for _, s := range o.Iface {
+		rules = append(rules, ifaceRule{"--iface " + s, func() (*hostLink, netip.Addr, error) {
+			if l, a := matchIface(links, s); l != nil {
+				return l, a, nil
+			}
+			return nil, netip.Addr{}, errors.New("no interface has that name or address")
+		}})
+	}
+	for _, s := range o.IfaceRegex {
+		rules = append(rules, ifaceRule{"--iface-regex " + s, func() (*hostLink, netip.Addr, error) {
+			re, err := regexp.Compile(s)
+			if err != nil {
+				return nil, netip.Addr{}, err
+			}
+			if l, a := matchRegex(links, re); l != nil {
+				return l, a, nil
+			}
+			return nil, netip.Addr{}, errors.New("no interface address or name matches")
+		}})
+	}
+	if o.CanReach != "" {
+		rules = append(rules, ifaceRule{"--iface-can-reach " + o.CanReach, func() (*hostLink, netip.Addr, error) {
+			return canReach(h, links, o.CanReach)
+		}})
+	}
+	return rules
+}
+
+func canReach(h *netlink.Handle, links []*hostLink, s string) (*hostLink, netip.Addr, error) {
+	dst, err := netip.ParseAddr(s)
+	if err != nil {
+		return nil, netip.Addr{}, errors.New("not an IP address")
+	}
+	rs, err := h.RouteGet(net.IP(dst.AsSlice()))
+	if err != nil || len(rs) == 0 {
+		return nil, netip.Addr{}, fmt.Errorf("the kernel has no route to it (%v)", err)
+	}
+	var want netip.Addr
+	if rs[0].Src != nil {
+		want, _ = netip.AddrFromSlice(rs[0].Src)
+		want = want.Unmap()
+	}
+	if l := byIndex(links, rs[0].LinkIndex); l != nil {
+		return l, want, nil
+	}
+	return nil, netip.Addr{}, errors.New("the route's interface vanished")
+}
+
+// implicitLink is the choice without interface flags: the holder of the
+// public address, else the default route's interface.
+func implicitLink(h *netlink.Handle, links []*hostLink, pub, pub6 netip.Addr, v6 bool) (*hostLink, netip.Addr, error) {
+	for _, a := range []netip.Addr{pub, pub6} {
+		if !a.IsValid() || a.Is6() && (!v6 || pub.IsValid()) {
+			continue
+		}
+		if l, want := matchIface(links, a.String()); l != nil {
+			return l, want, nil
+		}
+		flag := map[bool]string{true: "--public-ip", false: "--public-ipv6"}[a.Is4()]
+		return nil, netip.Addr{}, fmt.Errorf("%s %s is on no interface of this host, and no --iface, --iface-regex or --iface-can-reach chooses one "+
+			"(upstream flanneld refuses this too); add --iface with the interface that carries the traffic; interfaces: %s", flag, a, describe(links))
+	}
+	idx, err := defaultRouteLink(h)
+	if err != nil {
+		return nil, netip.Addr{}, fmt.Errorf("%w; choose one with --iface; interfaces: %s", err, describe(links))
+	}
+	if l := byIndex(links, idx); l != nil {
+		return l, netip.Addr{}, nil
+	}
+	return nil, netip.Addr{}, fmt.Errorf("the default route's interface vanished; interfaces: %s", describe(links))
+}
+
+// publicAddrs parses --public-ip and --public-ipv6 (invalid when unset).
+func publicAddrs(o IfaceOptions) (pub, pub6 netip.Addr, err error) {
+	if o.PublicIP != "" {
+		if pub, err = netip.ParseAddr(o.PublicIP); err != nil || !pub.Is4() {
+			return pub, pub6, fmt.Errorf("--public-ip %q is not an IPv4 address", o.PublicIP)
+		}
+	}
+	if o.PublicIPv6 != "" {
+		if pub6, err = netip.ParseAddr(o.PublicIPv6); err != nil || !pub6.Is6() || pub6.Is4In6() {
+			return pub, pub6, fmt.Errorf("--public-ipv6 %q is not an IPv6 address", o.PublicIPv6)
+		}
+	}
+	return pub, pub6, nil
+}
+
+// externalFor makes the external interface of l: want, when valid, is
+// the address selected on it, else its first global address of each
+// family is used; pub and pub6, when valid, replace the advertised ones.
+func externalFor(l *hostLink, want netip.Addr, v6 bool, pub, pub6 netip.Addr) (*backend.ExternalInterface, error) {
 	ext := &backend.ExternalInterface{Name: l.name, Index: l.index, MTU: l.mtu}
 	for _, p := range l.addrs {
 		a := p.Addr()
@@ -113,21 +197,13 @@ func externalFor(l *hostLink, want netip.Addr, o IfaceOptions) (*backend.Externa
 		return nil, fmt.Errorf("interface %s has no IPv4 address (it has: %s); give it one or choose another with --iface", l.name, addrList(l))
 	}
 	ext.PublicIP, ext.PublicIPv6 = ext.Addr, ext.Addr6
-	if o.PublicIP != "" {
-		a, err := netip.ParseAddr(o.PublicIP)
-		if err != nil || !a.Is4() {
-			return nil, fmt.Errorf("--public-ip %q is not an IPv4 address", o.PublicIP)
-		}
-		ext.PublicIP = a
+	if pub.IsValid() {
+		ext.PublicIP = pub
 	}
-	if o.PublicIPv6 != "" {
-		a, err := netip.ParseAddr(o.PublicIPv6)
-		if err != nil || !a.Is6() || a.Is4In6() {
-			return nil, fmt.Errorf("--public-ipv6 %q is not an IPv6 address", o.PublicIPv6)
-		}
-		ext.PublicIPv6 = a
+	if pub6.IsValid() {
+		ext.PublicIPv6 = pub6
 	}
-	if !o.IPv6 {
+	if !v6 {
 		ext.Addr6, ext.PublicIPv6 = netip.Addr{}, netip.Addr{}
 	} else if !ext.Addr6.IsValid() {
 		return nil, fmt.Errorf("EnableIPv6 is set but interface %s has no global IPv6 address (it has: %s); add one, or choose another interface with --iface", l.name, addrList(l))

@@ -109,8 +109,10 @@ func (e *Engine) applyLease(ctx context.Context, l subnet.Lease) error {
 		return fmt.Errorf("starting the %s backend for %s: %w", e.net.BackendType, l.String(), err)
 	}
 	e.health.Set("backend", nil)
+	e.syncBlackholes()
 	if e.fw != nil {
-		rc := firewall.RuleConfig{Network: e.net.Network, Subnet: l.Subnet, Masquerade: e.cfg.IPMasq, Forward: e.cfg.IPTablesForwardRules}
+		rc := firewall.RuleConfig{Network: e.net.Network, Subnet: l.Subnet, Masquerade: e.cfg.IPMasq, Forward: e.cfg.IPTablesForwardRules,
+			FullyRandomDisable: e.cfg.IPMasqNoRandomFully}
 		if e.net.EnableIPv6 {
 			rc.IPv6Network, rc.IPv6Subnet = e.net.IPv6Network, l.IPv6Subnet
 		}

@@ -154,6 +154,9 @@ func (l *loop) reconcile() {
 	if ch.Any() {
 		e.log.Info("data plane updated", append([]any{"backend", typ, "peers", len(peers)}, ch.LogAttrs()...)...)
 	}
+	if e.cfg.BlackholeRoute {
+		e.syncBlackholes()
+	}
 	if err != nil {
 		m.reconcileErrors.WithLabelValues(typ).Inc()
 		e.health.Set("backend", fmt.Errorf("last reconcile failed: %w", err))

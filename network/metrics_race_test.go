@@ -160,7 +160,7 @@ func TestMetricsDuringUDPSetup(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	sm := etcd.NewManager(srv.Client(t), "/coreos.com/network", time.Hour, log)
 	cfg := mustConfig(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`)
-	ext, err := FindExternal(&netlink.Handle{}, IfaceOptions{Iface: []string{"ul0"}})
+	ext, err := FindExternal(&netlink.Handle{}, IfaceOptions{Iface: []string{"ul0"}}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

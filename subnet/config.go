@@ -8,12 +8,22 @@ import (
 	"math/big"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/flanneld-go/flannel/internal/suggest"
 )
 
-// DefaultBackend is the backend used when the net-conf names none.
-const DefaultBackend = "vxlan"
+// DefaultBackend is the backend of a net-conf without a Backend object:
+// udp, as upstream flanneld decides (a host that took another default
+// would ignore upstream's udp leases and split a mixed cluster). The
+// choice is reported as a warning, DefaultBackendWarning.
+const DefaultBackend = "udp"
+
+// DefaultBackendWarning is the one line that says which default a
+// net-conf without Backend got, and how to choose another.
+const DefaultBackendWarning = `Backend is not set: using the udp backend, upstream flanneld's default; to choose another, set "Backend": {"Type": "vxlan"} (or "host-gw")`
 
 // Config is a validated network configuration (the JSON document at
 // <prefix>/config) with every default filled in.
@@ -35,7 +45,8 @@ type Config struct {
 	// nftables instead of iptables (upstream's field).
 	EnableNFTables bool
 
-	// BackendType is Backend.Type, "vxlan" when absent.
+	// BackendType is Backend.Type in lower case (upstream matches it
+	// without regard to case), DefaultBackend when Backend is absent.
 	BackendType string
 	// Backend is the raw Backend object, options included, for the backend
 	// to parse. Never nil.
@@ -92,6 +103,9 @@ func ParseConfig(data []byte) (*Config, []string, error) {
 	if cfg.BackendType, cfg.Backend, err = parseBackend(raw.Backend); err != nil {
 		return nil, warnings, err
 	}
+	if len(raw.Backend) == 0 {
+		warnings = append(warnings, DefaultBackendWarning)
+	}
 	if !cfg.EnableIPv4 {
 		return nil, warnings, errors.New("EnableIPv4: IPv6-only networks are not supported yet; set EnableIPv4 to true (the default) and give an IPv4 Network")
 	}
@@ -113,21 +127,14 @@ func ParseConfig(data []byte) (*Config, []string, error) {
 func unknownFieldWarnings(fields map[string]json.RawMessage) []string {
 	var w []string
 	for k := range fields {
-		known := false
-		for _, f := range knownFields {
-			if strings.EqualFold(k, f) {
-				known = true
-				break
-			}
-		}
-		if known {
+		if slices.ContainsFunc(knownFields, func(f string) bool { return strings.EqualFold(k, f) }) {
 			continue
 		}
 		if why, ok := unsupportedFields[strings.ToLower(k)]; ok {
 			w = append(w, fmt.Sprintf("field %q: %s", k, why))
 			continue
 		}
-		w = append(w, fmt.Sprintf("unknown field %q is ignored (known fields: %s); check its spelling", k, strings.Join(knownFields, ", ")))
+		w = append(w, fmt.Sprintf("unknown field %q is ignored; the closest known field is %q", k, suggest.Closest(k, knownFields)))
 	}
 	sort.Strings(w)
 	return w
@@ -167,22 +174,26 @@ func JSONError(err error, prefix string) error {
 	return err
 }
 
+// parseBackend reads Backend.Type as upstream does: no Backend at all
+// means DefaultBackend; a Backend without a Type (or null) names no
+// backend, which upstream refuses at start-up, and so do we; the type is
+// matched in lower case.
 func parseBackend(raw json.RawMessage) (string, json.RawMessage, error) {
-	trimmed := bytes.TrimSpace(raw)
-	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
+	if len(raw) == 0 {
 		return DefaultBackend, json.RawMessage(`{"Type":"` + DefaultBackend + `"}`), nil
 	}
-	var b struct{ Type *string }
-	if trimmed[0] != '{' {
+	trimmed := bytes.TrimSpace(raw)
+	if trimmed[0] != '{' && !bytes.Equal(trimmed, []byte("null")) {
 		return "", nil, errors.New(`Backend: must be an object like {"Type": "vxlan"}`)
 	}
+	var b struct{ Type *string }
 	if err := json.Unmarshal(trimmed, &b); err != nil {
 		return "", nil, JSONError(err, "Backend.")
 	}
 	if b.Type == nil || *b.Type == "" {
-		return DefaultBackend, trimmed, nil
+		return "", nil, errors.New(`Backend.Type: missing; name the backend, e.g. "Backend": {"Type": "vxlan"}, or leave Backend out for upstream's default, udp`)
 	}
-	return *b.Type, trimmed, nil
+	return strings.ToLower(*b.Type), trimmed, nil
 }
 
 // familySpec holds the per-family limits that upstream flannel applies.

@@ -2,6 +2,7 @@ package subnet
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -16,19 +17,18 @@ func TestParseConfigDefaults(t *testing.T) {
 		v6len             int
 		v6min, v6max      string
 	}{
-		{name: "slash16", json: `{"Network":"10.244.0.0/16"}`, network: "10.244.0.0/16", subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "vxlan"},
-		{name: "slash22 still 24", json: `{"Network":"10.0.0.0/22"}`, network: "10.0.0.0/22", subnetLen: 24, min: "10.0.1.0", max: "10.0.3.0", backend: "vxlan"},
-		{name: "slash23 prefix+2", json: `{"Network":"10.0.0.0/23"}`, network: "10.0.0.0/23", subnetLen: 25, min: "10.0.0.128", max: "10.0.1.128", backend: "vxlan"},
-		{name: "slash28", json: `{"Network":"10.0.0.0/28"}`, network: "10.0.0.0/28", subnetLen: 30, min: "10.0.0.4", max: "10.0.0.12", backend: "vxlan"},
+		{name: "slash16", json: `{"Network":"10.244.0.0/16"}`, network: "10.244.0.0/16", subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "udp"},
+		{name: "slash22 still 24", json: `{"Network":"10.0.0.0/22"}`, network: "10.0.0.0/22", subnetLen: 24, min: "10.0.1.0", max: "10.0.3.0", backend: "udp"},
+		{name: "slash23 prefix+2", json: `{"Network":"10.0.0.0/23"}`, network: "10.0.0.0/23", subnetLen: 25, min: "10.0.0.128", max: "10.0.1.128", backend: "udp"},
+		{name: "slash28", json: `{"Network":"10.0.0.0/28"}`, network: "10.0.0.0/28", subnetLen: 30, min: "10.0.0.4", max: "10.0.0.12", backend: "udp"},
 		{name: "keys any case", json: `{"network":"10.1.0.0/16","subnetlen":20,"BACKEND":{"type":"host-gw"}}`, network: "10.1.0.0/16", subnetLen: 20, min: "10.1.16.0", max: "10.1.240.0", backend: "host-gw"},
 		{name: "explicit range", json: `{"Network":"10.0.0.0/8","SubnetLen":20,"SubnetMin":"10.10.0.0","SubnetMax":"10.99.0.0","Backend":{"Type":"udp","Port":7890}}`,
 			network: "10.0.0.0/8", subnetLen: 20, min: "10.10.0.0", max: "10.99.0.0", backend: "udp"},
-		{name: "backend without type", json: `{"Network":"10.244.0.0/16","Backend":{"VNI":4}}`, network: "10.244.0.0/16", subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "vxlan"},
 		{name: "dual stack", json: `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`,
-			network: "10.244.0.0/16", subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "vxlan",
+			network: "10.244.0.0/16", subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "udp",
 			v6net: "fd00:10:244::/56", v6len: 64, v6min: "fd00:10:244:1::", v6max: "fd00:10:244:ff::"},
 		{name: "dual stack small v6", json: `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/120"}`,
-			network: "10.244.0.0/16", subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "vxlan",
+			network: "10.244.0.0/16", subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "udp",
 			v6net: "fd00::/120", v6len: 122, v6min: "fd00::40", v6max: "fd00::c0"},
 	}
 	for _, tc := range tests {
@@ -101,7 +101,7 @@ func TestParseConfigWarnings(t *testing.T) {
 		t.Fatal(err)
 	}
 	all := strings.Join(w, "\n")
-	for _, want := range []string{`unknown field "Netwrok" is ignored`, "IPv6 settings are present but EnableIPv6 is false", `field "Networks": multiple networks are not supported`} {
+	for _, want := range []string{`unknown field "Netwrok" is ignored; the closest known field is "Network"`, "IPv6 settings are present but EnableIPv6 is false", `field "Networks": multiple networks are not supported`} {
 		if !strings.Contains(all, want) {
 			t.Errorf("warnings %q lack %q", all, want)
 		}
@@ -170,10 +170,106 @@ func TestEffective(t *testing.T) {
   "SubnetMin": "10.244.1.0",
   "SubnetMax": "10.244.255.0",
   "Backend": {
-    "Type": "vxlan"
+    "Type": "udp"
   }
 }`
 	if string(out) != want {
 		t.Errorf("got\n%s\nwant\n%s", out, want)
 	}
+}
+
+// TestBackendType: upstream's rule for Backend.Type (parseBackendType and
+// the backend manager's lookup): no Backend means udp, said in a warning;
+// the type is matched in lower case; a Backend naming no type is refused.
+func TestBackendType(t *testing.T) {
+	for _, c := range []struct {
+		name, backend string // the Backend field's JSON, "" for none
+		want, err     string
+		defaultNote   bool
+	}{
+		{name: "absent", backend: "", want: "udp", defaultNote: true},
+		{name: "vxlan", backend: `{"Type":"vxlan"}`, want: "vxlan"},
+		{name: "upper case", backend: `{"Type":"VXLAN"}`, want: "vxlan"},
+		{name: "mixed case key and value", backend: `{"type":"Host-GW"}`, want: "host-gw"},
+		{name: "udp named", backend: `{"Type":"udp","Port":8285}`, want: "udp"},
+		{name: "unknown kept for the registry", backend: `{"Type":"WireGuard"}`, want: "wireguard"},
+		{name: "no type", backend: `{"VNI":4}`, err: "Backend.Type: missing"},
+		{name: "empty object", backend: `{}`, err: "Backend.Type: missing"},
+		{name: "empty type", backend: `{"Type":""}`, err: "Backend.Type: missing"},
+		{name: "null", backend: `null`, err: "Backend.Type: missing"},
+		{name: "type not a string", backend: `{"Type":1}`, err: "Backend.Type: expected a string, got a JSON number"},
+		{name: "string", backend: `"vxlan"`, err: "Backend: must be an object"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			doc := `{"Network":"10.244.0.0/16"}`
+			if c.backend != "" {
+				doc = `{"Network":"10.244.0.0/16","Backend":` + c.backend + `}`
+			}
+			cfg, w, err := ParseConfig([]byte(doc))
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("error %v, want %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.BackendType != c.want {
+				t.Errorf("BackendType %q, want %q", cfg.BackendType, c.want)
+			}
+			if got := slices.Contains(w, DefaultBackendWarning); got != c.defaultNote {
+				t.Errorf("default-backend warning present %v, want %v (warnings %q)", got, c.defaultNote, w)
+			}
+		})
+	}
+}
+
+// TestUnknownFieldWarnings: one line per unknown field, naming the closest
+// known one; upstream fields we do not implement get their own reason.
+func TestUnknownFieldWarnings(t *testing.T) {
+	_, w, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","SubnetLn":20,"enableipv7":true,"Networks":[],"Backend":{"Type":"udp"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`field "Networks": multiple networks are not supported; only Network is used`,
+		`unknown field "SubnetLn" is ignored; the closest known field is "SubnetLen"`,
+		`unknown field "enableipv7" is ignored; the closest known field is "EnableIPv4"`,
+	}
+	if !slices.Equal(w, want) {
+		t.Errorf("warnings\n%q\nwant\n%q", w, want)
+	}
+}
+
+// FuzzParseConfigBounds: any document either parses into a config whose bounds
+// fit its network, or is refused with an error; it never panics.
+func FuzzParseConfigBounds(f *testing.F) {
+	for _, s := range []string{
+		`{"Network":"10.244.0.0/16"}`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"VXLAN","VNI":4}}`,
+		`{"Network":"10.0.0.0/28","SubnetLen":30,"Backend":null}`,
+		`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetLen":64}`,
+		`{"network":"10.1.0.0/16","subnetmin":"10.1.3.0/24","Bogus":1,"Backend":{}}`,
+		`[]`, `{"Network":`, `{"Backend":"udp"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, _, err := ParseConfig(data)
+		if err != nil {
+			if cfg != nil {
+				t.Fatalf("a config with an error: %+v", cfg)
+			}
+			return
+		}
+		lo, _ := cfg.SubnetMin.Prefix(cfg.SubnetLen)
+		hi, _ := cfg.SubnetMax.Prefix(cfg.SubnetLen)
+		if !cfg.SubnetFits(lo) || !cfg.SubnetFits(hi) || cfg.BackendType == "" || cfg.BackendType != strings.ToLower(cfg.BackendType) {
+			t.Fatalf("accepted an inconsistent config: %+v", cfg)
+		}
+		if _, err := cfg.Effective(nil); err != nil {
+			t.Fatalf("Effective: %v", err)
+		}
+	})
 }

@@ -51,7 +51,8 @@ func (c Changes) LogAttrs() []any {
 // neighbour, FDB and address tables are ours: entries on them that want
 // does not hold are deleted (link-local addresses, fe80::/10 and
 // 169.254/16, excepted), as are
-// routes marked with Proto anywhere in the main table. Entries of want on
+// unicast routes marked with Proto anywhere in the main table (blackhole
+// routes are ApplyBlackholes' business, not a backend's). Entries of want on
 // other links are compared and added, but nothing else there is touched.
 //
 // The difference is computed from one dump of each table and applied in
@@ -77,6 +78,18 @@ func ApplyAddrs(k Kernel, links []int, addrs []Addr) (Changes, error) {
 	return p.run(k)
 }
 
+// ApplyBlackholes makes the blackhole routes marked with Proto in the
+// main table exactly want (blackhole routes, e.g. BlackholeRoutes): the
+// missing ones are added, the others of ours deleted, nothing else is
+// touched. An empty want removes every blackhole of ours.
+func ApplyBlackholes(k Kernel, want []Route) (Changes, error) {
+	p := &applyPlan{}
+	if err := p.planRoutes(k, Blackhole, want); err != nil {
+		return Changes{}, err
+	}
+	return p.run(k)
+}
+
 // applyPlan is a computed difference.
 type applyPlan struct {
 	addrAdd, addrDel   []Addr
@@ -93,7 +106,7 @@ func plan(k Kernel, links []int, want State) (*applyPlan, error) {
 	if err := p.planL2(k, links, want); err != nil {
 		return nil, err
 	}
-	if err := p.planRoutes(k, want.Routes); err != nil {
+	if err := p.planRoutes(k, Unicast, want.Routes); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -196,22 +209,24 @@ func (p *applyPlan) planL2(k Kernel, links []int, want State) error {
 	return err
 }
 
-// planRoutes diffs against one dump of the main table. Routes are keyed
-// by destination: a wanted destination with a different route (ours or
-// not) is replaced; a route of ours (Proto) to a destination nobody wants
-// is deleted; routes of others are left alone.
-func (p *applyPlan) planRoutes(k Kernel, want []Route) error {
-	current, err := k.RouteList()
+// planRoutes diffs the routes of one type against one dump of the main
+// table. Routes are keyed by destination: a wanted destination with a
+// different route (ours or not) is replaced; a route of ours (Proto) to a
+// destination nobody wants is deleted; routes of others, and routes of
+// other types, are left alone.
+func (p *applyPlan) planRoutes(k Kernel, typ RouteType, want []Route) error {
+	all, err := k.RouteList()
 	if err != nil {
 		return fmt.Errorf("listing routes: %w", err)
 	}
+	current := slices.DeleteFunc(all, func(r Route) bool { return r.Type != typ })
 	byDst := make(map[netip.Prefix][]Route, len(current))
 	for _, r := range current {
 		byDst[r.Dst] = append(byDst[r.Dst], r)
 	}
 	wanted := make(map[netip.Prefix]bool, len(want))
 	for _, w := range want {
-		if wanted[w.Dst] {
+		if w.Type != typ || wanted[w.Dst] {
 			continue
 		}
 		wanted[w.Dst] = true
@@ -220,7 +235,7 @@ func (p *applyPlan) planRoutes(k Kernel, want []Route) error {
 		}
 	}
 	for _, c := range current {
-		if c.Proto == Proto && !wanted[c.Dst] {
+		if c.Proto == Proto && (!wanted[c.Dst] || typ == Blackhole && !slices.Contains(want, c)) {
 			p.routeDel = append(p.routeDel, c)
 		}
 	}

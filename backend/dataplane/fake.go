@@ -13,13 +13,17 @@ import (
 // names, for golden comparisons; Calls records every mutating call in
 // order, for ordering checks. It is not safe for concurrent use.
 type Fake struct {
-	Links   map[int]*Link
-	Routes  map[netip.Prefix]Route
-	Neighs  map[neighKey]Neigh
-	FDBs    map[fdbKey]FDB
-	Addrs   map[Addr]bool
-	Sysctls map[string]string
-	Calls   []string
+	Links  map[int]*Link
+	Routes map[netip.Prefix]Route // unicast routes
+	// Blackholes are the blackhole routes, apart, keyed like the kernel
+	// keys them (destination and metric): the kernel keeps one beside a
+	// unicast route to the same destination, which has another metric.
+	Blackholes map[blackholeKey]Route
+	Neighs     map[neighKey]Neigh
+	FDBs       map[fdbKey]FDB
+	Addrs      map[Addr]bool
+	Sysctls    map[string]string
+	Calls      []string
 	// Fail makes mutating calls whose rendered line contains a key fail
 	// with the value (e.g. "10.244.2.0/24" → an error).
 	Fail map[string]error
@@ -27,11 +31,16 @@ type Fake struct {
 
 var _ Kernel = (*Fake)(nil)
 
+type blackholeKey struct {
+	dst    netip.Prefix
+	metric int
+}
+
 var errFakeNoLink = errors.New("link not found")
 
 // NewFake returns an empty fake kernel.
 func NewFake() *Fake {
-	return &Fake{Links: map[int]*Link{}, Routes: map[netip.Prefix]Route{}, Neighs: map[neighKey]Neigh{},
+	return &Fake{Links: map[int]*Link{}, Routes: map[netip.Prefix]Route{}, Blackholes: map[blackholeKey]Route{}, Neighs: map[neighKey]Neigh{},
 		FDBs: map[fdbKey]FDB{}, Addrs: map[Addr]bool{}, Sysctls: map[string]string{}, Fail: map[string]error{}}
 }
 
@@ -103,6 +112,9 @@ func (f *Fake) State() State {
 	for _, r := range f.Routes {
 		s.Routes = append(s.Routes, r)
 	}
+	for _, r := range f.Blackholes {
+		s.Routes = append(s.Routes, r)
+	}
 	for _, n := range f.Neighs {
 		s.Neighs = append(s.Neighs, n)
 	}
@@ -126,6 +138,10 @@ func (f *Fake) RouteReplace(r Route) error {
 	if err := f.call("ip route replace " + r.format(f.name)); err != nil {
 		return err
 	}
+	if r.Type == Blackhole {
+		f.Blackholes[blackholeKey{r.Dst, r.Metric}] = r
+		return nil
+	}
 	if err := f.hasLink(r.LinkIndex); err != nil {
 		return err
 	}
@@ -137,6 +153,10 @@ func (f *Fake) RouteReplace(r Route) error {
 func (f *Fake) RouteDelete(r Route) error {
 	if err := f.call("ip route del " + r.format(f.name)); err != nil {
 		return err
+	}
+	if r.Type == Blackhole {
+		delete(f.Blackholes, blackholeKey{r.Dst, r.Metric})
+		return nil
 	}
 	delete(f.Routes, r.Dst)
 	return nil

@@ -15,7 +15,7 @@ func (n *Netlink) RouteList() ([]Route, error) {
 	}
 	out := make([]Route, 0, len(rs))
 	for _, r := range rs {
-		if r.Type != unix.RTN_UNICAST || len(r.MultiPath) > 0 {
+		if r.Type != unix.RTN_UNICAST && r.Type != unix.RTN_BLACKHOLE || len(r.MultiPath) > 0 {
 			continue
 		}
 		out = append(out, fromNetlinkRoute(r))
@@ -25,6 +25,10 @@ func (n *Netlink) RouteList() ([]Route, error) {
 
 func fromNetlinkRoute(r netlink.Route) Route {
 	out := Route{LinkIndex: r.LinkIndex, OnLink: r.Flags&unix.RTNH_F_ONLINK != 0, Proto: int(r.Protocol)}
+	if r.Type == unix.RTN_BLACKHOLE {
+		// The kernel shows IPv6 blackholes on lo; a blackhole has no link.
+		out.LinkIndex, out.Type, out.Metric = 0, Blackhole, r.Priority
+	}
 	switch {
 	case r.Dst != nil:
 		out.Dst, _ = prefixFromIPNet(r.Dst)
@@ -46,6 +50,9 @@ func toNetlinkRoute(r Route) *netlink.Route {
 		Protocol:  netlink.RouteProtocol(r.Proto),
 		Table:     unix.RT_TABLE_MAIN,
 		Type:      unix.RTN_UNICAST,
+	}
+	if r.Type == Blackhole {
+		nr.Type, nr.Priority, nr.LinkIndex = unix.RTN_BLACKHOLE, r.Metric, 0
 	}
 	if r.Gw.IsValid() {
 		nr.Gw = r.Gw.AsSlice()

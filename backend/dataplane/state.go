@@ -27,6 +27,12 @@ type (
 		link int
 		ip   netip.Addr
 	}
+	// routeKey: a blackhole has a metric of its own, so it and a unicast
+	// route to the same destination are both in the kernel.
+	routeKey struct {
+		dst netip.Prefix
+		typ RouteType
+	}
 	fdbKey struct {
 		link int
 		mac  MAC
@@ -40,7 +46,8 @@ func (s State) Len() int { return len(s.Routes) + len(s.Neighs) + len(s.FDBs) + 
 func (s State) Sorted() State {
 	out := State{Routes: slices.Clone(s.Routes), Neighs: slices.Clone(s.Neighs), FDBs: slices.Clone(s.FDBs), Addrs: slices.Clone(s.Addrs)}
 	slices.SortFunc(out.Routes, func(a, b Route) int {
-		return cmp.Or(a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()), cmp.Compare(a.LinkIndex, b.LinkIndex))
+		return cmp.Or(a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()), cmp.Compare(a.Type, b.Type),
+			cmp.Compare(a.LinkIndex, b.LinkIndex))
 	})
 	slices.SortFunc(out.Neighs, func(a, b Neigh) int { return cmp.Or(cmp.Compare(a.LinkIndex, b.LinkIndex), a.IP.Compare(b.IP)) })
 	slices.SortFunc(out.FDBs, func(a, b FDB) int {
@@ -89,13 +96,13 @@ func (s State) format(link func(int) string) string {
 func Merge(states ...State) (State, error) {
 	var out State
 	var errs []error
-	routes := map[netip.Prefix]Route{}
+	routes := map[routeKey]Route{}
 	neighs := map[neighKey]Neigh{}
 	fdbs := map[fdbKey]FDB{}
 	addrs := map[Addr]bool{}
 	for _, s := range states {
 		for _, r := range s.Routes {
-			errs = appendMerged(&out.Routes, routes, r.Dst.Masked(), r, errs)
+			errs = appendMerged(&out.Routes, routes, routeKey{r.Dst.Masked(), r.Type}, r, errs)
 		}
 		for _, n := range s.Neighs {
 			errs = appendMerged(&out.Neighs, neighs, neighKey{n.LinkIndex, n.IP}, n, errs)

@@ -13,14 +13,36 @@ import (
 // backend switch can find and remove the routes of the previous backend.
 const Proto = 98
 
-// Route is a unicast route in the main table.
+// RouteType is a route's kind (the route's "type" field).
+type RouteType uint8
+
+const (
+	// Unicast routes forward (the zero value).
+	Unicast RouteType = iota
+	// Blackhole routes drop silently what no more specific route takes.
+	Blackhole
+)
+
+// BlackholeMetric is the metric of our blackhole routes: above every
+// route the kernel or a CNI plugin adds for the same prefix (the bridge's
+// connected route has 0 for IPv4, 256 for IPv6), so a blackhole never
+// shadows such a route, and only catches what it would not take (a bridge
+// that is down, or no bridge at all).
+const BlackholeMetric = 65535
+
+// Route is a unicast or blackhole route in the main table.
 // Equivalent to: ip route replace $Dst [via $Gw] dev $link [onlink] proto $Proto
+// or, for a blackhole: ip route replace blackhole $Dst proto $Proto metric $Metric
 type Route struct {
 	Dst       netip.Prefix
 	Gw        netip.Addr // invalid for a route straight onto the link
-	LinkIndex int
-	OnLink    bool // the gateway is on the link even without a matching address
+	LinkIndex int        // 0 for a blackhole
+	OnLink    bool       // the gateway is on the link even without a matching address
 	Proto     int
+	Type      RouteType
+	// Metric is set on blackholes only; unicast routes leave it 0 and get
+	// the kernel's default (0 for IPv4, 1024 for IPv6).
+	Metric int
 }
 
 // String renders the route like `ip route`, with the link as an index.
@@ -28,18 +50,38 @@ func (r Route) String() string { return r.format(linkNum) }
 
 func (r Route) format(link func(int) string) string {
 	var b strings.Builder
-	b.WriteString(r.Dst.String())
-	if r.Gw.IsValid() {
-		b.WriteString(" via " + r.Gw.String())
-	}
-	b.WriteString(" dev " + link(r.LinkIndex))
-	if r.OnLink {
-		b.WriteString(" onlink")
+	if r.Type == Blackhole {
+		b.WriteString("blackhole " + r.Dst.String())
+	} else {
+		b.WriteString(r.Dst.String())
+		if r.Gw.IsValid() {
+			b.WriteString(" via " + r.Gw.String())
+		}
+		b.WriteString(" dev " + link(r.LinkIndex))
+		if r.OnLink {
+			b.WriteString(" onlink")
+		}
 	}
 	if r.Proto != 0 {
 		fmt.Fprintf(&b, " proto %d", r.Proto)
 	}
+	if r.Metric != 0 {
+		fmt.Fprintf(&b, " metric %d", r.Metric)
+	}
 	return b.String()
+}
+
+// BlackholeRoutes are our blackhole routes for prefixes (the invalid ones
+// skipped): the desired state of --ip-blackhole-route for this host's own
+// subnets.
+func BlackholeRoutes(prefixes ...netip.Prefix) []Route {
+	var out []Route
+	for _, p := range prefixes {
+		if p.IsValid() {
+			out = append(out, Route{Dst: p.Masked(), Type: Blackhole, Proto: Proto, Metric: BlackholeMetric})
+		}
+	}
+	return out
 }
 
 // MAC is an Ethernet address as a comparable value.

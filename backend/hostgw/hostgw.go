@@ -36,18 +36,17 @@ import (
 const TypeName = "host-gw"
 
 // Options are the backend's net-conf options. host-gw has none besides
-// Type; unknown keys are rejected so typos do not pass silently.
+// Type; other keys are ignored with a warning, as upstream ignores them
+// (its Windows nodes read Name and DNSServerList).
 type Options struct {
 	Type string
 }
 
 // Type describes the backend for the registry.
-var Type = backend.Type{Name: TypeName, ParseOptions: parseOptions, New: newBackend}
+var Type = backend.Type{Name: TypeName, ParseOptions: parseOptions, New: newBackend,
+	WindowsOptions: []string{"Name", "DNSServerList"}}
 
-func parseOptions(raw []byte) (any, error) {
-	if err := backend.CheckOptionNames(raw, TypeName); err != nil {
-		return nil, err
-	}
+func parseOptions([]byte) (any, error) {
 	return Options{Type: TypeName}, nil
 }
 

@@ -169,7 +169,11 @@ func TestParseOptions(t *testing.T) {
 	if o, err := parseOptions([]byte(`{"Type":"udp","port":9000}`)); err != nil || o.(Options).Port != 9000 {
 		t.Fatalf("%v %v", o, err)
 	}
-	for _, bad := range []string{`{"Type":"udp","Port":70000}`, `{"Type":"udp","Port":"x"}`, `{"Type":"udp","VNI":1}`} {
+	// Unknown keys are ignored, as upstream ignores them (Type.OptionWarnings reports them).
+	if o, err := parseOptions([]byte(`{"Type":"udp","VNI":1}`)); err != nil || o.(Options).Port != DefaultPort {
+		t.Fatalf("unknown key: %v %v", o, err)
+	}
+	for _, bad := range []string{`{"Type":"udp","Port":70000}`, `{"Type":"udp","Port":"x"}`} {
 		if _, err := parseOptions([]byte(bad)); err == nil {
 			t.Errorf("%s accepted", bad)
 		}

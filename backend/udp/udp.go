@@ -132,12 +132,9 @@ type Options struct {
 }
 
 // Type describes the backend for the registry.
-var Type = backend.Type{Name: TypeName, ParseOptions: parseOptions, New: newBackend}
+var Type = backend.Type{Name: TypeName, ParseOptions: parseOptions, New: newBackend, Options: []string{"Port"}}
 
 func parseOptions(raw []byte) (any, error) {
-	if err := backend.CheckOptionNames(raw, TypeName, "Port"); err != nil {
-		return nil, err
-	}
 	o := Options{Port: DefaultPort}
 	if err := json.Unmarshal(raw, &o); err != nil {
 		return nil, subnet.JSONError(err, "Backend.")

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -29,10 +28,14 @@ type Options struct {
 	MTU int
 }
 
+// optionNames are the Options fields a net-conf may set; windowsOptions
+// are read by upstream's Windows nodes only.
+var (
+	optionNames    = []string{"VNI", "Port", "GBP", "Learning", "DirectRouting", "MTU"}
+	windowsOptions = []string{"Name", "MacPrefix"}
+)
+
 func parseOptions(raw []byte) (any, error) {
-	if err := backend.CheckOptionNames(raw, TypeName, "VNI", "Port", "GBP", "Learning", "DirectRouting", "MTU"); err != nil {
-		return nil, err
-	}
 	o := Options{VNI: 1}
 	if err := json.Unmarshal(raw, &o); err != nil {
 		return nil, subnet.JSONError(err, "Backend.")

@@ -53,7 +53,7 @@ import (
 const TypeName = "vxlan"
 
 // Type describes the backend for the registry.
-var Type = backend.Type{Name: TypeName, ParseOptions: parseOptions, New: newBackend}
+var Type = backend.Type{Name: TypeName, ParseOptions: parseOptions, New: newBackend, Options: optionNames, WindowsOptions: windowsOptions}
 
 // family is one address family's device.
 type family struct {

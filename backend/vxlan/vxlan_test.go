@@ -27,12 +27,16 @@ func TestOptions(t *testing.T) {
 	if err != nil || o.(Options).VNI != 42 || o.(Options).Port != 4789 || !o.(Options).DirectRouting || !o.(Options).GBP {
 		t.Fatalf("options: %+v %v", o, err)
 	}
+	// Unknown keys are ignored (OptionWarnings reports them).
+	o, err = parseOptions([]byte(`{"Type":"vxlan","VNI":7,"MacPrefix":"0E-2A","DirectRoute":true}`))
+	if err != nil || o.(Options).VNI != 7 || o.(Options).DirectRouting {
+		t.Fatalf("with unknown keys: %+v %v", o, err)
+	}
 	for raw, want := range map[string]string{
-		`{"Type":"vxlan","VNI":16777216}`:  "Backend.VNI: 16777216 is out of range",
-		`{"Type":"vxlan","Port":70000}`:    "Backend.Port: 70000 is not a UDP port",
-		`{"Type":"vxlan","Vni":"1"}`:       "Backend.VNI: expected a number, got a JSON string",
-		`{"Type":"vxlan","DirectRoute":1}`: "Backend.DirectRoute: unknown vxlan option; known options: VNI, Port, GBP, Learning, DirectRouting, MTU",
-		`{"Type":"vxlan","MTU":100}`:       "Backend.MTU: 100 is out of range",
+		`{"Type":"vxlan","VNI":16777216}`: "Backend.VNI: 16777216 is out of range",
+		`{"Type":"vxlan","Port":70000}`:   "Backend.Port: 70000 is not a UDP port",
+		`{"Type":"vxlan","Vni":"1"}`:      "Backend.VNI: expected a number, got a JSON string",
+		`{"Type":"vxlan","MTU":100}`:      "Backend.MTU: 100 is out of range",
 	} {
 		if _, err := parseOptions([]byte(raw)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", raw, err, want)

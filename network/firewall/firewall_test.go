@@ -72,7 +72,7 @@ func checkRules(t *testing.T, f *Firewall, b ipBackend, cfg RuleConfig, v6 bool)
 		fam = ipt(f).v6
 	}
 	bin := b.bin(v6)
-	wantMasq, wantFwd := wantChains(cfg, v6, fam.ipt.HasRandomFully())
+	wantMasq, wantFwd := wantChains(cfg, v6, fam.ipt.HasRandomFully() && !cfg.FullyRandomDisable)
 	if got := listChain(t, bin, "nat", masqChain); !slices.Equal(got, wantMasq) {
 		t.Errorf("%s -t nat -S %s:\n%s\nwant:\n%s", bin, masqChain, strings.Join(got, "\n"), strings.Join(wantMasq, "\n"))
 	}
@@ -204,6 +204,40 @@ func TestFirewallRestores(t *testing.T) {
 	}
 	if len(ipt(f).v4.alias)+len(ipt(f).v6.alias) > 0 {
 		t.Errorf("ruleAliases learned, ruleKey does not match this iptables: %v %v", ipt(f).v4.alias, ipt(f).v6.alias)
+	}
+}
+
+// TestFirewallNoRandomFully: --ip-masq-fully-random-disable drops
+// --random-fully from the MASQUERADE rules, and a change of the flag
+// rewrites the chain.
+func TestFirewallNoRandomFully(t *testing.T) {
+	netnstest.Require(t)
+	resetIPTables(t, nftBackend)
+	f, _ := newTestFirewall(t, nftBackend)
+	if !ipt(f).v4.ipt.HasRandomFully() {
+		t.Skip("this iptables has no --random-fully: nothing to drop")
+	}
+	off := fwCfgDual
+	off.FullyRandomDisable = true
+	for _, step := range []struct {
+		cfg    RuleConfig
+		random bool
+	}{{off, false}, {fwCfgDual, true}, {off, false}} {
+		mustEnsure(t, f, step.cfg, true)
+		for _, bin := range []string{"iptables", "ip6tables"} {
+			masq := 0
+			for _, l := range listChain(t, bin, "nat", masqChain) {
+				if strings.Contains(l, "-j MASQUERADE") {
+					masq++
+					if strings.Contains(l, "--random-fully") != step.random {
+						t.Errorf("FullyRandomDisable=%v: %s rule %q", step.cfg.FullyRandomDisable, bin, l)
+					}
+				}
+			}
+			if masq != 2 {
+				t.Errorf("%s: %d MASQUERADE rules, want 2", bin, masq)
+			}
+		}
 	}
 }
 

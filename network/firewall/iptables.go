@@ -126,7 +126,7 @@ func (m *iptMode) ensure(cfg RuleConfig) ([]string, error) {
 			continue
 		}
 		specs := []chainSpec{
-			masqSpec(p.network, p.subnet, p.fam.multicast, p.fam.ipt.HasRandomFully(), cfg.Masquerade),
+			masqSpec(p.network, p.subnet, p.fam.multicast, p.fam.ipt.HasRandomFully() && !cfg.FullyRandomDisable, cfg.Masquerade),
 			forwardSpec(p.network, cfg.Forward),
 		}
 		for _, spec := range specs {
