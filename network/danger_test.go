@@ -91,7 +91,7 @@ func TestCheckConfigOnHost(t *testing.T) {
 	if err != nil || note != "no host address in the pod network: checked this host's external interface ul0 (192.168.50.11)" {
 		t.Errorf("a good net-conf: %q %v", note, err)
 	}
-	if _, err := CheckConfigOnHost([]byte(`{"Network":"10.244.0.0/16"}`), IfaceOptions{PublicIP: "10.244.0.9"}); err == nil ||
+	if _, err := CheckConfigOnHost([]byte(`{"Network":"10.244.0.0/16"}`), IfaceOptions{Iface: []string{"ul0"}, PublicIP: "10.244.0.9"}); err == nil ||
 		!strings.Contains(err.Error(), "holds 10.244.0.9, this host's PublicIP (set with --public-ip)") {
 		t.Errorf("--public-ip inside the Network: %v", err)
 	}

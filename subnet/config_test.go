@@ -110,10 +110,10 @@ func TestParseConfigWarnings(t *testing.T) {
 
 func TestParseConfigNFTables(t *testing.T) {
 	for doc, want := range map[string]bool{
-		`{"Network":"10.244.0.0/16"}`:                        false,
-		`{"Network":"10.244.0.0/16","EnableNFTables":true}`:  true,
-		`{"Network":"10.244.0.0/16","enablenftables":true}`:  true, // keys match without case, as upstream's
-		`{"Network":"10.244.0.0/16","EnableNFTables":false}`: false,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`:                        false,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"},"EnableNFTables":true}`:  true,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"},"enablenftables":true}`:  true, // keys match without case, as upstream's
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"},"EnableNFTables":false}`: false,
 	} {
 		c, w, err := ParseConfig([]byte(doc))
 		if err != nil {
