@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -528,4 +530,21 @@ func proxy(t *testing.T, listen, target string) {
 			}()
 		}
 	}()
+}
+
+// TestConnectAnyEndpoint: one endpoint that answers is enough, even when
+// another gives an error that would be fatal alone (upstream's default
+// endpoints put 127.0.0.1:4001 first, where something else may listen).
+func TestConnectAnyEndpoint(t *testing.T) {
+	tlsOnly := httptest.NewTLSServer(http.NotFoundHandler())
+	defer tlsOnly.Close()
+	bad := "http://" + tlsOnly.Listener.Addr().String()
+	if _, err := Connect(t.Context(), Config{Endpoints: []string{bad}}); err == nil || errors.Is(err, ErrUnreachable) {
+		t.Fatalf("alone, %s must be a fatal error: %v", bad, err)
+	}
+	cli, err := Connect(t.Context(), Config{Endpoints: []string{bad, etcdSrv.Endpoint}})
+	if err != nil {
+		t.Fatalf("with a good endpoint after it: %v", err)
+	}
+	cli.Close()
 }

@@ -53,11 +53,15 @@ func probeEndpoints(ctx context.Context, c Config, base *tls.Config) error {
 	for range c.Endpoints {
 		<-done
 	}
-	var down []error
+	// One endpoint that answers is enough, whatever the others said: the
+	// client fails over to it.
 	for _, err := range errs {
 		if err == nil {
 			return nil
 		}
+	}
+	var down []error
+	for _, err := range errs {
 		if !errors.Is(err, ErrUnreachable) {
 			return err
 		}

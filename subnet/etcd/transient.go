@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
 )
 
 // isTransient reports errors worth retrying (etcd unreachable, timeouts).
@@ -20,8 +21,13 @@ func isTransient(err error) bool {
 	}
 	var ee rpctypes.EtcdError
 	if errors.As(err, &ee) {
-		switch ee {
-		case rpctypes.ErrGRPCNoLeader, rpctypes.ErrNoLeader, rpctypes.ErrTimeout, rpctypes.ErrLeaderChanged:
+		// By the gRPC code etcd gives its error: a cluster that is
+		// restarting, electing a leader, overloaded or out of space
+		// (Unavailable, ResourceExhausted, ...) heals or is healed; one
+		// that refuses this request (permission, authentication, a bad
+		// argument) does not.
+		switch ee.Code() {
+		case codes.Unavailable, codes.ResourceExhausted, codes.DeadlineExceeded, codes.Aborted, codes.Internal, codes.Unknown:
 			return true
 		}
 		return false

@@ -27,6 +27,14 @@ func TestIsTransient(t *testing.T) {
 	}{
 		{"timeout", fmt.Errorf("reading: %w", context.DeadlineExceeded), true},
 		{"no leader", rpctypes.ErrNoLeader, true},
+		// A cluster being restarted, electing, overloaded or full: wait.
+		{"server stopped", rpctypes.ErrStopped, true},
+		{"leader failure", rpctypes.ErrTimeoutDueToLeaderFail, true},
+		{"connection lost", rpctypes.ErrTimeoutDueToConnectionLost, true},
+		{"unhealthy", rpctypes.ErrUnhealthy, true},
+		{"too many requests", rpctypes.ErrTooManyRequests, true},
+		{"no space", fmt.Errorf("creating lease: %w", rpctypes.ErrNoSpace), true},
+		{"no space (gRPC)", rpctypes.ErrGRPCNoSpace, true},
 		{"canceled", context.Canceled, false},
 		{"wrong password", rpctypes.ErrAuthFailed, false},
 		{"no credentials", rpctypes.ErrUserEmpty, false},
