@@ -108,6 +108,13 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	netcfg := nc.cfg
+	leases, err := defaultBackendLeases(ctx, netcfg, sm)
+	if err != nil {
+		return fmt.Errorf("listing the leases to check the default backend: %w", err)
+	}
+	if err := checkDefaultBackend(netcfg, leases, nc.src); err != nil {
+		return err
+	}
 	bt, err := registry.Lookup(netcfg.BackendType)
 	if err != nil {
 		return err

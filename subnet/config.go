@@ -48,6 +48,10 @@ type Config struct {
 	// BackendType is Backend.Type in lower case (upstream matches it
 	// without regard to case), DefaultBackend when Backend is absent.
 	BackendType string
+	// BackendDefaulted is set when the document has no Backend, so
+	// BackendType is DefaultBackend by upstream's rule rather than by the
+	// operator's choice.
+	BackendDefaulted bool
 	// Backend is the raw Backend object, options included, for the backend
 	// to parse. Never nil.
 	Backend json.RawMessage
@@ -104,6 +108,7 @@ func ParseConfig(data []byte) (*Config, []string, error) {
 		return nil, warnings, err
 	}
 	if len(raw.Backend) == 0 {
+		cfg.BackendDefaulted = true
 		warnings = append(warnings, DefaultBackendWarning)
 	}
 	if !cfg.EnableIPv4 {
