@@ -21,6 +21,9 @@ type loop struct {
 	ctx    context.Context
 	peers  *PeerSet
 	synced bool // the first batch of leases arrived
+	// reconcileErr is the last reconcile error logged, "" after a success:
+	// a failure that persists is logged once.
+	reconcileErr string
 
 	tick, probe                *time.Ticker
 	renew, retry, debounce     *time.Timer
@@ -160,9 +163,19 @@ func (l *loop) reconcile() {
 	if err != nil {
 		m.reconcileErrors.WithLabelValues(typ).Inc()
 		e.health.Set("backend", fmt.Errorf("last reconcile failed: %w", err))
-		e.log.Error("reconcile failed; retrying in 1s", "backend", typ, "error", err)
+		// Once per distinct error: a failure that persists (a foreign
+		// device holding our VNI) is retried every second, and /readyz
+		// and the error counter say it goes on.
+		if msg := err.Error(); msg != l.reconcileErr {
+			l.reconcileErr = msg
+			e.log.Error("reconcile failed; retrying every second", "backend", typ, "error", err)
+		}
 		l.retry.Reset(time.Second)
 		return
+	}
+	if l.reconcileErr != "" {
+		l.reconcileErr = ""
+		e.log.Info("reconcile succeeded again", "backend", typ)
 	}
 	e.health.Set("backend", nil)
 }
