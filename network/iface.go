@@ -147,8 +147,15 @@ func implicitLink(h *netlink.Handle, links []*hostLink, pub, pub6 netip.Addr, v6
 			return l, want, nil
 		}
 		flag := map[bool]string{true: "--public-ip", false: "--public-ipv6"}[a.Is4()]
+		hint := "add --iface with the interface that carries the traffic"
+		if idx, err := defaultRouteLink(h); err == nil {
+			if l := byIndex(links, idx); l != nil {
+				// What versions before upstream's rule chose.
+				hint = fmt.Sprintf("add --iface %s (the default route's interface) or the interface that carries the traffic", l.name)
+			}
+		}
 		return nil, netip.Addr{}, fmt.Errorf("%s %s is on no interface of this host, and no --iface, --iface-regex or --iface-can-reach chooses one "+
-			"(upstream flanneld refuses this too); add --iface with the interface that carries the traffic; interfaces: %s", flag, a, describe(links))
+			"(upstream flanneld refuses this too); %s; interfaces: %s", flag, a, hint, describe(links))
 	}
 	idx, err := defaultRouteLink(h)
 	if err != nil {

@@ -61,7 +61,7 @@ func TestFindExternal(t *testing.T) {
 		{name: "public ipv6 only, dual stack", o: IfaceOptions{PublicIPv6: "fd00:50::11", IPv6: true}, iface: "ul0", pub: "192.168.50.11", pub6: "fd00:50::11"},
 		{name: "public ipv6 only, IPv4 network: default route", o: IfaceOptions{PublicIPv6: "fd00:50::11"}, iface: "ul1", pub: "10.9.0.5"},
 		{name: "public ip on no interface", o: IfaceOptions{PublicIP: "203.0.113.7"},
-			err: "--public-ip 203.0.113.7 is on no interface of this host, and no --iface, --iface-regex or --iface-can-reach chooses one (upstream flanneld refuses this too); add --iface"},
+			err: "--public-ip 203.0.113.7 is on no interface of this host, and no --iface, --iface-regex or --iface-can-reach chooses one (upstream flanneld refuses this too); add --iface ul1 (the default route's interface) or the interface that carries the traffic"},
 		{name: "no match", o: IfaceOptions{Iface: []string{"eth9"}}, err: "--iface eth9: no interface has that name or address; interfaces: lo [no global addresses]"},
 		{name: "nothing matches", o: IfaceOptions{Iface: []string{"eth9"}, IfaceRegex: []string{`^172\.`}, CanReach: "bogus"},
 			err: "--iface eth9: no interface has that name or address; --iface-regex ^172\\.: no interface address or name matches; --iface-can-reach bogus: not an IP address; interfaces: lo"},
