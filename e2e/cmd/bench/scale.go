@@ -34,8 +34,12 @@ type ScaleResult struct {
 	// duration, from its /metrics.
 	ChurnReconciles int     `json:"churn_reconciles"`
 	ReconcileMeanMs float64 `json:"churn_reconcile_mean_ms"`
-	Profile         string  `json:"profile,omitempty"` // perf report of the churn, with -perf
-	Error           string  `json:"error,omitempty"`
+	// IdleCPU is the daemon's CPU over IdleSec with nothing changing,
+	// after the churn (periodic reconciles and rule resyncs only).
+	IdleCPU float64 `json:"idle_cpu_s"`
+	IdleSec float64 `json:"idle_s"`
+	Profile string  `json:"profile,omitempty"` // perf report of the churn, with -perf
+	Error   string  `json:"error,omitempty"`
 }
 
 // scalePeer is peer i (from 1) of generation gen: subnet i of
@@ -57,7 +61,8 @@ func scalePeer(gen, i int) simPeer {
 // and times it until every peer is programmed; then churns ops leases
 // (delete, re-add with a new address and MAC) at rate per second and
 // checks the final kernel state against the lease set.
-func scale(ctx context.Context, typ string, peers, ops int, rate float64, perfDir string, verbose bool) (res ScaleResult) {
+func scale(ctx context.Context, typ string, peers int, o *options) (res ScaleResult) {
+	ops, rate, perfDir, verbose := o.churn, o.churnRate, o.perfDir, o.verbose
 	res = ScaleResult{Backend: typ, Peers: peers - 1, ChurnOps: ops}
 	fail := func(err error) ScaleResult {
 		res.Error = err.Error()
@@ -65,7 +70,7 @@ func scale(ctx context.Context, typ string, peers, ops int, rate float64, perfDi
 		return res
 	}
 	logf("bench: scale %s: %d leases, then %d churned at %.0f/s", typ, peers, ops, rate)
-	tctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	tctx, cancel := context.WithTimeout(ctx, 4*time.Minute+o.idle+time.Duration(peers)*20*time.Millisecond)
 	defer cancel()
 	// 10.128.0.0/9 in /24s: 32,768 subnets, room for the daemon's own.
 	tb, err := newTestbed(tctx, 1, netConf("10.128.0.0/9", typ), verbose)
@@ -107,8 +112,11 @@ func scale(ctx context.Context, typ string, peers, ops int, rate float64, perfDi
 	if err := b.settle(tctx, lastWrite, base); err != nil {
 		return fail(err)
 	}
-	logf("bench: scale %s: churn %d ops at %.0f/s: lag median %.1f ms, max %.1f ms; settled %.0f ms after the last write; CPU %.2f s; %d reconciles, mean %.1f ms; exact: %v; peak RSS %.1f MiB",
-		typ, ops, res.ChurnRate, res.ChurnLag.Median, res.ChurnLag.Max, res.SettleMs, res.ChurnCPU, res.ChurnReconciles, res.ReconcileMeanMs, res.FinalExact, res.PeakRSS)
+	if err := b.idle(tctx, o.idle); err != nil {
+		return fail(err)
+	}
+	logf("bench: scale %s: churn %d ops at %.0f/s: lag median %.1f ms, max %.1f ms; settled %.0f ms after the last write; CPU %.2f s; %d reconciles, mean %.1f ms; exact: %v; peak RSS %.1f MiB; idle CPU %.2f s in %.0f s",
+		typ, ops, res.ChurnRate, res.ChurnLag.Median, res.ChurnLag.Max, res.SettleMs, res.ChurnCPU, res.ChurnReconciles, res.ReconcileMeanMs, res.FinalExact, res.PeakRSS, res.IdleCPU, res.IdleSec)
 	return res
 }
 
@@ -280,6 +288,32 @@ func (b *scaleBench) settle(ctx context.Context, lastWrite time.Time, base churn
 	if n1, sum1 := reconcileMetrics(ctx, b.h); n1 > base.reconciles {
 		b.res.ChurnReconciles = n1 - base.reconciles
 		b.res.ReconcileMeanMs = (sum1 - base.reconcileSec) / float64(n1-base.reconciles) * 1000
+	}
+	return nil
+}
+
+// idle measures the daemon's CPU over d with nothing changing.
+func (b *scaleBench) idle(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	st0, err := testbed.ReadProcStat(b.pid)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+	}
+	st1, err := testbed.ReadProcStat(b.pid)
+	if err != nil {
+		return err
+	}
+	b.res.IdleCPU, b.res.IdleSec = (st1.CPU - st0.CPU).Seconds(), time.Since(t0).Seconds()
+	if rss := float64(st1.RSS) / (1 << 20); rss > b.res.PeakRSS {
+		b.res.PeakRSS = rss
 	}
 	return nil
 }
