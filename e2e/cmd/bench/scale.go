@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -179,7 +180,11 @@ func (b *scaleBench) program(ctx context.Context) (churnBase, error) {
 	}
 	last, missing := b.w.wait(ctx, want, t0, 60*time.Second)
 	if missing > 0 {
-		return churnBase{}, fmt.Errorf("after 60s %d of %d entries still missing", missing, len(want))
+		dump := "the kernel holds exactly the lease set (the monitor missed events)"
+		if err := checkKernel(ctx, b.h, b.typ, b.cur); err != nil {
+			dump = err.Error()
+		}
+		return churnBase{}, fmt.Errorf("after 60s %d of %d entries still missing; daemon warnings: %s; dump: %.300s", missing, len(want), warnings(b.h.Log()), dump)
 	}
 	b.res.ProgramMs = float64(last.Sub(t0).Microseconds()) / 1000
 	b.pid = b.h.DaemonPID()
@@ -316,4 +321,22 @@ func (b *scaleBench) idle(ctx context.Context, d time.Duration) error {
 		b.res.PeakRSS = rss
 	}
 	return nil
+}
+
+// warnings are the first WARN and ERROR lines of a daemon log, for an
+// error message.
+func warnings(log string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			out = append(out, l)
+		}
+		if len(out) == 5 {
+			break
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, " | ")
 }
