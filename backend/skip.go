@@ -40,3 +40,20 @@ func (p *PeerLog) Report(skips []Skip) {
 		}
 	}
 }
+
+// ReportPeer logs the skips of one peer whose part was rebuilt:
+// each new problem once, as Report does; the problems it had before
+// (old) that are gone are forgotten, so they are logged again if they
+// come back. The skips of other peers are left alone.
+func (p *PeerLog) ReportPeer(old, skips []Skip) {
+	now := make(map[string]bool, len(skips))
+	for _, s := range skips {
+		now[s.key()] = true
+		p.Warn(s.key(), s.Reason, s.Msg, s.Attrs...)
+	}
+	for _, s := range old {
+		if !now[s.key()] {
+			delete(p.seen, s.key())
+		}
+	}
+}

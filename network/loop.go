@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/subnet"
 	"github.com/flanneld-go/flannel/subnet/etcd"
 )
 
-// coalesceWindow is how long lease events are gathered before a reconcile.
+// coalesceWindow is, for a backend without per-peer state, the least time
+// between two reconciles after lease events (see reconcile.go).
 const coalesceWindow = 20 * time.Millisecond
 
 // loop is the engine's event loop and its state. Only the loop's
@@ -19,11 +21,20 @@ const coalesceWindow = 20 * time.Millisecond
 type loop struct {
 	e      *Engine
 	ctx    context.Context
+	events <-chan []subnet.Event
 	peers  *PeerSet
 	synced bool // the first batch of leases arrived
 	// reconcileErr is the last reconcile error logged, "" after a success:
 	// a failure that persists is logged once.
 	reconcileErr string
+
+	// rec drives a per-peer backend (nil for others); delta are the
+	// peers changed since its last pass (nil: gone), needFull asks for
+	// the full reconcile next.
+	rec           *backend.Reconciler
+	delta         map[string]*subnet.Lease
+	needFull      bool
+	lastReconcile time.Time
 
 	tick, probe                *time.Ticker
 	renew, retry, debounce     *time.Timer
@@ -36,8 +47,8 @@ type loop struct {
 	reconcilePeriod, probeEach time.Duration
 }
 
-func newLoop(ctx context.Context, e *Engine) *loop {
-	l := &loop{e: e, ctx: ctx, peers: NewPeerSet(e.net, e.ext.PublicIP),
+func newLoop(ctx context.Context, e *Engine, events <-chan []subnet.Event) *loop {
+	l := &loop{e: e, ctx: ctx, events: events, peers: NewPeerSet(e.net, e.ext.PublicIP), delta: map[string]*subnet.Lease{},
 		renewDone: make(chan leaseResult, 1), acquired: make(chan leaseResult, 1), probed: make(chan error, 1),
 		renewOutage: etcd.NewOutageLog(e.log, "renewing the lease"), etcdOutage: etcd.NewOutageLog(e.log, "checking etcd"),
 		reconcilePeriod: e.cfg.ReconcilePeriod, probeEach: e.cfg.ProbePeriod}
@@ -46,6 +57,9 @@ func newLoop(ctx context.Context, e *Engine) *loop {
 	}
 	if l.probeEach <= 0 {
 		l.probeEach = 5 * time.Second
+	}
+	if pp, ok := e.be.(backend.PerPeer); ok {
+		l.rec = backend.NewReconciler(pp)
 	}
 	l.peers.SetOwnAttrs(e.attrs)
 	l.peers.SetOwn(e.lease)
@@ -70,7 +84,7 @@ func (l *loop) stop() {
 
 // loop feeds lease events and timers to the backend and keeps the lease.
 func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
-	l := newLoop(ctx, e)
+	l := newLoop(ctx, e, events)
 	defer l.stop()
 	for {
 		var err error
@@ -106,21 +120,37 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 	}
 }
 
-// onEvents folds a batch into the peer set, logs each change once, and
-// schedules a reconcile: lease changes are coalesced for a moment, so a
-// burst (a hundred hosts restarting, a re-list after an outage) costs one
-// reconcile, not one per event.
+// onEvents folds a batch into the peer set and reconciles: at once for
+// the first change after a quiet moment, with the changes that arrived
+// meanwhile folded in under load (see reconcile.go), so a burst (a
+// hundred hosts restarting, a re-list after an outage) costs few passes.
 func (l *loop) onEvents(batch []subnet.Event) {
+	l.fold(batch)
+	if l.rec != nil {
+		l.drain()
+		l.reconcilePeers()
+		return
+	}
+	if l.pending {
+		return
+	}
+	if wait := coalesceWindow - time.Since(l.lastReconcile); wait > 0 {
+		l.pending = true
+		l.debounce.Reset(wait)
+		return
+	}
+	l.reconcile()
+}
+
+// fold folds one batch into the peer set and logs each change once.
+func (l *loop) fold(batch []subnet.Event) {
 	f := l.peers.Apply(batch)
 	l.logFold(f)
+	l.noteFold(f)
 	l.synced = true
 	if f.OwnRemoved {
 		l.e.log.Warn("our lease was deleted from etcd (by an operator?); acquiring again", "subnet", l.e.lease.String())
 		l.startReacquire()
-	}
-	if !l.pending {
-		l.pending = true
-		l.debounce.Reset(coalesceWindow)
 	}
 }
 
@@ -141,45 +171,6 @@ func (l *loop) logFold(f Fold, note ...any) {
 	l.e.health.metrics.peers.Set(float64(l.peers.Len()))
 }
 
-// reconcile hands the backend the current peers; a failure is retried in
-// a second.
-func (l *loop) reconcile() {
-	if !l.synced {
-		return
-	}
-	e, m, typ := l.e, l.e.health.metrics, l.e.net.BackendType
-	peers := l.peers.Peers()
-	start := time.Now()
-	ch, err := e.be.Reconcile(l.ctx, peers)
-	m.reconcileDuration.WithLabelValues(typ).Observe(time.Since(start).Seconds())
-	m.reconciles.WithLabelValues(typ).Inc()
-	m.countChanges(ch)
-	if ch.Any() {
-		e.log.Info("data plane updated", append([]any{"backend", typ, "peers", len(peers)}, ch.LogAttrs()...)...)
-	}
-	if e.cfg.BlackholeRoute {
-		e.syncBlackholes()
-	}
-	if err != nil {
-		m.reconcileErrors.WithLabelValues(typ).Inc()
-		e.health.Set("backend", fmt.Errorf("last reconcile failed: %w", err))
-		// Once per distinct error: a failure that persists (a foreign
-		// device holding our VNI) is retried every second, and /readyz
-		// and the error counter say it goes on.
-		if msg := err.Error(); msg != l.reconcileErr {
-			l.reconcileErr = msg
-			e.log.Error("reconcile failed; retrying every second", "backend", typ, "error", err)
-		}
-		l.retry.Reset(time.Second)
-		return
-	}
-	if l.reconcileErr != "" {
-		l.reconcileErr = ""
-		e.log.Info("reconcile succeeded again", "backend", typ)
-	}
-	e.health.Set("backend", nil)
-}
-
 func (l *loop) startRenew() {
 	if l.renewing || l.acquiring {
 		return
@@ -193,6 +184,7 @@ func (l *loop) startReacquire() {
 		return
 	}
 	l.acquiring = true
+	l.needFull = true // the peer set changes without a Fold
 	l.peers.Reacquiring()
 	l.renew.Stop()
 	l.e.reacquireAsync(l.ctx, l.acquired)

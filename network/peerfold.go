@@ -29,6 +29,7 @@ func (s *PeerSet) fold(w *work, f Fold) Fold {
 			came = appendIf(snap, came, e.l)
 		case isPeer && b.e != e && !b.e.l.Attrs.Equal(e.l.Attrs):
 			f.Changed = true
+			f.Updated = append(f.Updated, e.l)
 			gone, came = appendIf(snap, gone, b.e.l), appendIf(snap, came, e.l)
 		}
 		switch {
@@ -56,6 +57,7 @@ func (s *PeerSet) fold(w *work, f Fold) Fold {
 	}
 	slices.SortFunc(f.Joined, bySubnet)
 	slices.SortFunc(f.Left, bySubnet)
+	slices.SortFunc(f.Updated, bySubnet)
 	slices.SortFunc(f.Rejected, func(a, b Rejection) int { return bySubnet(a.Lease, b.Lease) })
 	return f
 }

@@ -56,9 +56,11 @@ type reported struct {
 const reasonPending Reason = "pending"
 
 // Fold is what one batch of events (or a change of our own lease)
-// changed, for the log lines.
+// changed: for the log lines, and for the backend's parts of those peers.
 type Fold struct {
 	Joined, Left []subnet.Lease // peers of our backend that came or went
+	// Updated are peers whose lease changed (attributes), as they are now.
+	Updated []subnet.Lease
 	// Rejected are leases that are not peers, each with the reason, when
 	// they appear, or their reason or attributes change.
 	Rejected   []Rejection

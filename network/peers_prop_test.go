@@ -164,22 +164,30 @@ func keysOf(ls []subnet.Lease) []string {
 	return out
 }
 
-// tracker follows the Folds: the peers they add up to must be Peers().
-type tracker map[string]bool
+// tracker follows the Folds: the peers they add up to, leases included
+// (Updated carries a peer's new lease), must be Peers().
+type tracker map[string]subnet.Lease
 
 func (tr tracker) apply(t testing.TB, f Fold) {
 	t.Helper()
 	for _, l := range f.Left {
-		if !tr[l.Key()] {
+		if _, ok := tr[l.Key()]; !ok {
 			t.Fatalf("%s left but was no peer", l.Key())
 		}
 		delete(tr, l.Key())
 	}
 	for _, l := range f.Joined {
-		if tr[l.Key()] {
+		if _, ok := tr[l.Key()]; ok {
 			t.Fatalf("%s joined twice", l.Key())
 		}
-		tr[l.Key()] = true
+		tr[l.Key()] = l
+	}
+	for _, l := range f.Updated {
+		old, ok := tr[l.Key()]
+		if !ok || old.Attrs.Equal(l.Attrs) {
+			t.Fatalf("%s updated but was no peer, or is unchanged", l.Key())
+		}
+		tr[l.Key()] = l
 	}
 }
 
@@ -192,6 +200,11 @@ func (tr tracker) check(t testing.TB, s *PeerSet) {
 	slices.Sort(want)
 	if got := keysOf(s.Peers()); !slices.Equal(got, want) {
 		t.Fatalf("the Folds add up to %v, Peers is %v", want, got)
+	}
+	for _, p := range s.Peers() {
+		if !tr[p.Key()].Attrs.Equal(p.Attrs) {
+			t.Fatalf("the Folds say %s is %+v, Peers %+v", p.Key(), tr[p.Key()].Attrs, p.Attrs)
+		}
 	}
 }
 

@@ -222,8 +222,15 @@ func (c *column[K, V]) flush() (set, del []V) {
 			del = append(del, b.v)
 		}
 	}
-	clear(c.before)
-	c.order = c.order[:0]
+	// A map keeps the buckets of its largest batch and clear walks them
+	// all: after a big batch (the first list) start a small one, so a
+	// lone change costs its own entries, not the size of the table.
+	if len(c.before) > 1024 {
+		c.before, c.order = map[K]winner[V]{}, nil
+	} else {
+		clear(c.before)
+		c.order = c.order[:0]
+	}
 	return set, del
 }
 

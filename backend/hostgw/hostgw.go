@@ -15,17 +15,22 @@
 // and every other peer is still served.
 //
 // Desired is a pure function from the peer set and the external
-// interface's networks (one address dump per reconcile) to a
-// dataplane.State; dataplane.Apply installs the difference from one dump of
-// the routing table, so a route deleted or altered by hand comes back at
-// the next reconcile, and routes of departed peers (proto 98) go away.
+// interface's networks to a dataplane.State, and PeerState the same for
+// one peer: the engine applies a changed peer's route alone
+// (backend.Reconciler), and on its periodic resync compares the whole
+// state with one dump of the routing table, so a route deleted or altered
+// by hand comes back, and routes of departed peers (proto 98) go away. A
+// change of the interface's networks, seen on that resync, re-runs the
+// on-link check of every peer.
 package hostgw
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/dataplane"
@@ -56,6 +61,9 @@ type HostGW struct {
 	cfg   *subnet.Config
 	k     dataplane.Kernel
 	peers *backend.PeerLog
+	// nets are the external interface's networks at the last Refresh.
+	nets      dataplane.Nets
+	refreshed bool
 }
 
 func newBackend(p backend.Params) (backend.Backend, error) {
@@ -88,6 +96,40 @@ func (b *HostGW) Reconcile(_ context.Context, peers []subnet.Lease) (dataplane.C
 	b.peers.Report(skips)
 	return dataplane.Apply(b.k, nil, want)
 }
+
+// Refresh implements backend.PerPeer: the on-link check of every peer
+// depends on the external interface's networks.
+func (b *HostGW) Refresh(context.Context) (bool, error) {
+	nets, err := dataplane.LinkNets(b.k, b.ext.Index)
+	if err != nil {
+		return false, fmt.Errorf("cannot check which peers are on %s's networks: %w", b.ext.Name, err)
+	}
+	slices.SortFunc(nets, comparePrefix)
+	changed := !b.refreshed || !slices.Equal(nets, b.nets)
+	b.nets, b.refreshed = nets, true
+	return changed, nil
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
+
+// HostState implements backend.PerPeer: host-gw has no state of its own.
+func (b *HostGW) HostState() dataplane.State { return dataplane.State{} }
+
+// PeerState implements backend.PerPeer: Desired for one peer.
+func (b *HostGW) PeerState(p subnet.Lease) (dataplane.State, []backend.Skip) {
+	return Desired(b.cfg, b.ext, []subnet.Lease{p}, b.nets)
+}
+
+// Links implements backend.PerPeer: host-gw owns no device.
+func (b *HostGW) Links() []int { return nil }
+
+// Kernel implements backend.PerPeer.
+func (b *HostGW) Kernel() dataplane.Kernel { return b.k }
+
+// PeerLog implements backend.PerPeer.
+func (b *HostGW) PeerLog() *backend.PeerLog { return b.peers }
 
 // Desired is the kernel state for peers (leases of host-gw hosts; the
 // engine's peer set picks them): a route per peer subnet via the peer's

@@ -58,19 +58,31 @@ func Desired(o Options, h Host, peers []subnet.Lease, onLink dataplane.Nets) (da
 	want := dataplane.State{Addrs: deviceAddrs(h)}
 	var skips []backend.Skip
 	for _, p := range peers {
-		skips = append(skips, peerEntries(&want, o, h, p, false, onLink)...)
-		if h.Dev6 == 0 {
-			continue
-		}
-		if !p.IPv6Subnet.IsValid() || !p.Attrs.PublicIPv6.IsValid() {
-			skips = append(skips, backend.Skip{Peer: p, Aspect: "v6", Reason: "nov6",
-				Msg:   "peer has no IPv6 subnet or address; reaching it over IPv4 only",
-				Attrs: []any{"peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP}})
-			continue
-		}
-		skips = append(skips, peerEntries(&want, o, h, p, true, onLink)...)
+		skips = append(skips, peerState(&want, o, h, p, onLink)...)
 	}
 	return want, skips
+}
+
+// PeerState is Desired's entries for one peer, without the devices'
+// addresses: the part of one peer in the engine's table.
+func PeerState(o Options, h Host, p subnet.Lease, onLink dataplane.Nets) (dataplane.State, []backend.Skip) {
+	var want dataplane.State
+	skips := peerState(&want, o, h, p, onLink)
+	return want, skips
+}
+
+// peerState adds both families' entries for p to want.
+func peerState(want *dataplane.State, o Options, h Host, p subnet.Lease, onLink dataplane.Nets) []backend.Skip {
+	skips := peerEntries(want, o, h, p, false, onLink)
+	if h.Dev6 == 0 {
+		return skips
+	}
+	if !p.IPv6Subnet.IsValid() || !p.Attrs.PublicIPv6.IsValid() {
+		return append(skips, backend.Skip{Peer: p, Aspect: "v6", Reason: "nov6",
+			Msg:   "peer has no IPv6 subnet or address; reaching it over IPv4 only",
+			Attrs: []any{"peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP}})
+	}
+	return append(skips, peerEntries(want, o, h, p, true, onLink)...)
 }
 
 // peerEntries adds one family's entries for p to want.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/dataplane"
 	"github.com/flanneld-go/flannel/subnet"
 )
@@ -155,4 +156,37 @@ func FuzzDesired(f *testing.F) {
 			t.Fatalf("BackendData %q: %d skips and\n%s", data, len(skips), got)
 		}
 	})
+}
+
+var _ backend.PerPeer = (*VXLAN)(nil)
+
+// The engine's table holds PeerState per peer and the devices' addresses:
+// their union must be Desired, skips included.
+func TestPeerStateSumsToDesired(t *testing.T) {
+	h := Host{Ext: 2, Own: own, Dev4: 5, Dev6: 6}
+	peers := []subnet.Lease{
+		dual(peer("10.244.2.0/24", "192.168.50.12", "0a:00:00:00:00:02"), "fd00:10:244:2::/64", "fd00:50::12", "0a:00:00:00:01:02"),
+		peer("10.244.4.0/24", "192.168.60.14", "0a:00:00:00:00:04"), // no IPv6 half
+		dual(peer("10.244.6.0/24", "192.168.50.16", "not-a-mac"), "fd00:10:244:6::/64", "fd00:60::16", "0a:00:00:00:01:06"),
+	}
+	onLink := dataplane.Nets{netip.MustParsePrefix("192.168.50.0/24")}
+	o := Options{VNI: 1, DirectRouting: true}
+	want, wantSkips := Desired(o, h, peers, onLink)
+	parts := []dataplane.State{{Addrs: deviceAddrs(h)}}
+	var skips []backend.Skip
+	for _, p := range peers {
+		s, sk := PeerState(o, h, p, onLink)
+		parts = append(parts, s)
+		skips = append(skips, sk...)
+	}
+	got, err := dataplane.Merge(parts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Equal(want) {
+		t.Errorf("parts:\n%s\nDesired:\n%s", got, want)
+	}
+	if len(skips) != len(wantSkips) || len(skips) != 1 {
+		t.Errorf("skips %+v, Desired's %+v", skips, wantSkips)
+	}
 }

@@ -22,10 +22,13 @@
 // Reconcile is declarative: Desired (desired.go) is a pure function from
 // the whole peer set to every entry above, and dataplane.Apply diffs that
 // against one dump of each table and applies the difference in that order.
-// It runs after every lease change and on a timer, so entries deleted by
-// hand come back, entries of unknown peers go, and a peer that changed its
-// MAC or address is updated without stale entries. If the device itself
-// disappears, the next reconcile re-creates it (device.go) first.
+// The engine drives it per peer (backend.PerPeer): a lease change applies
+// that peer's entries alone (PeerState), without a dump, and the periodic
+// resync compares everything with the kernel, so entries deleted by hand
+// come back, entries of unknown peers go, and a peer that changed its MAC
+// or address is updated without stale entries. If the device itself
+// disappears, the resync re-creates it (device.go) first and, its index
+// being new, rebuilds every peer's entries.
 //
 // With DirectRouting, a peer whose public address is on a directly
 // connected network gets a plain route via that address instead (as
@@ -38,11 +41,13 @@
 package vxlan
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/dataplane"
@@ -79,6 +84,9 @@ type VXLAN struct {
 	fams  []*family
 	own   subnet.Lease
 	peers *backend.PeerLog
+	// facts are the host facts at the last Refresh.
+	facts     facts
+	refreshed bool
 }
 
 func newBackend(p backend.Params) (backend.Backend, error) {
@@ -173,6 +181,57 @@ func (b *VXLAN) Reconcile(_ context.Context, peers []subnet.Lease) (dataplane.Ch
 	b.peers.Report(skips)
 	return dataplane.Apply(b.k, h.links(), want)
 }
+
+// Refresh implements backend.PerPeer: the devices are re-created if they
+// went missing, and every part depends on their indexes and, with
+// DirectRouting, on the external interface's networks.
+func (b *VXLAN) Refresh(context.Context) (bool, error) {
+	if err := b.ensureDevices(); err != nil {
+		return false, err
+	}
+	var nets dataplane.Nets
+	if b.opts.DirectRouting {
+		var err error
+		if nets, err = dataplane.LinkNets(b.k, b.ext.Index); err != nil {
+			return false, fmt.Errorf("cannot check which peers are on %s's networks (DirectRouting): %w", b.ext.Name, err)
+		}
+		slices.SortFunc(nets, func(a, b netip.Prefix) int {
+			return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+		})
+	}
+	h := b.host()
+	f := facts{ext: h.Ext, dev4: h.Dev4, dev6: h.Dev6, nets: nets}
+	changed := !b.refreshed || !f.equal(b.facts)
+	b.facts, b.refreshed = f, true
+	return changed, nil
+}
+
+// facts are what the peer parts depend on besides the leases.
+type facts struct {
+	ext, dev4, dev6 int
+	nets            dataplane.Nets
+}
+
+func (f facts) equal(o facts) bool {
+	return f.ext == o.ext && f.dev4 == o.dev4 && f.dev6 == o.dev6 && slices.Equal(f.nets, o.nets)
+}
+
+// HostState implements backend.PerPeer: the devices' addresses.
+func (b *VXLAN) HostState() dataplane.State { return dataplane.State{Addrs: deviceAddrs(b.host())} }
+
+// PeerState implements backend.PerPeer.
+func (b *VXLAN) PeerState(p subnet.Lease) (dataplane.State, []backend.Skip) {
+	return PeerState(b.opts, b.host(), p, b.facts.nets)
+}
+
+// Links implements backend.PerPeer: the VXLAN devices.
+func (b *VXLAN) Links() []int { return b.host().links() }
+
+// Kernel implements backend.PerPeer.
+func (b *VXLAN) Kernel() dataplane.Kernel { return b.k }
+
+// PeerLog implements backend.PerPeer.
+func (b *VXLAN) PeerLog() *backend.PeerLog { return b.peers }
 
 // host is what Desired needs to know of this host.
 func (b *VXLAN) host() Host {

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flanneld-go/flannel/internal/backoff"
@@ -152,12 +153,12 @@ func (m *Manager) List(ctx context.Context, expiry bool) ([]subnet.Lease, int64,
 // looked up (one request per lease, for the leases command; the daemon
 // does not need it).
 func (m *Manager) ListAll(ctx context.Context, expiry bool) (Table, error) {
-	resp, err := m.cli.Get(ctx, m.subnetsDir(), clientv3.WithPrefix())
+	kvs, rev, err := m.getAll(ctx)
 	if err != nil {
 		return Table{}, fmt.Errorf("listing %s in etcd: %w", m.subnetsDir(), err)
 	}
-	t := Table{Leases: make([]subnet.Lease, 0, len(resp.Kvs)), Revision: resp.Header.Revision}
-	for _, kv := range resp.Kvs {
+	t := Table{Leases: make([]subnet.Lease, 0, len(kvs)), Revision: rev}
+	for _, kv := range kvs {
 		l, bad := m.classify(kv)
 		if bad != nil {
 			t.Malformed = append(t.Malformed, *bad)
@@ -172,4 +173,37 @@ func (m *Manager) ListAll(ctx context.Context, expiry bool) (Table, error) {
 		t.Leases = append(t.Leases, l)
 	}
 	return t, nil
+}
+
+// listPage is how many keys one range request of a list reads: 10,000
+// leases are ten requests at one revision rather than one response of
+// several MiB that etcd must build in memory at once.
+var listPage int64 = 1000
+
+// getAll reads every key under subnets/ in pages, all at the revision of
+// the first page, which it returns. A compaction of that revision
+// between two pages fails the list (the callers retry).
+func (m *Manager) getAll(ctx context.Context) ([]*mvccpb.KeyValue, int64, error) {
+	dir := m.subnetsDir()
+	end := clientv3.GetPrefixRangeEnd(dir)
+	key, rev := dir, int64(0)
+	var kvs []*mvccpb.KeyValue
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := m.cli.Get(ctx, key, opts...)
+		if err != nil {
+			return nil, 0, err
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		kvs = append(kvs, resp.Kvs...)
+		if !resp.More || len(resp.Kvs) == 0 {
+			return kvs, rev, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }

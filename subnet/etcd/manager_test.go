@@ -486,3 +486,41 @@ func TestWaitConfig(t *testing.T) {
 		t.Fatalf("bad config: %v", err)
 	}
 }
+
+// A list larger than a page is read in several range requests at the
+// first page's revision: every lease, and the revision to watch from.
+func TestListPages(t *testing.T) {
+	old := listPage
+	listPage = 2
+	defer func() { listPage = old }()
+	m, cli, cfg := testManager(t, `{"Network":"10.244.0.0/16"}`, time.Hour)
+	ctx := ctxT(t)
+	want := map[netip.Prefix]bool{}
+	for i := range 5 {
+		l, err := m.Acquire(ctx, cfg, hostAttrs(i+1), subnet.Hint{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[l.Subnet] = true
+	}
+	cur, err := cli.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases, rev, err := m.List(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases) != 5 || rev != cur.Header.Revision {
+		t.Fatalf("%d leases at revision %d, want 5 at %d", len(leases), rev, cur.Header.Revision)
+	}
+	for _, l := range leases {
+		if !want[l.Subnet] {
+			t.Errorf("unexpected lease %s", l.Subnet)
+		}
+		delete(want, l.Subnet)
+	}
+	if len(want) != 0 {
+		t.Errorf("missing leases %v", want)
+	}
+}

@@ -108,8 +108,11 @@ func rank(s []float64, q float64) float64 {
 }
 
 // newTestbed builds a testbed of n hosts, with the net-conf set.
+// flanneldBin is the daemon binary of -flanneld ("": the repository's).
+var flanneldBin string
+
 func newTestbed(ctx context.Context, n int, conf string, verbose bool) (*testbed.Testbed, error) {
-	opts := testbed.Options{Hosts: n}
+	opts := testbed.Options{Hosts: n, FlanneldBin: flanneldBin}
 	if verbose {
 		opts.Log = logf
 	}

@@ -30,6 +30,7 @@ import (
 	"os/signal"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -53,7 +54,9 @@ type options struct {
 	only              map[string]bool
 	verbose           bool
 	hosts, joins      int
-	peers, churn      int
+	sizes             []int
+	churn             int
+	idle              time.Duration
 	churnRate         float64
 	stormN            int
 	perfDir           string
@@ -122,12 +125,21 @@ func parseFlags() (o *options, out, name string, err error) {
 	flag.BoolVar(&o.verbose, "v", false, "log testbed progress")
 	flag.IntVar(&o.hosts, "hosts", 5, "convergence: hosts running a daemon")
 	flag.IntVar(&o.joins, "joins", 20, "convergence: simulated hosts joining, one at a time")
-	flag.IntVar(&o.peers, "leases", 1000, "scale: leases in etcd (one is the daemon's own)")
+	sizes := flag.String("leases", "1000,5000,10000", "scale: comma-separated numbers of leases in etcd (one is the daemon's own), one scenario each")
+	flag.DurationVar(&o.idle, "idle", 60*time.Second, "scale: how long the idle daemon's CPU is measured after the churn (0: not)")
+	flag.StringVar(&flanneldBin, "flanneld", "", "the daemon binary to measure (default: bin/flanneld of the repository)")
 	flag.IntVar(&o.churn, "churn", 1000, "scale: leases deleted and re-added after start-up")
 	flag.Float64Var(&o.churnRate, "churn-rate", 100, "scale: churned leases per second")
 	flag.IntVar(&o.stormN, "storm", 250, "storm: subnet managers acquiring at once")
 	flag.StringVar(&o.perfDir, "perf", "", "scale: record a perf profile of the daemon during the churn into this directory")
 	flag.Parse()
+	for _, n := range strings.Split(*sizes, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(n))
+		if err != nil || v < 2 || v > 30000 {
+			return nil, "", "", fmt.Errorf("-leases %s: want numbers from 2 to 30000", *sizes)
+		}
+		o.sizes = append(o.sizes, v)
+	}
 	o.only = map[string]bool{}
 	for _, n := range strings.Split(*only, ",") {
 		if n = strings.TrimSpace(n); n != "" {
@@ -157,12 +169,14 @@ func controlPlane(ctx context.Context, o *options, rep *Report) error {
 			return ctx.Err()
 		}
 	}
-	for _, typ := range []string{"host-gw", "vxlan"} {
-		if o.want("control", "scale") {
-			rep.Scale = append(rep.Scale, scale(ctx, typ, o.peers, o.churn, o.churnRate, o.perfDir, o.verbose))
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+	for _, n := range o.sizes {
+		for _, typ := range []string{"host-gw", "vxlan"} {
+			if o.want("control", "scale") {
+				rep.Scale = append(rep.Scale, scale(ctx, typ, n, o))
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 		}
 	}
 	if o.want("control", "storm") {

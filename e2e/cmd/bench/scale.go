@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,8 +35,12 @@ type ScaleResult struct {
 	// duration, from its /metrics.
 	ChurnReconciles int     `json:"churn_reconciles"`
 	ReconcileMeanMs float64 `json:"churn_reconcile_mean_ms"`
-	Profile         string  `json:"profile,omitempty"` // perf report of the churn, with -perf
-	Error           string  `json:"error,omitempty"`
+	// IdleCPU is the daemon's CPU over IdleSec with nothing changing,
+	// after the churn (periodic reconciles and rule resyncs only).
+	IdleCPU float64 `json:"idle_cpu_s"`
+	IdleSec float64 `json:"idle_s"`
+	Profile string  `json:"profile,omitempty"` // perf report of the churn, with -perf
+	Error   string  `json:"error,omitempty"`
 }
 
 // scalePeer is peer i (from 1) of generation gen: subnet i of
@@ -57,7 +62,8 @@ func scalePeer(gen, i int) simPeer {
 // and times it until every peer is programmed; then churns ops leases
 // (delete, re-add with a new address and MAC) at rate per second and
 // checks the final kernel state against the lease set.
-func scale(ctx context.Context, typ string, peers, ops int, rate float64, perfDir string, verbose bool) (res ScaleResult) {
+func scale(ctx context.Context, typ string, peers int, o *options) (res ScaleResult) {
+	ops, rate, perfDir, verbose := o.churn, o.churnRate, o.perfDir, o.verbose
 	res = ScaleResult{Backend: typ, Peers: peers - 1, ChurnOps: ops}
 	fail := func(err error) ScaleResult {
 		res.Error = err.Error()
@@ -65,7 +71,7 @@ func scale(ctx context.Context, typ string, peers, ops int, rate float64, perfDi
 		return res
 	}
 	logf("bench: scale %s: %d leases, then %d churned at %.0f/s", typ, peers, ops, rate)
-	tctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	tctx, cancel := context.WithTimeout(ctx, 4*time.Minute+o.idle+time.Duration(peers)*20*time.Millisecond)
 	defer cancel()
 	// 10.128.0.0/9 in /24s: 32,768 subnets, room for the daemon's own.
 	tb, err := newTestbed(tctx, 1, netConf("10.128.0.0/9", typ), verbose)
@@ -107,8 +113,11 @@ func scale(ctx context.Context, typ string, peers, ops int, rate float64, perfDi
 	if err := b.settle(tctx, lastWrite, base); err != nil {
 		return fail(err)
 	}
-	logf("bench: scale %s: churn %d ops at %.0f/s: lag median %.1f ms, max %.1f ms; settled %.0f ms after the last write; CPU %.2f s; %d reconciles, mean %.1f ms; exact: %v; peak RSS %.1f MiB",
-		typ, ops, res.ChurnRate, res.ChurnLag.Median, res.ChurnLag.Max, res.SettleMs, res.ChurnCPU, res.ChurnReconciles, res.ReconcileMeanMs, res.FinalExact, res.PeakRSS)
+	if err := b.idle(tctx, o.idle); err != nil {
+		return fail(err)
+	}
+	logf("bench: scale %s: churn %d ops at %.0f/s: lag median %.1f ms, max %.1f ms; settled %.0f ms after the last write; CPU %.2f s; %d reconciles, mean %.1f ms; exact: %v; peak RSS %.1f MiB; idle CPU %.2f s in %.0f s",
+		typ, ops, res.ChurnRate, res.ChurnLag.Median, res.ChurnLag.Max, res.SettleMs, res.ChurnCPU, res.ChurnReconciles, res.ReconcileMeanMs, res.FinalExact, res.PeakRSS, res.IdleCPU, res.IdleSec)
 	return res
 }
 
@@ -171,7 +180,11 @@ func (b *scaleBench) program(ctx context.Context) (churnBase, error) {
 	}
 	last, missing := b.w.wait(ctx, want, t0, 60*time.Second)
 	if missing > 0 {
-		return churnBase{}, fmt.Errorf("after 60s %d of %d entries still missing", missing, len(want))
+		dump := "the kernel holds exactly the lease set (the monitor missed events)"
+		if err := checkKernel(ctx, b.h, b.typ, b.cur); err != nil {
+			dump = err.Error()
+		}
+		return churnBase{}, fmt.Errorf("after 60s %d of %d entries still missing; daemon warnings: %s; dump: %.300s", missing, len(want), warnings(b.h.Log()), dump)
 	}
 	b.res.ProgramMs = float64(last.Sub(t0).Microseconds()) / 1000
 	b.pid = b.h.DaemonPID()
@@ -282,4 +295,48 @@ func (b *scaleBench) settle(ctx context.Context, lastWrite time.Time, base churn
 		b.res.ReconcileMeanMs = (sum1 - base.reconcileSec) / float64(n1-base.reconciles) * 1000
 	}
 	return nil
+}
+
+// idle measures the daemon's CPU over d with nothing changing.
+func (b *scaleBench) idle(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	st0, err := testbed.ReadProcStat(b.pid)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+	}
+	st1, err := testbed.ReadProcStat(b.pid)
+	if err != nil {
+		return err
+	}
+	b.res.IdleCPU, b.res.IdleSec = (st1.CPU - st0.CPU).Seconds(), time.Since(t0).Seconds()
+	if rss := float64(st1.RSS) / (1 << 20); rss > b.res.PeakRSS {
+		b.res.PeakRSS = rss
+	}
+	return nil
+}
+
+// warnings are the first WARN and ERROR lines of a daemon log, for an
+// error message.
+func warnings(log string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			out = append(out, l)
+		}
+		if len(out) == 5 {
+			break
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, " | ")
 }

@@ -1,0 +1,151 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/flanneld-go/flannel/backend/dataplane"
+	"github.com/flanneld-go/flannel/subnet"
+)
+
+// PerPeer is implemented by backends whose desired state is a sum of
+// parts: one per peer, computed from that peer's lease and the host's
+// facts alone, and one for the host. The engine then drives the backend
+// through a Reconciler: a lease change costs the kernel operations of that
+// peer (no dump), and the full comparison with the kernel runs on the
+// periodic resync. Reconcile stays the whole-set entry point (for tests
+// and tools); it must give the same state as the parts.
+type PerPeer interface {
+	Backend
+	// Refresh re-reads the host facts the parts depend on (the external
+	// interface's networks, the devices and their indexes), re-creating
+	// a device that went missing. It reports whether the facts changed
+	// since the last call (the first call reports true): every peer's
+	// part is then computed again.
+	Refresh(ctx context.Context) (changed bool, err error)
+	// HostState is the part of no peer (the devices' addresses); it may
+	// change with the lease given to Start.
+	HostState() dataplane.State
+	// PeerState is one peer's part, from the facts of the last Refresh;
+	// what it cannot serve of the peer comes back as skips.
+	PeerState(p subnet.Lease) (dataplane.State, []Skip)
+	// Links are the devices whose tables belong to the backend
+	// (dataplane.Apply's links).
+	Links() []int
+	// Kernel is where the state is applied.
+	Kernel() dataplane.Kernel
+	// PeerLog reports the skips.
+	PeerLog() *PeerLog
+}
+
+// hostPart names the host's part in the table; lease keys are never
+// empty.
+const hostPart = ""
+
+// Reconciler keeps a PerPeer backend's desired state as a dataplane.Table
+// of parts. Update applies the parts of changed peers as a diff, without
+// reading the kernel; Full brings every part up to date (all of them when
+// the host facts changed) and compares the whole state with one dump of
+// the kernel, so what was changed by hand comes back. After a failed
+// Update, NeedsFull reports true until a Full succeeds: the table may
+// then hold entries the kernel does not.
+//
+// It is not safe for concurrent use: the engine's loop owns it.
+type Reconciler struct {
+	b      PerPeer
+	t      *dataplane.Table
+	leases map[string]subnet.Lease // the lease each peer part was built from
+	skips  map[string][]Skip       // by lease key
+	dirty  bool
+}
+
+// NewReconciler returns a reconciler whose first pass must be Full.
+func NewReconciler(b PerPeer) *Reconciler {
+	return &Reconciler{b: b, t: dataplane.NewTable(), leases: map[string]subnet.Lease{}, skips: map[string][]Skip{}, dirty: true}
+}
+
+// NeedsFull reports whether the next pass must be Full: none ran yet, or
+// the last pass failed.
+func (r *Reconciler) NeedsFull() bool { return r.dirty }
+
+// Peers is the number of peers with a part.
+func (r *Reconciler) Peers() int { return len(r.leases) }
+
+// Full makes the parts match peers (the whole peer set) and the kernel
+// match the whole state: Refresh, the host part, the parts of peers that
+// changed, came or went (every peer's if the host facts changed), then one
+// dataplane.Apply.
+func (r *Reconciler) Full(ctx context.Context, peers []subnet.Lease) (dataplane.Changes, error) {
+	r.dirty = true
+	changed, err := r.b.Refresh(ctx)
+	if err != nil {
+		return dataplane.Changes{}, err
+	}
+	host := r.b.HostState()
+	batch := map[string]*dataplane.State{hostPart: &host}
+	seen := make(map[string]bool, len(peers))
+	for _, p := range peers {
+		key := p.Key()
+		seen[key] = true
+		if old, ok := r.leases[key]; ok && !changed && sameLease(old, p) {
+			continue
+		}
+		r.set(batch, p)
+	}
+	for key := range r.leases {
+		if !seen[key] {
+			r.drop(batch, key)
+		}
+	}
+	r.t.Update(batch)
+	ch, err := dataplane.Apply(r.b.Kernel(), r.b.Links(), r.t.State())
+	r.dirty = err != nil
+	return ch, err
+}
+
+// Update applies the parts of the peers in set (their current leases)
+// and removes those of the keys in gone, running only the kernel
+// operations they mean. It must not be called while NeedsFull.
+func (r *Reconciler) Update(set []subnet.Lease, gone []string) (dataplane.Changes, error) {
+	if r.dirty {
+		return dataplane.Changes{}, fmt.Errorf("incremental update before a full reconcile")
+	}
+	batch := make(map[string]*dataplane.State, len(set)+len(gone))
+	for _, key := range gone {
+		r.drop(batch, key)
+	}
+	for _, p := range set {
+		r.set(batch, p)
+	}
+	ch, err := dataplane.ApplyDiff(r.b.Kernel(), r.t.Update(batch))
+	r.dirty = err != nil
+	return ch, err
+}
+
+func (r *Reconciler) set(batch map[string]*dataplane.State, p subnet.Lease) {
+	key := p.Key()
+	s, skips := r.b.PeerState(p)
+	batch[key] = &s
+	r.leases[key] = p
+	r.b.PeerLog().ReportPeer(r.skips[key], skips)
+	if len(skips) == 0 {
+		delete(r.skips, key)
+	} else {
+		r.skips[key] = skips
+	}
+}
+
+func (r *Reconciler) drop(batch map[string]*dataplane.State, key string) {
+	if _, ok := r.leases[key]; !ok {
+		return
+	}
+	batch[key] = nil
+	delete(r.leases, key)
+	r.b.PeerLog().ReportPeer(r.skips[key], nil)
+	delete(r.skips, key)
+}
+
+// sameLease reports whether two leases give the same part.
+func sameLease(a, b subnet.Lease) bool {
+	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet && a.Attrs.Equal(b.Attrs)
+}
