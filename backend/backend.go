@@ -83,9 +83,9 @@ type Runner interface {
 
 // DeviceOwner is implemented by backends that own network devices. After
 // a backend starts, the daemon deletes the devices other backends would
-// have created (flannel.<VNI>, flannel-v6.<VNI>, flannel0) that the
-// current backend does not list, so switching backends leaves nothing
-// behind.
+// have created (flannel.<VNI>, flannel-v6.<VNI>, flannel0, flannel-wg,
+// flannel-wg-v6) that the current backend does not list, so switching
+// backends leaves nothing behind.
 type DeviceOwner interface {
 	Devices() []string
 }
