@@ -148,6 +148,21 @@ func TestWireGuardPeers(t *testing.T) {
 	if err := h1.Pods[0].WaitPing(ctx, h2.Pods[0].Addr); err != nil {
 		t.Fatal(err)
 	}
+	// flanneld leases shows each host's public key, never a private one.
+	table, err := h1.Exec(ctx, tb.FlanneldBin(), "leases", "--etcd-endpoints", tb.EtcdEndpoint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw2, _ := hex.DecodeString(key2)
+	if !strings.Contains(table, "PUBLIC KEY") || !strings.Contains(table, base64.StdEncoding.EncodeToString(raw2)) {
+		t.Errorf("flanneld leases lacks h2's public key:\n%s", table)
+	}
+	for _, h := range tb.Hosts() {
+		priv, _ := os.ReadFile(h.WireGuardKeyFile())
+		if strings.Contains(table, strings.TrimSpace(string(priv))) {
+			t.Errorf("flanneld leases shows %s's private key", h.Name)
+		}
+	}
 	// The key file: 0600, and no log line holds it.
 	for _, h := range tb.Hosts() {
 		fi, err := os.Stat(h.WireGuardKeyFile())

@@ -4,15 +4,19 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // WireGuardDir is the host's /run/wireguard as its daemon sees it: the
@@ -126,4 +130,44 @@ func ReadPcap(path string) ([][]byte, error) {
 		off += n
 	}
 	return frames, nil
+}
+
+// WGShow renders the embedded device dev of the host's daemon like
+// wg show does: its public key and port, and each peer's public key,
+// endpoint, allowed IPs and last handshake. Secrets (the private and
+// pre-shared keys) are left out, as wg show leaves them out.
+func (h *Host) WGShow(ctx context.Context, dev string) (string, error) {
+	out, err := h.UAPI(ctx, dev, "get=1\n\n")
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "interface: %s\n", dev)
+	for line := range strings.Lines(out) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), "=")
+		switch k {
+		case "private_key":
+			if raw, err := hex.DecodeString(v); err == nil && len(raw) == wgtypes.KeyLen {
+				fmt.Fprintf(&b, "  public key: %s\n", wgtypes.Key(raw).PublicKey())
+			}
+		case "listen_port":
+			fmt.Fprintf(&b, "  listening port: %s\n", v)
+		case "public_key":
+			if raw, err := hex.DecodeString(v); err == nil && len(raw) == wgtypes.KeyLen {
+				fmt.Fprintf(&b, "\npeer: %s\n", wgtypes.Key(raw))
+			}
+		case "endpoint":
+			fmt.Fprintf(&b, "  endpoint: %s\n", v)
+		case "allowed_ip":
+			fmt.Fprintf(&b, "  allowed ips: %s\n", v)
+		case "last_handshake_time_sec":
+			if v != "0" {
+				sec, _ := strconv.ParseInt(v, 10, 64)
+				fmt.Fprintf(&b, "  latest handshake: %s ago\n", time.Since(time.Unix(sec, 0)).Round(time.Second))
+			}
+		case "rx_bytes", "tx_bytes":
+			fmt.Fprintf(&b, "  %s: %s\n", strings.ReplaceAll(k, "_", " "), v)
+		}
+	}
+	return b.String(), nil
 }
