@@ -350,3 +350,63 @@ func transfer(t *testing.T, ctx context.Context, src, dst *testbed.Pod, size int
 	}
 	t.Logf("%d MiB intact in %v", size>>20, time.Since(start).Round(time.Millisecond))
 }
+
+// TestWireGuardDualStack: in every Mode, pods reach each other over both
+// families, through the devices and endpoints the Mode says, with
+// full-size packets.
+func TestWireGuardDualStack(t *testing.T) {
+	for _, tc := range []struct {
+		mode, dev6, endpoint6 string // endpoint6: the endpoint of h2 for IPv6 pod traffic
+	}{
+		{"separate", "flannel-wg-v6", "[%s]:51821"},
+		{"auto", "flannel-wg", "%s:51820"},
+		{"ipv4", "flannel-wg", "%s:51820"},
+		{"ipv6", "flannel-wg", "[%s]:51820"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			requireTestbed(t)
+			ctx := ctxFor(t, 2*time.Minute)
+			tb := testbed.NewT(t, testbed.Options{Hosts: 2, PodsPerHost: 1, IPv6: true})
+			if err := tb.PutNetConfig(ctx, dualNetconf(fmt.Sprintf(`{"Type":"wireguard","Mode":%q}`, tc.mode))); err != nil {
+				t.Fatal(err)
+			}
+			if err := tb.StartDaemons(ctx, "--reconcile-period", "1s"); err != nil {
+				t.Fatal(err)
+			}
+			pingMesh(t, ctx, tb)
+			pingMesh6(t, tb)
+			h1, h2 := tb.Hosts()[0], tb.Hosts()[1]
+			env2, _ := h2.WaitSubnetFile(ctx)
+			sn6 := netip.MustParsePrefix(env2["FLANNEL_IPV6_SUBNET"]).Masked()
+			addr := h2.Addr.String()
+			if strings.HasPrefix(tc.endpoint6, "[") {
+				addr = h2.Addr6.String()
+			}
+			want := fmt.Sprintf(tc.endpoint6, addr)
+			peers, err := wgPeers(ctx, h1, tc.dev6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, p := range peers {
+				found = found || p.endpoint == want && strings.Contains(strings.Join(p.allowed, ","), sn6.String())
+			}
+			if !found {
+				t.Errorf("%s on h1 has no peer at %s for %s: %+v", tc.dev6, want, sn6, peers)
+			}
+			if r6, _ := h1.Exec(ctx, "ip", "-6", "route", "show", "proto", "98"); !strings.Contains(r6, "fd00:10:244::/56 dev "+tc.dev6) {
+				t.Errorf("IPv6 routes on h1:\n%s", r6)
+			}
+			env1, _ := h1.WaitSubnetFile(ctx)
+			var m int
+			fmt.Sscan(env1["FLANNEL_MTU"], &m)
+			p1, p2 := h1.Pods[0], h2.Pods[0]
+			if out, err := p1.Exec(ctx, "ping", "-c", "2", "-W", "2", "-M", "do", "-s", fmt.Sprint(m-28), p2.Addr.String()); err != nil {
+				t.Errorf("full-size IPv4 ping: %v\n%s", err, out)
+			}
+			if out, err := p1.Exec(ctx, "ping", "-6", "-c", "2", "-W", "2", "-M", "do", "-s", fmt.Sprint(m-48), p2.Addr6.String()); err != nil {
+				t.Errorf("full-size IPv6 ping: %v\n%s", err, out)
+			}
+		})
+	}
+}
