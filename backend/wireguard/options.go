@@ -46,10 +46,10 @@ type Options struct {
 }
 
 // Secret is a value that must never be shown: printed, logged or
-// marshalled, it reads "<redacted>" (or "" when empty).
+// marshalled, it reads "(redacted)" (or "" when empty).
 type Secret string
 
-const redacted = "<redacted>"
+const redacted = "(redacted)"
 
 func (s Secret) show() string {
 	if s == "" {
