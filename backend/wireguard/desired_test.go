@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -247,4 +248,28 @@ func FuzzDesiredPeers(f *testing.F) {
 			t.Fatalf("BackendData %q: %d entries, skips %v (parse error %v)", d, len(cfgs), skips, err)
 		}
 	})
+}
+
+// withKick turns the keepalive on for new peers only, and restores what
+// they should keep; peers already on the device, removals and peers with
+// a keepalive of their own are left as they are.
+func TestWithKick(t *testing.T) {
+	zero, keep := time.Duration(0), 25*time.Second
+	cfgs := []wgtypes.PeerConfig{
+		{PublicKey: testKey(1), PersistentKeepaliveInterval: &zero}, // new
+		{PublicKey: testKey(2), PersistentKeepaliveInterval: &zero}, // on the device: an update
+		{PublicKey: testKey(3), PersistentKeepaliveInterval: &keep}, // new, with a keepalive
+		{PublicKey: testKey(4), Remove: true},
+	}
+	first, restore := withKick(cfgs, []wgtypes.Peer{{PublicKey: testKey(2)}, {PublicKey: testKey(4)}})
+	if *first[0].PersistentKeepaliveInterval != kickInterval || *first[1].PersistentKeepaliveInterval != 0 ||
+		*first[2].PersistentKeepaliveInterval != keep || first[3].PersistentKeepaliveInterval != nil || !first[3].Remove {
+		t.Errorf("first: %+v", first)
+	}
+	if len(restore) != 1 || restore[0].PublicKey != testKey(1) || !restore[0].UpdateOnly || *restore[0].PersistentKeepaliveInterval != 0 {
+		t.Errorf("restore: %+v", restore)
+	}
+	if *cfgs[0].PersistentKeepaliveInterval != 0 {
+		t.Error("withKick changed its input")
+	}
 }

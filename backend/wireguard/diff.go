@@ -101,3 +101,38 @@ func prefixes(ns []net.IPNet) []netip.Prefix {
 	})
 	return out
 }
+
+// kickInterval is the keepalive a new peer is configured with for a
+// moment, so that the device sends it a keepalive, and with it a handshake
+// initiation, at once (kernel and wireguard-go both do when a peer's
+// keepalive is turned on).
+const kickInterval = time.Second
+
+// withKick starts the handshake with peers that are new on the device
+// (not in have). A host that joins learns of its peers a moment after they
+// learn of it; a peer that sent its first handshake in that moment had it
+// dropped, and would only retry after WireGuard's 5-second rekey timeout.
+// The joiner's own immediate handshake closes the gap. first is cfgs with
+// new peers' keepalive turned on; restore, applied right after, gives
+// them the keepalive they should keep (nil when that is already it).
+func withKick(cfgs []wgtypes.PeerConfig, have []wgtypes.Peer) (first, restore []wgtypes.PeerConfig) {
+	known := make(map[wgtypes.Key]bool, len(have))
+	for _, p := range have {
+		known[p.PublicKey] = true
+	}
+	first = make([]wgtypes.PeerConfig, len(cfgs))
+	for i, c := range cfgs {
+		first[i] = c
+		if c.Remove || known[c.PublicKey] || c.PersistentKeepaliveInterval != nil && *c.PersistentKeepaliveInterval > 0 {
+			continue
+		}
+		kick := kickInterval
+		first[i].PersistentKeepaliveInterval = &kick
+		var keep time.Duration
+		if c.PersistentKeepaliveInterval != nil {
+			keep = *c.PersistentKeepaliveInterval
+		}
+		restore = append(restore, wgtypes.PeerConfig{PublicKey: c.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &keep})
+	}
+	return first, restore
+}

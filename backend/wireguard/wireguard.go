@@ -221,7 +221,8 @@ func (b *WireGuard) Reconcile(_ context.Context, peers []subnet.Lease) (dataplan
 	return ch, err
 }
 
-// applyPeers makes every device's peers exactly want's.
+// applyPeers makes every device's peers exactly want's; new peers get a
+// handshake at once (withKick).
 // Equivalent to: wg set flannel-wg peer $KEY endpoint $IP:$PORT allowed-ips $SUBNET (or remove)
 func (b *WireGuard) applyPeers(want map[string][]wgtypes.PeerConfig) error {
 	for _, d := range b.devs {
@@ -233,8 +234,14 @@ func (b *WireGuard) applyPeers(want map[string][]wgtypes.PeerConfig) error {
 		if len(cfgs) == 0 {
 			continue
 		}
-		if err := b.wg.ConfigureDevice(d.name, wgtypes.Config{Peers: cfgs}); err != nil {
+		first, restore := withKick(cfgs, cur.Peers)
+		if err := b.wg.ConfigureDevice(d.name, wgtypes.Config{Peers: first}); err != nil {
 			return fmt.Errorf("configuring the peers of %s: %w", d.name, err)
+		}
+		if len(restore) > 0 {
+			if err := b.wg.ConfigureDevice(d.name, wgtypes.Config{Peers: restore}); err != nil {
+				return fmt.Errorf("configuring the keepalive of new peers of %s: %w", d.name, err)
+			}
 		}
 		if ch.Any() {
 			b.log.Info("WireGuard peers updated", "device", d.name, "added", ch.Added, "updated", ch.Updated, "removed", ch.Removed)
