@@ -46,6 +46,19 @@ type wgDevice struct {
 //
 // or, embedded, wireguard-go flannel-wg (a TUN device and its UAPI socket).
 func openDevice(h *netlink.Handle, name string, mtu int, log *slog.Logger) (*wgDevice, error) {
+	return chooseDevice(h, func() (*wgDevice, error) { return openEmbedded(h, name, mtu, log) }, name, mtu, log)
+}
+
+// linkOps are the netlink calls chooseDevice makes (*netlink.Handle).
+type linkOps interface {
+	LinkByName(name string) (netlink.Link, error)
+	LinkAdd(l netlink.Link) error
+	LinkSetMTU(l netlink.Link, mtu int) error
+}
+
+// chooseDevice is openDevice's decision, with the embedded device's
+// start injected.
+func chooseDevice(h linkOps, embedded func() (*wgDevice, error), name string, mtu int, log *slog.Logger) (*wgDevice, error) {
 	if l, err := h.LinkByName(name); err == nil {
 		if l.Type() == "wireguard" {
 			if l.Attrs().MTU != mtu {
@@ -71,7 +84,7 @@ func openDevice(h *netlink.Handle, name string, mtu int, log *slog.Logger) (*wgD
 	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) {
 		return nil, fmt.Errorf("creating WireGuard device %s: %w", name, err)
 	}
-	d, eerr := openEmbedded(h, name, mtu, log)
+	d, eerr := embedded()
 	if eerr != nil {
 		return nil, fmt.Errorf("the kernel has no WireGuard (%v), and the embedded one failed: %w", err, eerr)
 	}
