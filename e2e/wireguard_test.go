@@ -114,7 +114,8 @@ func TestWireGuardMesh(t *testing.T) {
 
 // TestWireGuardPeers: each host's device holds the other's key, endpoint
 // and subnet from its lease; a peer removed by hand comes back; the key
-// file is private and survives a restart; no log holds the private key.
+// file is private, survives a restart and rotates when deleted; no log
+// holds the private key; a key file others can read is refused.
 func TestWireGuardPeers(t *testing.T) {
 	requireTestbed(t)
 	ctx := ctxFor(t, 2*time.Minute)
@@ -192,6 +193,30 @@ func TestWireGuardPeers(t *testing.T) {
 	if k, _ := leaseData(t, ctx, tb, leaseKey(sn2), false); k != key2 {
 		t.Errorf("restart changed the public key")
 	}
+	if err := h1.Pods[0].WaitPing(ctx, h2.Pods[0].Addr); err != nil {
+		t.Fatal(err)
+	}
+	// Rotation: delete the key file and restart. The lease publishes the
+	// new key; h1 replaces the peer (the old key goes) and traffic flows.
+	if err := h2.StopDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(h2.WireGuardKeyFile()); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.StartDaemon(ctx, "--reconcile-period", "1s"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "rotated daemon ready", 20*time.Second, func() bool { return strings.Count(h2.Log(), `msg="lease ready"`) == 3 })
+	rotated, _ := leaseData(t, ctx, tb, leaseKey(sn2), false)
+	if rotated == key2 {
+		t.Fatal("the key did not change after the key file was deleted")
+	}
+	waitFor(t, "h1 has h2's new key only", 5*time.Second, func() bool {
+		peers, _ := wgPeers(ctx, h1, "flannel-wg")
+		_, old := peers[key2]
+		return len(peers) == 1 && peers[rotated].endpoint == h2.Addr.String()+":51820" && !old
+	})
 	if err := h1.Pods[0].WaitPing(ctx, h2.Pods[0].Addr); err != nil {
 		t.Fatal(err)
 	}
