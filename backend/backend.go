@@ -15,7 +15,9 @@
 // routes, devices and entries stay, so traffic between existing hosts keeps
 // flowing across a restart. udp cannot: its TUN device flannel0 lives only
 // as long as the daemon holds it open, so stopping the daemon removes
-// flannel0 and, with it, the route through it.
+// flannel0 and, with it, the route through it. wireguard is either: the
+// kernel's device stays, the embedded one (a TUN device) goes with the
+// daemon.
 package backend
 
 import (
