@@ -188,8 +188,8 @@ func TestConfigCheck(t *testing.T) {
 	if err == nil || err.Error() != "SubnetMin: 10.244.0.7 is not the start of a /24 subnet; use 10.244.0.0" {
 		t.Errorf("bad config: %v", err)
 	}
-	_, _, err = run(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`, "config", "check", "-")
-	if err == nil || !strings.Contains(err.Error(), `unknown backend type "wireguard"; known types: host-gw`) {
+	_, _, err = run(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"ipip"}}`, "config", "check", "-")
+	if err == nil || !strings.Contains(err.Error(), `unknown backend type "ipip"; known types: host-gw`) {
 		t.Errorf("unknown backend: %v", err)
 	}
 }

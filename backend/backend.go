@@ -15,7 +15,9 @@
 // routes, devices and entries stay, so traffic between existing hosts keeps
 // flowing across a restart. udp cannot: its TUN device flannel0 lives only
 // as long as the daemon holds it open, so stopping the daemon removes
-// flannel0 and, with it, the route through it.
+// flannel0 and, with it, the route through it. wireguard is either: the
+// kernel's device stays, the embedded one (a TUN device) goes with the
+// daemon.
 package backend
 
 import (
@@ -83,9 +85,9 @@ type Runner interface {
 
 // DeviceOwner is implemented by backends that own network devices. After
 // a backend starts, the daemon deletes the devices other backends would
-// have created (flannel.<VNI>, flannel-v6.<VNI>, flannel0) that the
-// current backend does not list, so switching backends leaves nothing
-// behind.
+// have created (flannel.<VNI>, flannel-v6.<VNI>, flannel0, flannel-wg,
+// flannel-wg-v6) that the current backend does not list, so switching
+// backends leaves nothing behind.
 type DeviceOwner interface {
 	Devices() []string
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/flanneld-go/flannel/backend/registry"
+	"github.com/flanneld-go/flannel/backend/wireguard"
 	"github.com/flanneld-go/flannel/subnet"
 	"github.com/flanneld-go/flannel/subnet/etcd"
 )
@@ -77,7 +78,8 @@ func PrintLeases(ctx context.Context, ec etcd.Config, w io.Writer) error {
 }
 
 // WriteLeaseTable renders leases sorted by subnet: subnet, IPv6 subnet (if
-// any lease has one), public IP, backend, VTEP MAC, expiry or "reserved",
+// any lease has one), public IP, backend, VTEP MAC, PUBLIC KEY (if any
+// lease is a wireguard one), expiry or "reserved",
 // and, when cfg is given, STATUS: "ok" for a lease every host of that
 // net-conf accepts (a peer, or a valid lease of another backend type:
 // "backend_type"), else the reason it is rejected, with the older lease
@@ -89,13 +91,17 @@ func WriteLeaseTable(w io.Writer, leases []subnet.Lease, cfg *subnet.Config, now
 		set = NewPeerSet(cfg, netip.Addr{})
 		set.Apply(addEvents(leases))
 	}
-	v6 := false
+	v6, wg := false, false
 	for _, l := range leases {
 		v6 = v6 || l.IPv6Subnet.IsValid()
+		wg = wg || l.Attrs.BackendType == wireguard.TypeName
 	}
 	cols := []string{"SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "EXPIRES"}
 	if v6 {
 		cols = []string{"SUBNET", "IPV6 SUBNET", "PUBLIC IP", "PUBLIC IPV6", "BACKEND", "VTEP MAC", "EXPIRES"}
+	}
+	if wg {
+		cols = slices.Insert(cols, len(cols)-1, "PUBLIC KEY")
 	}
 	if set != nil {
 		cols = append(cols, "STATUS")
@@ -107,6 +113,9 @@ func WriteLeaseTable(w io.Writer, leases []subnet.Lease, cfg *subnet.Config, now
 		if v6 {
 			row = []string{l.Subnet.String(), dashP(l.IPv6Subnet.String(), l.IPv6Subnet.IsValid()), l.Attrs.PublicIP.String(),
 				dashP(l.Attrs.PublicIPv6.String(), l.Attrs.PublicIPv6.IsValid()), row[2], row[3], row[4]}
+		}
+		if wg {
+			row = slices.Insert(row, len(row)-1, publicKey(l))
 		}
 		if set != nil {
 			row = append(row, status(set, l))
@@ -151,6 +160,19 @@ func vtepMAC(data json.RawMessage) string {
 		return ""
 	}
 	return d.VtepMAC
+}
+
+// publicKey is a wireguard lease's public key (the lease holds no other),
+// "invalid" when it is not a key, "-" for other backends.
+func publicKey(l subnet.Lease) string {
+	if l.Attrs.BackendType != wireguard.TypeName {
+		return "-"
+	}
+	k, _, err := wireguard.ParseLeaseData(l.Attrs.BackendData)
+	if err != nil {
+		return "invalid"
+	}
+	return k.String()
 }
 
 func dash(s string) string { return dashP(s, s != "") }

@@ -108,6 +108,30 @@ func TestWriteLeaseTable(t *testing.T) {
 	}
 }
 
+// TestWriteLeaseTableWireGuard: wireguard leases show their public key
+// (the only key a lease holds), a malformed one as "invalid" (never its
+// text), other backends "-".
+func TestWriteLeaseTableWireGuard(t *testing.T) {
+	const key = "Cg8le1IOf0PYPBZwa2TEc5eIBz/HxF6Tw9t4D8FUEWo="
+	wg := lease("10.244.2.0/24", "192.168.50.12", "wireguard", 11, "")
+	wg.Attrs.BackendData = []byte(`{"PublicKey":"` + key + `","Port":51820}`)
+	bad := lease("10.244.3.0/24", "192.168.50.13", "wireguard", 12, "")
+	bad.Attrs.BackendData = []byte(`{"PublicKey":"line\nbreak\tand tab","Port":51820}`)
+	leases := []subnet.Lease{wg, bad, lease("10.244.5.0/24", "192.168.50.15", "host-gw", 13, "")}
+	var out bytes.Buffer
+	if err := WriteLeaseTable(&out, leases, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	want := `SUBNET         PUBLIC IP      BACKEND    VTEP MAC  PUBLIC KEY                                    EXPIRES
+10.244.2.0/24  192.168.50.12  wireguard  -         ` + key + `  reserved
+10.244.3.0/24  192.168.50.13  wireguard  -         invalid                                       reserved
+10.244.5.0/24  192.168.50.15  host-gw    -         -                                             reserved
+`
+	if out.String() != want {
+		t.Errorf("table:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
 // TestPrintLeasesMarksConflicts: through etcd, the second key for a
 // subnet is the younger by create revision, and is marked, whatever its
 // key sorts as; without a net-conf the table says the leases were not

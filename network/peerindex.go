@@ -20,7 +20,8 @@ import (
 //
 // Valid leases all have the net-conf's subnet lengths, so two of them
 // overlap only when their subnets are equal: conflicts are found through
-// buckets of equal subnets and equal MACs, each with at most one holder
+// buckets of equal subnets, equal MACs and equal WireGuard public keys,
+// each with at most one holder
 // once settled. A change re-evaluates the changed lease and, when a
 // lease starts or stops holding, the younger members of its buckets, in
 // rank order (a heap), so the cost is near the change, not the set. Only
@@ -32,10 +33,11 @@ type entry struct {
 	key        string
 	static     Reason        // what the lease alone fails ("" if nothing)
 	mac4, mac6 dataplane.MAC // zero when none
+	wgKey      wgKey         // a wireguard lease's public key; zero when none
 	why        Reason        // verdict: "" for a peer
 	winner     *entry        // the older lease it conflicts with
-	buckets    [4]*bucket    // only for statically valid leases; nb used
-	pos        [4]int        // e's index in each bucket's members
+	buckets    [5]*bucket    // only for statically valid leases; nb used
+	pos        [5]int        // e's index in each bucket's members
 	nb         int
 	queued     uint64 // the settle round it is queued in
 }
@@ -52,6 +54,7 @@ type bucketKey struct {
 	kind uint8 // bucketSubnet4 ...
 	p    netip.Prefix
 	mac  dataplane.MAC
+	key  wgKey
 }
 
 const (
@@ -59,6 +62,7 @@ const (
 	bucketSubnet6
 	bucketMAC4
 	bucketMAC6
+	bucketWGKey
 )
 
 type bucket struct {
@@ -70,7 +74,7 @@ type bucket struct {
 func (e *entry) bs() []*bucket { return e.buckets[:e.nb] }
 
 // keysOf are the buckets of a statically valid lease (the first n).
-func (s *PeerSet) keysOf(e *entry) (out [4]bucketKey, n int) {
+func (s *PeerSet) keysOf(e *entry) (out [5]bucketKey, n int) {
 	out[0], n = bucketKey{kind: bucketSubnet4, p: e.l.Subnet}, 1
 	if s.r.ipv6() && e.l.IPv6Subnet.IsValid() {
 		out[n], n = bucketKey{kind: bucketSubnet6, p: e.l.IPv6Subnet}, n+1
@@ -80,6 +84,9 @@ func (s *PeerSet) keysOf(e *entry) (out [4]bucketKey, n int) {
 	}
 	if e.mac6 != (dataplane.MAC{}) {
 		out[n], n = bucketKey{kind: bucketMAC6, mac: e.mac6}, n+1
+	}
+	if e.wgKey != (wgKey{}) {
+		out[n], n = bucketKey{kind: bucketWGKey, key: e.wgKey}, n+1
 	}
 	return out, n
 }
@@ -123,7 +130,7 @@ func (s *PeerSet) unindex(e *entry, w *work) {
 			delete(s.buckets, b.key)
 		}
 	}
-	e.buckets, e.nb = [4]*bucket{}, 0
+	e.buckets, e.nb = [5]*bucket{}, 0
 }
 
 func (s *PeerSet) queueYounger(e *entry, w *work) {
@@ -165,8 +172,11 @@ func conflict(e *entry) (*entry, Reason) {
 }
 
 func reasonFor(b *bucket) Reason {
-	if b.key.kind == bucketSubnet4 || b.key.kind == bucketSubnet6 {
+	switch b.key.kind {
+	case bucketSubnet4, bucketSubnet6:
 		return ReasonOverlapsLease
+	case bucketWGKey:
+		return ReasonPublicKeyDuplicate
 	}
 	return ReasonVtepMACDuplicate
 }

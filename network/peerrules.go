@@ -5,6 +5,7 @@ import (
 
 	"github.com/flanneld-go/flannel/backend/dataplane"
 	"github.com/flanneld-go/flannel/backend/vxlan"
+	"github.com/flanneld-go/flannel/backend/wireguard"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -30,7 +31,7 @@ const (
 	// broadcast or inside the pod network.
 	ReasonPublicIPInvalid Reason = "public_ip_invalid"
 	// A vxlan lease whose BackendData or BackendV6Data has no usable
-	// VtepMAC.
+	// VtepMAC, or a wireguard lease's without a usable PublicKey.
 	ReasonBackendData Reason = "backend_data"
 	// The subnet (either family) overlaps ours.
 	ReasonOverlapsOwn Reason = "overlaps_own"
@@ -38,10 +39,15 @@ const (
 	ReasonPublicIPOwn Reason = "public_ip_own"
 	// The lease carries our VtepMAC.
 	ReasonVtepMACOwn Reason = "vtep_mac_own"
+	// The lease carries our WireGuard public key.
+	ReasonPublicKeyOwn Reason = "public_key_own"
 	// The subnet (either family) overlaps an older accepted lease's.
 	ReasonOverlapsLease Reason = "overlaps_lease"
 	// The VtepMAC is an older accepted lease's.
 	ReasonVtepMACDuplicate Reason = "vtep_mac_duplicate"
+	// The WireGuard public key is an older accepted lease's: a device
+	// holds one peer per key.
+	ReasonPublicKeyDuplicate Reason = "public_key_duplicate"
 	// A valid lease of another backend type: not a peer of ours.
 	ReasonBackendType Reason = "backend_type"
 
@@ -53,7 +59,8 @@ const (
 // Reasons lists every reported reason, for the metric's documentation
 // and tests.
 var Reasons = []Reason{ReasonSubnetLength, ReasonOutsideNetwork, ReasonPublicIPInvalid, ReasonBackendData,
-	ReasonOverlapsOwn, ReasonPublicIPOwn, ReasonVtepMACOwn, ReasonOverlapsLease, ReasonVtepMACDuplicate, ReasonBackendType}
+	ReasonOverlapsOwn, ReasonPublicIPOwn, ReasonVtepMACOwn, ReasonPublicKeyOwn, ReasonOverlapsLease, ReasonVtepMACDuplicate,
+	ReasonPublicKeyDuplicate, ReasonBackendType}
 
 // holds reports whether a lease with this verdict keeps its subnets and
 // MACs from younger leases: a peer, or a valid lease of another backend.
@@ -66,6 +73,31 @@ type rules struct {
 	backend               string
 	self, self6           netip.Addr    // our PublicIP / PublicIPv6 (invalid: none)
 	mac4, mac6            dataplane.MAC // our VtepMACs (zero: none)
+	wgKey                 wgKey         // our WireGuard public key (zero: none)
+}
+
+// wgKey is a wireguard lease's public key (zero: none).
+type wgKey [32]byte
+
+// leaseWGKey reads a wireguard lease's public key: from BackendData, and
+// from BackendV6Data too when present (upstream writes the same key in
+// both; two different ones are refused). ok is false when a present half
+// has no usable key, or when there is none.
+func leaseWGKey(l subnet.Lease) (k wgKey, ok bool) {
+	if len(l.Attrs.BackendData) == 0 && len(l.Attrs.BackendV6Data) == 0 {
+		return k, false
+	}
+	for _, d := range [][]byte{l.Attrs.BackendData, l.Attrs.BackendV6Data} {
+		if len(d) == 0 {
+			continue
+		}
+		key, _, err := wireguard.ParseLeaseData(d)
+		if err != nil || k != (wgKey{}) && wgKey(key) != k {
+			return wgKey{}, false
+		}
+		k = wgKey(key)
+	}
+	return k, true
 }
 
 // ipv6 reports whether the net-conf enables IPv6.
@@ -98,6 +130,11 @@ func (r *rules) static(l subnet.Lease) (why Reason, mac4, mac6 dataplane.MAC) {
 	}
 	if badPublicIP(l.Attrs.PublicIP, r.network) || l.Attrs.PublicIPv6.IsValid() && badPublicIP(l.Attrs.PublicIPv6, r.network6) {
 		return ReasonPublicIPInvalid, mac4, mac6
+	}
+	if BackendType(l) == wireguard.TypeName {
+		if _, ok := leaseWGKey(l); !ok {
+			return ReasonBackendData, mac4, mac6
+		}
 	}
 	if BackendType(l) != vxlan.TypeName {
 		return "", mac4, mac6
@@ -140,6 +177,8 @@ func (r *rules) own(e *entry, own subnet.Lease) Reason {
 		return ReasonPublicIPOwn
 	case e.mac4 != (dataplane.MAC{}) && e.mac4 == r.mac4, e.mac6 != (dataplane.MAC{}) && e.mac6 == r.mac6:
 		return ReasonVtepMACOwn
+	case e.wgKey != (wgKey{}) && e.wgKey == r.wgKey:
+		return ReasonPublicKeyOwn
 	}
 	return ""
 }

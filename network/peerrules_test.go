@@ -235,3 +235,53 @@ func TestPeerSetLogOnce(t *testing.T) {
 		t.Errorf("reports %v, want %v", reports, want)
 	}
 }
+
+// wgLease is a wireguard lease publishing key k (base64) in BackendData,
+// and in BackendV6Data when k6 is given.
+func wgLease(sn, pub string, rev int64, k, k6 string) subnet.Lease {
+	l := lease(sn, pub, "wireguard", rev, "")
+	l.Attrs.BackendData = []byte(`{"PublicKey":"` + k + `","Port":51820}`)
+	if k6 != "" {
+		l.Attrs.BackendV6Data = []byte(`{"PublicKey":"` + k6 + `","Port":51821}`)
+	}
+	return l
+}
+
+// TestPeerSetWireGuard: a wireguard lease without a usable public key is
+// rejected (backend_data), as is one whose two halves disagree; one that
+// publishes our key (public_key_own) or an older lease's
+// (public_key_duplicate) too, and the younger takes over when the older
+// leaves.
+func TestPeerSetWireGuard(t *testing.T) {
+	const (
+		kOwn = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+		kB   = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="
+		kC   = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
+	)
+	s := newSet(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`)
+	s.SetOwnAttrs(subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.50.11"), BackendType: "wireguard",
+		BackendData: []byte(`{"PublicKey":"` + kOwn + `","Port":51820}`)})
+	b := wgLease("10.244.2.0/24", "192.168.50.12", 10, kB, "")
+	dup := wgLease("10.244.3.0/24", "192.168.50.13", 20, kB, "")
+	mine := wgLease("10.244.4.0/24", "192.168.50.14", 30, kOwn, "")
+	bad := wgLease("10.244.5.0/24", "192.168.50.15", 40, "not-a-key", "")
+	split := wgLease("10.244.6.0/24", "192.168.50.16", 50, kC, kB)
+	none := lease("10.244.7.0/24", "192.168.50.17", "wireguard", 60, "")
+	ok := wgLease("10.244.8.0/24", "192.168.50.18", 70, kC, kC)
+	s.Apply(add(b, dup, mine, bad, split, none, ok))
+	for _, c := range []struct {
+		l      subnet.Lease
+		want   Reason
+		winner string
+	}{{b, "", ""}, {dup, ReasonPublicKeyDuplicate, b.Key()}, {mine, ReasonPublicKeyOwn, ""}, {bad, ReasonBackendData, ""},
+		{split, ReasonBackendData, ""}, {none, ReasonBackendData, ""}, {ok, "", ""}} {
+		why, winner, known := s.Status(c.l.Key())
+		if !known || why != c.want || winner != c.winner {
+			t.Errorf("%s: %q (winner %q), want %q (winner %q)", c.l.Key(), why, winner, c.want, c.winner)
+		}
+	}
+	f := s.Apply(del(b))
+	if keys(f.Joined) != dup.Key() {
+		t.Errorf("the older key holder left: joined %s", keys(f.Joined))
+	}
+}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/flanneld-go/flannel/backend/dataplane"
 	"github.com/flanneld-go/flannel/backend/vxlan"
+	"github.com/flanneld-go/flannel/backend/wireguard"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -21,8 +22,9 @@ import (
 //     never right;
 //   - a lease is rejected when it does not fit the net-conf (subnet
 //     length, Network; the IPv6 half likewise), has an unusable PublicIP
-//     or vxlan data, collides with this host (our subnet, PublicIP or
-//     VtepMAC), or with an older accepted lease (subnet or VtepMAC): see
+//     or backend data (vxlan VtepMAC, wireguard PublicKey), collides with
+//     this host (our subnet, PublicIP, VtepMAC or public key), or with an
+//     older accepted lease (subnet, VtepMAC or public key): see
 //     Reason for the list, and peerindex.go for how conflicts are settled
 //     the same way on every host;
 //   - a valid lease of another backend type is not a peer of this host's
@@ -99,7 +101,10 @@ func (s *PeerSet) SetOwnAttrs(a subnet.LeaseAttrs) Fold {
 	if s.r.ipv6() {
 		s.r.self6 = a.PublicIPv6
 	}
-	s.r.mac4, s.r.mac6 = dataplane.MAC{}, dataplane.MAC{}
+	s.r.mac4, s.r.mac6, s.r.wgKey = dataplane.MAC{}, dataplane.MAC{}, wgKey{}
+	if BackendType(subnet.Lease{Attrs: a}) == wireguard.TypeName {
+		s.r.wgKey, _ = leaseWGKey(subnet.Lease{Attrs: a})
+	}
 	if BackendType(subnet.Lease{Attrs: a}) == vxlan.TypeName {
 		s.r.mac4, _ = vxlan.LeaseMAC(a.BackendData)
 		if s.r.ipv6() && len(a.BackendV6Data) > 0 {
@@ -195,6 +200,9 @@ func (s *PeerSet) Apply(batch []subnet.Event) Fold {
 		}
 		e := &entry{l: ev.Lease, key: key, why: reasonPending}
 		e.static, e.mac4, e.mac6 = s.r.static(ev.Lease)
+		if e.static == "" && BackendType(ev.Lease) == wireguard.TypeName {
+			e.wgKey, _ = leaseWGKey(ev.Lease)
+		}
 		s.entries[key] = e
 		s.index(e)
 		w.queue(e)

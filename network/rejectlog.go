@@ -8,16 +8,18 @@ import (
 // each with what to do; Documentation/troubleshooting.md has a section
 // for each.
 var rejectMessages = map[Reason]string{
-	ReasonSubnetLength:     "rejecting lease: its subnet length is not the net-conf's; delete the key, or restart its host so it leases with the current net-conf",
-	ReasonOutsideNetwork:   "rejecting lease: its subnet is outside the network; restart its host so it picks up the current net-conf, or delete the key",
-	ReasonPublicIPInvalid:  "rejecting lease: its PublicIP cannot be a host's address; fix --public-ip on its host, or delete the key",
-	ReasonBackendData:      "rejecting lease: its vxlan BackendData has no usable VtepMAC; delete the key, its host writes a correct one when it restarts",
-	ReasonOverlapsOwn:      "rejecting lease: its subnet overlaps ours; delete the key",
-	ReasonPublicIPOwn:      "rejecting lease: it claims our PublicIP; delete the key, or give one of the two hosts another --public-ip",
-	ReasonVtepMACOwn:       "rejecting lease: it carries our VtepMAC; delete the key",
-	ReasonOverlapsLease:    "rejecting lease: its subnet overlaps an older lease's; delete the younger key",
-	ReasonVtepMACDuplicate: "rejecting lease: its VtepMAC is an older lease's; delete the younger key",
-	ReasonBackendType:      "ignoring peer of another backend type; restart it with the same net-conf",
+	ReasonSubnetLength:       "rejecting lease: its subnet length is not the net-conf's; delete the key, or restart its host so it leases with the current net-conf",
+	ReasonOutsideNetwork:     "rejecting lease: its subnet is outside the network; restart its host so it picks up the current net-conf, or delete the key",
+	ReasonPublicIPInvalid:    "rejecting lease: its PublicIP cannot be a host's address; fix --public-ip on its host, or delete the key",
+	ReasonBackendData:        "rejecting lease: its BackendData is unusable (vxlan: no VtepMAC; wireguard: no PublicKey, or two different ones); delete the key, its host writes a correct one when it restarts",
+	ReasonOverlapsOwn:        "rejecting lease: its subnet overlaps ours; delete the key",
+	ReasonPublicIPOwn:        "rejecting lease: it claims our PublicIP; delete the key, or give one of the two hosts another --public-ip",
+	ReasonVtepMACOwn:         "rejecting lease: it carries our VtepMAC; delete the key",
+	ReasonOverlapsLease:      "rejecting lease: its subnet overlaps an older lease's; delete the younger key",
+	ReasonVtepMACDuplicate:   "rejecting lease: its VtepMAC is an older lease's; delete the younger key",
+	ReasonPublicKeyOwn:       "rejecting lease: it carries our WireGuard public key; delete the key, and if the host copied our key file, give it its own (delete its key file and restart it)",
+	ReasonPublicKeyDuplicate: "rejecting lease: its WireGuard public key is an older lease's; delete the younger key, and give that host its own key (delete its key file and restart it)",
+	ReasonBackendType:        "ignoring peer of another backend type; restart it with the same net-conf",
 }
 
 // logRejected logs one rejection with the etcd keys an operator would

@@ -10,11 +10,12 @@ import (
 )
 
 // ourDevice matches the names of devices our backends create.
-var ourDevice = regexp.MustCompile(`^(flannel\.\d+|flannel-v6\.\d+|flannel0)$`)
+var ourDevice = regexp.MustCompile(`^(flannel\.\d+|flannel-v6\.\d+|flannel0|flannel-wg|flannel-wg-v6)$`)
 
 // removeStaleDevices deletes devices of other backends (or of an old VNI)
-// after a backend switch: any flannel.N, flannel-v6.N or flannel0 link the
-// current backend does not own. Their routes went with the reconcile.
+// after a backend switch: any flannel.N, flannel-v6.N, flannel0, flannel-wg
+// or flannel-wg-v6 link the current backend does not own. Their routes
+// went with the reconcile.
 // Equivalent to: ip link del $dev
 func removeStaleDevices(h *netlink.Handle, be backend.Backend, log *slog.Logger) {
 	keep := map[string]bool{}

@@ -11,12 +11,14 @@ import (
 	"github.com/flanneld-go/flannel/backend/hostgw"
 	"github.com/flanneld-go/flannel/backend/udp"
 	"github.com/flanneld-go/flannel/backend/vxlan"
+	"github.com/flanneld-go/flannel/backend/wireguard"
 )
 
 var types = map[string]backend.Type{
-	hostgw.TypeName: hostgw.Type,
-	udp.TypeName:    udp.Type,
-	vxlan.TypeName:  vxlan.Type,
+	hostgw.TypeName:    hostgw.Type,
+	udp.TypeName:       udp.Type,
+	vxlan.TypeName:     vxlan.Type,
+	wireguard.TypeName: wireguard.Type,
 }
 
 // Names returns the known type names, sorted.

@@ -8,7 +8,7 @@ import (
 )
 
 func TestRegistry(t *testing.T) {
-	if got := strings.Join(Names(), ","); got != "host-gw,udp,vxlan" {
+	if got := strings.Join(Names(), ","); got != "host-gw,udp,vxlan,wireguard" {
 		t.Errorf("Names() = %s", got)
 	}
 	for _, n := range Names() {
@@ -20,7 +20,7 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("%s rejects its defaults: %v", n, err)
 		}
 	}
-	if _, err := Lookup("ipip"); err == nil || err.Error() != `Backend.Type: unknown backend type "ipip"; known types: host-gw, udp, vxlan` {
+	if _, err := Lookup("ipip"); err == nil || err.Error() != `Backend.Type: unknown backend type "ipip"; known types: host-gw, udp, vxlan, wireguard` {
 		t.Errorf("unknown type: %v", err)
 	}
 }

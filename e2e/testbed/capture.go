@@ -105,7 +105,7 @@ func (c *capture) readStderr(stderr io.Reader) {
 		c.mu.Lock()
 		c.errText.WriteString(sc.Text() + "\n")
 		c.mu.Unlock()
-		if !signalled && strings.HasPrefix(sc.Text(), "listening on") {
+		if !signalled && strings.Contains(sc.Text(), "listening on") { // "tcpdump: listening on" with -w
 			signalled = true
 			close(c.ready)
 		}

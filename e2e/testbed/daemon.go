@@ -13,9 +13,12 @@ import (
 //
 //	--etcd-endpoints <EtcdEndpoint> --iface eth0 --subnet-file <SubnetFile> extraArgs...
 //
-// appending its output to LogPath. It returns once the process started; use
-// WaitSubnetFile to wait for the lease. The daemon gets the environment of
-// the test process without FLANNELD_* variables (see StartDaemonEnv).
+// appending its output to LogPath, in a private mount namespace with
+// WireGuardDir on /run/wireguard (so each host's embedded WireGuard
+// devices have their own UAPI sockets, as on a real host). It returns
+// once the process started; use WaitSubnetFile to wait for the lease.
+// The daemon gets the environment of the test process without FLANNELD_*
+// variables (see StartDaemonEnv), and WIREGUARD_KEY_FILE=WireGuardKeyFile.
 func (h *Host) StartDaemon(ctx context.Context, extraArgs ...string) error {
 	return h.StartDaemonEnv(ctx, nil, extraArgs...)
 }
@@ -62,6 +65,15 @@ func (h *Host) startDaemon(ctx context.Context, bin string, env, extraArgs []str
 			fullEnv = append(fullEnv, kv)
 		}
 	}
+	wgDir := h.WireGuardDir()
+	if err := os.MkdirAll(wgDir, 0o700); err != nil {
+		return err
+	}
+	argv = append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mkdir -p /run/wireguard && mount --bind "$1" /run/wireguard && shift && exec "$@"`, "sh", wgDir}, argv...)
+	// Each host has its own WireGuard key (the default, /run/flannel/wgkey,
+	// would be shared by every host of the testbed).
+	fullEnv = append(fullEnv, "WIREGUARD_KEY_FILE="+h.WireGuardKeyFile())
 	p, err := startProc(h.NS, h.LogPath(), append(fullEnv, env...), argv...)
 	if err != nil {
 		return err

@@ -26,6 +26,8 @@ var scenarios = []scenario{
 	{Name: "vxlan", Backend: `{"Type":"vxlan"}`},
 	{Name: "udp", Backend: `{"Type":"udp"}`},
 	{Name: "udp-no-offload", Backend: `{"Type":"udp"}`, Env: []string{"FLANNEL_UDP_OFFLOAD=off"}},
+	// The kernel here has no WireGuard module: the embedded device.
+	{Name: "wireguard", Backend: `{"Type":"wireguard"}`},
 }
 
 // dataPlane measures the selected scenarios; their testbeds are removed

@@ -119,7 +119,7 @@ func parseFlags() (o *options, out, name string, err error) {
 	flag.IntVar(&o.runs, "runs", 3, "iperf3 runs per scenario")
 	flag.DurationVar(&o.dur, "duration", 5*time.Second, "length of one iperf3 run")
 	flag.IntVar(&o.pings, "pings", 200, "pings for the latency figure")
-	only := flag.String("only", "", "comma-separated parts to run: scenario names (underlay, host-gw, vxlan, udp, udp-no-offload), data, control, convergence, scale, storm (default: all)")
+	only := flag.String("only", "", "comma-separated parts to run: scenario names (underlay, host-gw, vxlan, udp, udp-no-offload, wireguard), data, control, convergence, scale, storm (default: all)")
 	outDir := flag.String("out", "bench/results", "directory for the Markdown, JSON and PNG results")
 	base := flag.String("name", "latest", "base name of the result files")
 	flag.BoolVar(&o.verbose, "v", false, "log testbed progress")

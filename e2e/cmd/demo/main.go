@@ -18,7 +18,7 @@ import (
 )
 
 func main() {
-	backend := flag.String("backend", "vxlan", "backend type to run: vxlan, host-gw or udp (net-conf Backend.Type)")
+	backend := flag.String("backend", "vxlan", "backend type to run: vxlan, host-gw, udp or wireguard (net-conf Backend.Type)")
 	hosts := flag.Int("hosts", 3, "number of simulated hosts")
 	pods := flag.Int("pods", 2, "pods per host")
 	keep := flag.Bool("keep", false, "keep the testbed running until Ctrl-C, to explore it")
@@ -104,6 +104,14 @@ func showState(ctx context.Context, tb *testbed.Testbed, backend string) error {
 	if backend == "vxlan" {
 		section("VXLAN neighbour and FDB entries on " + h1.Name)
 		out, _ = h1.Exec(ctx, "sh", "-c", "ip neigh show dev flannel.1; bridge fdb show dev flannel.1")
+		fmt.Print(indent(out))
+	}
+	if backend == "wireguard" {
+		section("wg show flannel-wg on " + h1.Name + " (through the embedded device's UAPI socket)")
+		out, err = h1.WGShow(ctx, "flannel-wg")
+		if err != nil {
+			return err
+		}
 		fmt.Print(indent(out))
 	}
 	section("flanneld log of " + h1.Name)
