@@ -167,13 +167,24 @@ func (m *mmsgs) groSize(i int) int {
 
 // recvmmsg and sendmmsg are the raw system calls on fd (x/sys/unix has no
 // wrappers); they return the number of messages and an errno.
+//
+// Every system call of the packet path is on a non-blocking descriptor
+// (waits happen in the poller), so it is made with RawSyscall, without
+// telling the scheduler: a sendmmsg of a few GSO messages on a veth runs
+// the receiving host's softirq inside the call and takes longer than the
+// 20 us after which the Go runtime's monitor hands the processor of a
+// thread in a system call to another thread. Under load that handoff
+// happened thousands of times a second, each a thread wake-up and a
+// context switch, and kept the monitor itself polling every 20 us (5% of
+// the daemon's samples). None of these calls can block, so the processor
+// is never held for long.
 func recvmmsg(fd uintptr, hdrs []unix.Mmsghdr) (int, unix.Errno) {
-	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
 	return int(n), e
 }
 
 func sendmmsg(fd uintptr, hdrs []unix.Mmsghdr) (int, unix.Errno) {
-	n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
 	return int(n), e
 }
 

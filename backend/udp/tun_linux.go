@@ -213,14 +213,14 @@ func (q *tunQueue) read(fd uintptr) bool {
 		if q.vnet {
 			start -= vnetHdrLen // the kernel's header goes right before the packet
 		}
-		n, err := unix.Read(int(fd), buf[start:])
+		n, err := rawRead(fd, buf[start:])
 		if err == unix.EINTR {
 			continue
 		}
 		if err == unix.EAGAIN {
 			break
 		}
-		if err != nil {
+		if err != 0 {
 			q.rerr = err
 			return true
 		}
@@ -261,9 +261,16 @@ func (q *tunQueue) Write(pkts [][][]byte) (int, error) {
 	return len(pkts), nil
 }
 
+// rawRead is read(2) on the non-blocking fd, without entering the
+// scheduler's system call state (see recvmmsg).
+func rawRead(fd uintptr, b []byte) (int, unix.Errno) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return int(n), e
+}
+
 func (q *tunQueue) writev(fd uintptr) bool {
 	for {
-		_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&q.iov[0])), uintptr(q.niov))
+		_, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&q.iov[0])), uintptr(q.niov))
 		switch e {
 		case unix.EINTR:
 			continue

@@ -65,6 +65,11 @@ type tsoSplit struct {
 	seq                               uint32
 	id                                uint16
 	flags                             uint8
+	// The checksum sums of the parts of the headers that every segment
+	// shares: the IPv4 header without its length, ID and checksum; the
+	// pseudo-header without the length and the TCP header without its
+	// sequence number, flags and checksum. header adds what differs.
+	ipBase, tcpBase uint64
 }
 
 // segLen is the length of every segment but the last.
@@ -111,7 +116,28 @@ func splitTCP(pkt []byte, h vnetHdr) (s tsoSplit, ok bool) {
 	s.seq = binary.BigEndian.Uint32(pkt[s.ipHL+4:])
 	s.id = binary.BigEndian.Uint16(pkt[4:])
 	s.flags = pkt[s.ipHL+13]
+	s.baseSums(pkt)
 	return s, true
+}
+
+// baseSums sums the header parts that all segments share, once per
+// super-packet.
+func (s *tsoSplit) baseSums(pkt []byte) {
+	tcp := pkt[s.ipHL:s.hdrLen]
+	if s.v6 {
+		s.tcpBase = checksumSum(pkt[8:40], 0)
+	} else {
+		s.ipBase = checksumSum(pkt[0:2], checksumSum(pkt[6:10], checksumSum(pkt[12:s.ipHL], 0)))
+		s.tcpBase = checksumSum(pkt[12:20], 0)
+	}
+	// Ports, ack; window, urgent pointer; options: all but bytes 4-7
+	// (sequence), 12-13 (offset and flags) and 16-17 (checksum).
+	acc := checksumSum(tcp[0:4], s.tcpBase+protoTCP)
+	acc = checksumSum(tcp[8:12], acc)
+	acc = checksumSum(tcp[14:16], acc)
+	// Folded, so that adding the per-segment parts cannot overflow.
+	s.tcpBase = uint64(checksumFold(checksumSum(tcp[18:], acc)))
+	s.ipBase = uint64(checksumFold(s.ipBase))
 }
 
 // header writes into hdr (hdrLen bytes) the IP and TCP header of segment
@@ -122,19 +148,17 @@ func (s *tsoSplit) header(pkt []byte, i int, hdr []byte) {
 	payload := s.payloadOf(pkt, i)
 	copy(hdr, pkt[:s.hdrLen])
 	total := s.hdrLen + len(payload)
-	var src, dst []byte
 	if s.v6 {
 		binary.BigEndian.PutUint16(hdr[4:], uint16(total-ipv6HeaderLen))
-		src, dst = pkt[8:24], pkt[24:40]
 	} else {
+		id := s.id + uint16(i)
 		binary.BigEndian.PutUint16(hdr[2:], uint16(total))
-		binary.BigEndian.PutUint16(hdr[4:], s.id+uint16(i))
-		hdr[10], hdr[11] = 0, 0
-		binary.BigEndian.PutUint16(hdr[10:], checksum(hdr[:s.ipHL], 0))
-		src, dst = pkt[12:16], pkt[16:20]
+		binary.BigEndian.PutUint16(hdr[4:], id)
+		binary.BigEndian.PutUint16(hdr[10:], ^checksumFold(s.ipBase+uint64(total)+uint64(id)))
 	}
 	tcp := hdr[s.ipHL:]
-	binary.BigEndian.PutUint32(tcp[4:], s.seq+uint32(i*s.mss))
+	seq := s.seq + uint32(i*s.mss)
+	binary.BigEndian.PutUint32(tcp[4:], seq)
 	f := s.flags
 	if i != s.count-1 {
 		f &^= tcpFIN | tcpPSH
@@ -143,10 +167,11 @@ func (s *tsoSplit) header(pkt []byte, i int, hdr []byte) {
 		f &^= tcpCWR
 	}
 	tcp[13] = f
-	tcp[16], tcp[17] = 0, 0
-	acc := pseudoHeaderSum(src, dst, protoTCP, total-s.ipHL)
-	acc = checksumSum(tcp, acc)
-	acc = checksumSum(payload, acc) // the TCP header is a multiple of 4 bytes: the sums simply add
+	// The shared sums, then what is this segment's: its length, sequence
+	// number and flags, and its payload, which stays where it is (the
+	// headers are a multiple of 4 bytes: the sums simply add).
+	acc := s.tcpBase + uint64(total-s.ipHL) + uint64(seq>>16) + uint64(seq&0xffff) + uint64(tcp[12])<<8 + uint64(f)
+	acc = checksumSum(payload, acc)
 	binary.BigEndian.PutUint16(tcp[16:], ^checksumFold(acc))
 }
 
@@ -215,11 +240,12 @@ func coalescible(pkt []byte, in inner) bool {
 // checksum of a coalescible segment (20-byte IPv4 header) verify. It is
 // one pass over the segment, in cache since recvmmsg just wrote it.
 func segmentValid(pkt []byte) bool {
-	if checksum(pkt[:ipv4HeaderLen], 0) != 0 {
+	addrs := uint64(checksumFold(checksumSum(pkt[12:20], 0))) // in both sums
+	if checksum(pkt[:12], addrs) != 0 {
 		return false
 	}
 	tcp := pkt[ipv4HeaderLen:]
-	return checksum(tcp, pseudoHeaderSum(pkt[12:16], pkt[16:20], protoTCP, len(tcp))) == 0
+	return checksum(tcp, addrs+protoTCP+uint64(len(tcp))) == 0
 }
 
 // add appends pkt to the open super-packet if it continues it; false means

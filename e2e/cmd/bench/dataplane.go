@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/flanneld-go/flannel/e2e/testbed"
@@ -18,6 +20,8 @@ type scenario struct {
 	Backend string
 	// Env is extra daemon environment.
 	Env []string
+	// Bin is the flanneld binary; "" is the repository's bin/flanneld.
+	Bin string
 }
 
 var scenarios = []scenario{
@@ -39,8 +43,13 @@ func dataPlane(ctx context.Context, o *options, rep *Report) error {
 			r.close()
 		}
 	}()
-	for _, sc := range scenarios {
-		if !o.want("data", sc.Name) {
+	all := scenarios
+	if o.altBin != "" {
+		// Another build of the daemon, measured side by side with this one.
+		all = append(slices.Clone(scenarios), scenario{Name: "udp-alt", Backend: `{"Type":"udp"}`, Bin: o.altBin})
+	}
+	for _, sc := range all {
+		if !o.want("data", sc.Name) && !(sc.Bin != "" && o.want("udp")) {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "bench: setting up %s\n", sc.Name)
@@ -59,7 +68,9 @@ func dataPlane(ctx context.Context, o *options, rep *Report) error {
 	for i := range o.runs {
 		for _, r := range rigs {
 			if r.res.Error == "" {
-				r.runOnce(ctx, i, o.dur)
+				// With -perf, the last run of each udp scenario is profiled.
+				prof := o.perfDir != "" && i == o.runs-1 && strings.HasPrefix(r.sc.Name, "udp")
+				r.runOnce(ctx, i, o.dur, prof, o.perfDir)
 			}
 		}
 	}
@@ -99,7 +110,7 @@ func (r *rig) fail(err error) {
 // host when sc has a backend, and starts the iperf3 server.
 func setup(ctx context.Context, sc scenario, verbose bool) (*rig, error) {
 	r := &rig{sc: sc, res: Result{Name: sc.Name}}
-	opts := testbed.Options{Hosts: 2}
+	opts := testbed.Options{Hosts: 2, FlanneldBin: sc.Bin}
 	if verbose {
 		opts.Log = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
 	}
@@ -141,9 +152,25 @@ func setup(ctx context.Context, sc scenario, verbose bool) (*rig, error) {
 }
 
 // runOnce is one iperf3 transfer, with the daemons' CPU time around it.
-func (r *rig) runOnce(ctx context.Context, i int, dur time.Duration) {
+// With prof, perf records both daemons during the transfer; the reports
+// go to perfDir/perf-<scenario>-{tx,rx}.txt.
+func (r *rig) runOnce(ctx context.Context, i int, dur time.Duration, prof bool, perfDir string) {
+	var stops []func() string
+	if prof {
+		for _, h := range []struct {
+			pid  int
+			name string
+		}{{r.h1.DaemonPID(), "tx"}, {r.h2.DaemonPID(), "rx"}} {
+			stops = append(stops, perfRecord(h.pid, filepath.Join(perfDir, "perf-"+r.sc.Name+"-"+h.name)))
+		}
+	}
 	before := daemonCPU(r.h1, r.h2)
 	bytes, secs, err := iperf(ctx, r.src, r.dstAddr, dur)
+	for _, stop := range stops {
+		if p := stop(); p != "" {
+			fmt.Fprintf(os.Stderr, "bench: %s: profile in %s\n", r.sc.Name, p)
+		}
+	}
 	if err != nil {
 		r.fail(fmt.Errorf("run %d: %w", i+1, err))
 		return

@@ -60,6 +60,7 @@ type options struct {
 	churnRate         float64
 	stormN            int
 	perfDir           string
+	altBin            string
 	convergeBackends  []string
 	dataScenarioNames []string
 }
@@ -131,7 +132,8 @@ func parseFlags() (o *options, out, name string, err error) {
 	flag.IntVar(&o.churn, "churn", 1000, "scale: leases deleted and re-added after start-up")
 	flag.Float64Var(&o.churnRate, "churn-rate", 100, "scale: churned leases per second")
 	flag.IntVar(&o.stormN, "storm", 250, "storm: subnet managers acquiring at once")
-	flag.StringVar(&o.perfDir, "perf", "", "scale: record a perf profile of the daemon during the churn into this directory")
+	flag.StringVar(&o.perfDir, "perf", "", "scale: record a perf profile of the daemon during the churn into this directory; data: of both daemons during the last run of each udp scenario")
+	flag.StringVar(&o.altBin, "alt-bin", "", "data: also measure the udp backend of this flanneld binary (row udp-alt, with the udp row), to compare two builds in one run")
 	flag.Parse()
 	for _, n := range strings.Split(*sizes, ",") {
 		v, err := strconv.Atoi(strings.TrimSpace(n))
