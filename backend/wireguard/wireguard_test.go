@@ -94,7 +94,7 @@ func TestEmbeddedDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyPath := filepath.Join(t.TempDir(), "wgkey")
-	var logs bytes.Buffer
+	var logs lockedBuffer // the device's goroutines log too
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	b := New(ext, cfg, defaults(t), keyPath, log)
 	ctx, stop := run(t, b)
@@ -211,4 +211,29 @@ func waitGone(t *testing.T, name string) {
 		}
 	}
 	t.Fatalf("%s still exists", name)
+}
+
+// lockedBuffer is a log sink shared by the test and the device's
+// goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *lockedBuffer) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
 }
