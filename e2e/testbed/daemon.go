@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 )
@@ -69,8 +70,18 @@ func (h *Host) startDaemon(ctx context.Context, bin string, env, extraArgs []str
 	if err := os.MkdirAll(wgDir, 0o700); err != nil {
 		return err
 	}
-	argv = append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
-		`mkdir -p /run/wireguard && mount --bind "$1" /run/wireguard && shift && exec "$@"`, "sh", wgDir}, argv...)
+	// The wrapper's tools by absolute path: a test may run the daemon
+	// with a PATH that lacks them (TestNFTables: no iptables).
+	tools := map[string]string{}
+	for _, name := range []string{"unshare", "sh", "mkdir", "mount"} {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			return fmt.Errorf("testbed: %s is needed to give each daemon its own /run/wireguard: %w", name, err)
+		}
+		tools[name] = p
+	}
+	argv = append([]string{tools["unshare"], "--mount", "--propagation", "private", tools["sh"], "-c",
+		tools["mkdir"] + ` -p /run/wireguard && ` + tools["mount"] + ` --bind "$1" /run/wireguard && shift && exec "$@"`, "sh", wgDir}, argv...)
 	// Each host has its own WireGuard key (the default, /run/flannel/wgkey,
 	// would be shared by every host of the testbed).
 	fullEnv = append(fullEnv, "WIREGUARD_KEY_FILE="+h.WireGuardKeyFile())
