@@ -95,8 +95,26 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	addEtcdFlags(root.PersistentFlags(), &f)
-	// Interface and file flags are shared with the cleanup subcommand.
-	fl := root.PersistentFlags()
+	addHostFlags(root.PersistentFlags(), &f)
+	addDaemonFlags(root.Flags(), &f)
+
+	root.AddCommand(
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print the version",
+			Args:  cobra.NoArgs,
+			Run:   func(*cobra.Command, []string) { fmt.Fprintln(stdout, version) },
+		},
+		newConfigCmd(stdout, stderr, &f),
+		newLeasesCmd(stdout, &f),
+		newCleanupCmd(stdout, &f),
+	)
+	return root
+}
+
+// addHostFlags adds the interface and file flags, which the cleanup
+// subcommand shares with the daemon.
+func addHostFlags(fl *pflag.FlagSet, f *flags) {
 	fl.StringSliceVar(&f.iface.Iface, "iface", nil, "interface (name or address) for inter-host traffic; repeatable, tried in order")
 	fl.StringArrayVar(&f.iface.IfaceRegex, "iface-regex", nil, "regexp matched against interface addresses, then names; repeatable, tried in order after every --iface")
 	fl.StringVar(&f.iface.CanReach, "iface-can-reach", "", "use the interface the kernel routes this address through")
@@ -104,7 +122,11 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	fl.StringVar(&f.iface.PublicIPv6, "public-ipv6", "", "IPv6 address advertised to other hosts (default: the interface's global IPv6 address)")
 	fl.StringVar(&f.subnetFile, "subnet-file", "/run/flannel/subnet.env", "file the subnet variables are written to")
 	fl.StringVar(&f.hostID, "host-id", "", "this host's identity in its lease (default: derived from /etc/machine-id and the external interface's MAC address)")
-	fl = root.Flags()
+}
+
+// addDaemonFlags adds the daemon's own flags, upstream's flags this build
+// recognises only to refuse or ignore them included.
+func addDaemonFlags(fl *pflag.FlagSet, f *flags) {
 	fl.IntVar(&f.renewMargin, "subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires (1..1439)")
 	fl.DurationVar(&f.leaseTTL, "subnet-lease-ttl", etcd.DefaultTTL, "life of a subnet lease (testing only; keep the default in production)")
 	fl.BoolVar(&f.ipMasq, "ip-masq", false, "masquerade traffic from pods to destinations outside the network")
@@ -120,19 +142,6 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	fl.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	_ = fl.MarkHidden("subnet-lease-ttl")
 	addUpstreamOnlyFlags(fl)
-
-	root.AddCommand(
-		&cobra.Command{
-			Use:   "version",
-			Short: "Print the version",
-			Args:  cobra.NoArgs,
-			Run:   func(*cobra.Command, []string) { fmt.Fprintln(stdout, version) },
-		},
-		newConfigCmd(stdout, stderr, &f),
-		newLeasesCmd(stdout, &f),
-		newCleanupCmd(stdout, &f),
-	)
-	return root
 }
 
 func addEtcdFlags(fl *pflag.FlagSet, f *flags) {

@@ -32,16 +32,8 @@ func (tb *Testbed) AddSegment(ctx context.Context) error {
 	if err := tb.addNS(ctx, rt); err != nil {
 		return err
 	}
-	// No DAD on the router: until an interface's link-local address has
-	// passed DAD the kernel sends no neighbour solicitation for a packet it
-	// forwards (it needs that address as the source), so the first packets
-	// routed through a fresh router were lost.
-	if tb.opts.IPv6 {
-		for _, k := range []string{"all", "default"} {
-			if err := sysctl(ctx, rt, "net.ipv6.conf."+k+".accept_dad", "0"); err != nil {
-				return err
-			}
-		}
+	if err := tb.noDAD(ctx, rt); err != nil {
+		return err
 	}
 	if err := tb.plug(ctx, sw, "rt", rt, "eth0"); err != nil {
 		return err
@@ -92,6 +84,23 @@ func (tb *Testbed) routeToSegment2(ctx context.Context, ns string) error {
 	}
 	if tb.opts.IPv6 {
 		return ipn(ctx, ns, "-6", "route", "add", seg2Net6, "via", "fd00:50::254")
+	}
+	return nil
+}
+
+// noDAD turns DAD off in a router namespace, before its interfaces come:
+// until an interface's link-local address has passed DAD the kernel sends
+// no neighbour solicitation for a packet it forwards (it needs that
+// address as the source), so the first packets routed through a fresh
+// router were lost.
+func (tb *Testbed) noDAD(ctx context.Context, ns string) error {
+	if !tb.opts.IPv6 {
+		return nil
+	}
+	for _, k := range []string{"all", "default"} {
+		if err := sysctl(ctx, ns, "net.ipv6.conf."+k+".accept_dad", "0"); err != nil {
+			return err
+		}
 	}
 	return nil
 }
