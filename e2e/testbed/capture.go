@@ -38,16 +38,25 @@ func (tb *Testbed) captureSources(ctx context.Context, ns, filter string, count 
 	if err != nil {
 		return nil, err
 	}
+	if err := c.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	return func() ([]netip.Addr, error) { return c.wait(ctx) }, nil
+}
+
+// waitReady waits until tcpdump listens; if it exits first, or ctx ends,
+// the error carries what it printed.
+func (c *capture) waitReady(ctx context.Context) error {
 	select {
 	case <-c.ready:
+		return nil
 	case <-c.done:
-		return nil, c.failure(fmt.Errorf("exited before capturing (%v)", c.waitErr))
+		return c.failure(fmt.Errorf("exited before capturing (%v)", c.waitErr))
 	case <-ctx.Done():
 		c.cmd.Process.Kill()
 		<-c.done
-		return nil, c.failure(ctx.Err())
+		return c.failure(ctx.Err())
 	}
-	return func() ([]netip.Addr, error) { return c.wait(ctx) }, nil
 }
 
 // startCapture starts tcpdump (argv) and the goroutines that read its

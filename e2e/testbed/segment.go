@@ -55,8 +55,18 @@ func (tb *Testbed) AddSegment(ctx context.Context) error {
 			return err
 		}
 	}
-	// Everything on segment 1 learns the way to segment 2.
-	nss := []string{sw}
+	if err := tb.routeSegment1(ctx); err != nil {
+		return err
+	}
+	tb.segment2 = true
+	tb.logf("testbed %s: segment 2 %s behind router %s", tb.prefix, words(seg2Net, tb.v6(seg2Net6)), rt)
+	return nil
+}
+
+// routeSegment1 gives everything on segment 1 (the switch, its hosts, the
+// outside machine) the way to segment 2.
+func (tb *Testbed) routeSegment1(ctx context.Context) error {
+	nss := []string{tb.ns("sw")}
 	for _, h := range tb.hosts {
 		if h.Segment == 1 {
 			nss = append(nss, h.NS)
@@ -70,8 +80,6 @@ func (tb *Testbed) AddSegment(ctx context.Context) error {
 			return err
 		}
 	}
-	tb.segment2 = true
-	tb.logf("testbed %s: segment 2 %s behind router %s", tb.prefix, words(seg2Net, tb.v6(seg2Net6)), rt)
 	return nil
 }
 

@@ -76,14 +76,8 @@ func (tb *Testbed) CapturePcap(ctx context.Context, path, filter string) (*Pcap,
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case <-c.ready:
-	case <-c.done:
-		return nil, c.failure(fmt.Errorf("exited before capturing (%v)", c.waitErr))
-	case <-ctx.Done():
-		c.cmd.Process.Kill()
-		<-c.done
-		return nil, c.failure(ctx.Err())
+	if err := c.waitReady(ctx); err != nil {
+		return nil, err
 	}
 	return &Pcap{path: path, c: c}, nil
 }
