@@ -38,6 +38,31 @@ type PerPeer interface {
 	PeerLog() *PeerLog
 }
 
+// Tracker is implemented by a PerPeer backend that keeps per-peer state
+// of its own besides the kernel's (udp: its forwarding table and the
+// senders it accepts datagrams from). The Reconciler calls Track for each
+// peer whose part it computes, Forget for each peer whose part it
+// removes, and Commit once at the end of every pass, before the kernel is
+// changed. In a Mux (a host serving peers of several backend types while
+// a switch goes on) every Tracker member is told of every peer, whatever
+// the peer's type: udp accepts datagrams from a vxlan or host-gw peer that
+// still sends to it over udp. Track and Forget must be cheap; the work
+// belongs in Commit.
+type Tracker interface {
+	Track(p subnet.Lease)
+	Forget(key string)
+	Commit()
+}
+
+// Closer is implemented by a backend that holds resources besides its
+// kernel state (udp: flannel0's queues and sockets). When a live switch
+// retires the backend, Close is called after its Run (if any) returned
+// and its parts were removed from the kernel; its devices (DeviceOwner)
+// are deleted after that. Close must be safe to call once after Start.
+type Closer interface {
+	Close() error
+}
+
 // hostPart names the host's part in the table; lease keys are never
 // empty.
 const hostPart = ""
@@ -98,6 +123,7 @@ func (r *Reconciler) Full(ctx context.Context, peers []subnet.Lease) (dataplane.
 		}
 	}
 	r.t.Update(batch)
+	r.commit()
 	ch, err := dataplane.Apply(r.b.Kernel(), r.b.Links(), r.t.State())
 	r.dirty = err != nil
 	return ch, err
@@ -117,7 +143,9 @@ func (r *Reconciler) Update(set []subnet.Lease, gone []string) (dataplane.Change
 	for _, p := range set {
 		r.set(batch, p)
 	}
-	ch, err := dataplane.ApplyDiff(r.b.Kernel(), r.t.Update(batch))
+	d := r.t.Update(batch)
+	r.commit()
+	ch, err := dataplane.ApplyDiff(r.b.Kernel(), d)
 	r.dirty = err != nil
 	return ch, err
 }
@@ -127,6 +155,9 @@ func (r *Reconciler) set(batch map[string]*dataplane.State, p subnet.Lease) {
 	s, skips := r.b.PeerState(p)
 	batch[key] = &s
 	r.leases[key] = p
+	if t, ok := r.b.(Tracker); ok {
+		t.Track(p)
+	}
 	r.b.PeerLog().ReportPeer(r.skips[key], skips)
 	if len(skips) == 0 {
 		delete(r.skips, key)
@@ -141,8 +172,17 @@ func (r *Reconciler) drop(batch map[string]*dataplane.State, key string) {
 	}
 	batch[key] = nil
 	delete(r.leases, key)
+	if t, ok := r.b.(Tracker); ok {
+		t.Forget(key)
+	}
 	r.b.PeerLog().ReportPeer(r.skips[key], nil)
 	delete(r.skips, key)
+}
+
+func (r *Reconciler) commit() {
+	if t, ok := r.b.(Tracker); ok {
+		t.Commit()
+	}
 }
 
 // sameLease reports whether two leases give the same part.
