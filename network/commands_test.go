@@ -77,7 +77,7 @@ func TestWriteLeaseTable(t *testing.T) {
 		lease("10.244.2.0/25", "192.168.50.66", "vxlan", 20, "0e:00:00:00:00:66"),
 		lease("10.244.4.0/24", "192.168.50.67", "vxlan", 21, "0e:00:00:00:00:12"),
 		lease("10.99.0.0/24", "192.168.50.68", "vxlan", 22, "0e:00:00:00:00:68"),
-		lease("10.244.5.0/24", "192.168.50.15", "host-gw", 13, ""),
+		lease("10.244.5.0/24", "192.168.50.15", "ipip", 13, ""),
 		lease("10.244.6.0/24", "127.0.0.1", "host-gw", 14, ""),
 	}
 	leases[0].EtcdLeaseID = 7
@@ -93,7 +93,7 @@ func TestWriteLeaseTable(t *testing.T) {
 10.244.2.0/25  192.168.50.66  vxlan    0e:00:00:00:00:66  reserved                           subnet_length
 10.244.3.0/24  192.168.50.13  vxlan    0e:00:00:00:00:13  2026-11-25T04:09:31Z (in 24h0m0s)  ok
 10.244.4.0/24  192.168.50.67  vxlan    0e:00:00:00:00:12  reserved                           vtep_mac_duplicate (older: 10.244.2.0-24)
-10.244.5.0/24  192.168.50.15  host-gw  -                  reserved                           backend_type
+10.244.5.0/24  192.168.50.15  ipip     -                  reserved                           backend_type
 10.244.6.0/24  127.0.0.1      host-gw  -                  reserved                           public_ip_invalid
 `
 	if out.String() != want {

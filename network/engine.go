@@ -37,7 +37,7 @@ import (
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/dataplane"
-	"github.com/flanneld-go/flannel/backend/registry"
+	"github.com/flanneld-go/flannel/backend/mux"
 	"github.com/flanneld-go/flannel/backend/udp"
 	"github.com/flanneld-go/flannel/network/firewall"
 	"github.com/flanneld-go/flannel/subnet"
@@ -115,10 +115,6 @@ func Run(ctx context.Context, c Config) error {
 	if err := checkDefaultBackend(netcfg, leases, nc.src); err != nil {
 		return err
 	}
-	bt, err := registry.Lookup(netcfg.BackendType)
-	if err != nil {
-		return err
-	}
 	iface := c.Iface
 	iface.IPv6 = netcfg.EnableIPv6
 	nl := &netlink.Handle{}
@@ -137,7 +133,7 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return err
 	}
-	be, err := bt.New(backend.Params{Ext: ext, Config: netcfg, Options: nc.opts, Log: log, Tuning: c.UDP})
+	be, err := newBackend(c, netcfg, ext, nc.opts, log)
 	if err != nil {
 		return err
 	}
@@ -175,6 +171,9 @@ type Engine struct {
 	net *subnet.Config
 	ext *backend.ExternalInterface
 	be  backend.Backend
+	// mux is be when it is a mux.Mux (the net-conf's backend can be mixed
+	// with others): peers of every mixable type are served.
+	mux *mux.Mux
 
 	attrs subnet.LeaseAttrs
 	// hostIDSource says where cfg.HostID comes from, for errors.
@@ -211,6 +210,9 @@ func NewEngine(c Config, sm *etcd.Manager, netcfg *subnet.Config, ext *backend.E
 	}
 	e := &Engine{cfg: c, log: log, sm: sm, net: netcfg, ext: ext, be: be, health: h, relist: make(chan struct{}, 1),
 		enableForwarding: firewall.EnableForwarding, kernel: dataplane.NewNetlink(nil)}
+	if m, ok := be.(*mux.Mux); ok {
+		e.mux = m
+	}
 	h.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_watch_restarts_total",
 		Help: "Times the lease watch was re-established (compaction, broken stream, etcd outage)."},
 		func() float64 { return float64(sm.WatchRestarts()) }))

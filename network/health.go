@@ -134,6 +134,13 @@ type metrics struct {
 	etcdErrors        *prometheus.CounterVec
 	dataplaneChanges  *prometheus.CounterVec
 	leasesRejected    *prometheus.CounterVec
+	// peersByBackend are the peers by the backend type they advertise;
+	// switches counts live backend switches by result, switchSeconds is
+	// the last one's duration (put seen -> lease re-published and the
+	// data plane programmed).
+	peersByBackend *prometheus.GaugeVec
+	switches       *prometheus.CounterVec
+	switchSeconds  prometheus.Gauge
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -155,12 +162,21 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		leasesRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flannel_leases_rejected_total",
 			Help: "Leases from etcd that are not peers, counted once per key and reason (and again when the lease changes), by reason."},
 			[]string{"reason"}),
+		peersByBackend: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "flannel_peers_by_backend",
+			Help: "Peers by the backend type their lease advertises (each is reached by that backend)."}, []string{"backend"}),
+		switches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flannel_backend_switches_total",
+			Help: "Net-conf changes of Backend applied live (result ok) or refused (result refused, failed)."}, []string{"result"}),
+		switchSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flannel_backend_switch_duration_seconds",
+			Help: "How long the last live backend switch took on this host: from seeing the new net-conf to the lease re-published and the data plane programmed."}),
 	}
 	for _, r := range Reasons {
 		m.leasesRejected.WithLabelValues(string(r)) // every reason is exported, at 0 until it happens
 	}
 	reg.MustRegister(m.leaseExpiry, m.peers, m.reconciles, m.reconcileErrors, m.reconcileDuration, m.etcdErrors, m.dataplaneChanges,
-		m.leasesRejected)
+		m.leasesRejected, m.peersByBackend, m.switches, m.switchSeconds)
+	for _, r := range []string{"ok", "refused", "failed"} {
+		m.switches.WithLabelValues(r)
+	}
 	return m
 }
 

@@ -120,7 +120,11 @@ func (e *Engine) applyLease(ctx context.Context, l subnet.Lease) error {
 			return err
 		}
 	}
-	removeStaleDevices(&netlink.Handle{}, e.be, e.log)
+	if e.mux == nil {
+		// With a Mux, after the first full pass: the peers' types say
+		// which devices stay (see loop.members).
+		removeStaleDevices(&netlink.Handle{}, e.be, e.log)
+	}
 	env := EnvFor(e.net, l, mtu, e.cfg.IPMasq)
 	if e.cfg.SubnetFile != "" {
 		if err := WriteSubnetEnv(e.cfg.SubnetFile, env); err != nil {

@@ -35,10 +35,16 @@ type loop struct {
 	delta         map[string]*subnet.Lease
 	needFull      bool
 	lastReconcile time.Time
+	// memberErr is the last error of setting up a Mux member, logged
+	// once; staleChecked is set once the devices no member needs were
+	// deleted (after the first full pass).
+	memberErr    string
+	staleChecked bool
 
 	tick, probe                *time.Ticker
 	renew, retry, debounce     *time.Timer
-	pending                    bool // a debounce is running
+	retire                     *time.Timer // a Mux member's grace ends
+	pending                    bool        // a debounce is running
 	renewing, acquiring        bool
 	renewDone, acquired        chan leaseResult
 	probing                    bool
@@ -61,10 +67,13 @@ func newLoop(ctx context.Context, e *Engine, events <-chan []subnet.Event) *loop
 	if pp, ok := e.be.(backend.PerPeer); ok {
 		l.rec = backend.NewReconciler(pp)
 	}
+	if e.mux == nil {
+		l.peers.SetServed([]string{e.net.BackendType})
+	}
 	l.peers.SetOwnAttrs(e.attrs)
 	l.peers.SetOwn(e.lease)
 	l.tick, l.probe = time.NewTicker(l.reconcilePeriod), time.NewTicker(l.probeEach)
-	l.renew, l.retry, l.debounce = time.NewTimer(e.renewDelay()), stoppedTimer(), stoppedTimer()
+	l.renew, l.retry, l.debounce, l.retire = time.NewTimer(e.renewDelay()), stoppedTimer(), stoppedTimer(), stoppedTimer()
 	return l
 }
 
@@ -80,6 +89,7 @@ func (l *loop) stop() {
 	l.renew.Stop()
 	l.retry.Stop()
 	l.debounce.Stop()
+	l.retire.Stop()
 }
 
 // loop feeds lease events and timers to the backend and keeps the lease.
@@ -103,6 +113,10 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 			l.reconcile()
 		case <-l.retry.C:
 			l.reconcile()
+		case <-l.retire.C:
+			if l.members(); l.needFull {
+				l.reconcile()
+			}
 		case <-l.renew.C:
 			l.startRenew()
 		case r := <-l.renewDone:
@@ -169,6 +183,7 @@ func (l *loop) logFold(f Fold, note ...any) {
 		l.e.health.metrics.leasesRejected.WithLabelValues(string(r.Reason)).Inc()
 	}
 	l.e.health.metrics.peers.Set(float64(l.peers.Len()))
+	l.countByBackend()
 }
 
 func (l *loop) startRenew() {

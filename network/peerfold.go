@@ -20,6 +20,12 @@ func (s *PeerSet) fold(w *work, f Fold) Fold {
 		e := s.entries[key]
 		wasPeer := b.e != nil && b.why == ""
 		isPeer := e != nil && e.why == ""
+		if wasPeer {
+			s.countType(b.e.l, -1)
+		}
+		if isPeer {
+			s.countType(e.l, 1)
+		}
 		switch {
 		case wasPeer && !isPeer:
 			f.Left = append(f.Left, b.e.l)
@@ -61,6 +67,18 @@ func (s *PeerSet) fold(w *work, f Fold) Fold {
 	slices.SortFunc(f.Rejected, func(a, b Rejection) int { return bySubnet(a.Lease, b.Lease) })
 	return f
 }
+
+// countType keeps the count of peers by advertised backend type.
+func (s *PeerSet) countType(l subnet.Lease, d int) {
+	t := BackendType(l)
+	if s.byType[t] += d; s.byType[t] == 0 {
+		delete(s.byType, t)
+	}
+}
+
+// ByType is the number of peers of each backend type they advertise. The
+// map is the set's own: read it, do not keep it.
+func (s *PeerSet) ByType() map[string]int { return s.byType }
 
 func appendIf(ok bool, ls []subnet.Lease, l subnet.Lease) []subnet.Lease {
 	if !ok {

@@ -70,7 +70,7 @@ func (r Reason) holds() bool { return r == "" || r == ReasonBackendType }
 type rules struct {
 	network, network6     netip.Prefix // network6 invalid without IPv6
 	subnetLen, subnetLen6 int
-	backend               string
+	serves                []string      // the backend types that are peers (ServedTypes)
 	self, self6           netip.Addr    // our PublicIP / PublicIPv6 (invalid: none)
 	mac4, mac6            dataplane.MAC // our VtepMACs (zero: none)
 	wgKey                 wgKey         // our WireGuard public key (zero: none)

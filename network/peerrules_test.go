@@ -76,7 +76,7 @@ func v4Cases() []ruleCase {
 		{"VtepMAC all zero (the FDB's flood entry)", data(`{"VNI":1,"VtepMAC":"00:00:00:00:00:00"}`), ReasonBackendData, ""},
 		{"VtepMAC a group MAC", data(`{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}`), ReasonBackendData, ""},
 		{"BackendV6Data malformed", with(ok, func(l *subnet.Lease) { l.Attrs.BackendV6Data = []byte(`{"VtepMAC":""}`) }), ReasonBackendData, ""},
-		{"host-gw lease", lease("10.244.5.0/24", "192.168.50.15", "host-gw", 20, ""), ReasonBackendType, ""},
+		{"ipip lease", lease("10.244.5.0/24", "192.168.50.15", "ipip", 20, ""), ReasonBackendType, ""},
 		{"host-gw lease with another host's subnet", lease("10.244.2.0/24&fd00:10:244:9::/64", "192.168.50.15", "host-gw", 20, ""), ReasonOverlapsLease, "10.244.2.0-24"},
 		{"host-gw lease with an invalid PublicIP", lease("10.244.5.0/24", "127.0.0.1", "host-gw", 20, ""), ReasonPublicIPInvalid, ""},
 	}

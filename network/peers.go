@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/flanneld-go/flannel/backend/dataplane"
+	"github.com/flanneld-go/flannel/backend/mux"
 	"github.com/flanneld-go/flannel/backend/vxlan"
 	"github.com/flanneld-go/flannel/backend/wireguard"
 	"github.com/flanneld-go/flannel/subnet"
@@ -44,6 +45,7 @@ type PeerSet struct {
 	reported map[string]reported // rejections logged, by key
 	ours     int                 // entries with reasonOurs
 	round    uint64
+	byType   map[string]int               // peers by advertised backend type
 	peers    []subnet.Lease               // sorted snapshot; nil when to be rebuilt
 	pending  map[netip.Addr]*subnet.Lease // changes since the snapshot
 }
@@ -83,8 +85,8 @@ type Rejection struct {
 // publishes self as its PublicIP (invalid: no host, as for flanneld
 // leases, which judges the leases among themselves).
 func NewPeerSet(cfg *subnet.Config, self netip.Addr) *PeerSet {
-	s := &PeerSet{entries: map[string]*entry{}, buckets: map[bucketKey]*bucket{}, reported: map[string]reported{}}
-	s.r = rules{network: cfg.Network, subnetLen: cfg.SubnetLen, backend: cfg.BackendType, self: self}
+	s := &PeerSet{entries: map[string]*entry{}, buckets: map[bucketKey]*bucket{}, reported: map[string]reported{}, byType: map[string]int{}}
+	s.r = rules{network: cfg.Network, subnetLen: cfg.SubnetLen, serves: ServedTypes(cfg.BackendType), self: self}
 	if cfg.EnableIPv6 {
 		s.r.network6, s.r.subnetLen6 = cfg.IPv6Network, cfg.IPv6SubnetLen
 	}
@@ -145,6 +147,25 @@ func (s *PeerSet) recompute() Fold {
 	return s.fold(w, Fold{})
 }
 
+// ServedTypes are the backend types whose leases are peers of a host
+// whose own backend is primary: every type a mux.Mux combines when
+// primary is one of them (each peer is reached by the backend it
+// advertises), else primary alone (wireguard is never mixed with the
+// plaintext backends).
+func ServedTypes(primary string) []string {
+	if mux.CanMix(primary) {
+		return slices.Clone(mux.Mixable)
+	}
+	return []string{primary}
+}
+
+// SetServed sets the backend types whose leases are peers (ServedTypes
+// of the net-conf's backend by default), after a switch of backend.
+func (s *PeerSet) SetServed(types []string) Fold {
+	s.r.serves = slices.Clone(types)
+	return s.recompute()
+}
+
 // BackendType is the type a lease advertises; upstream's udp backend
 // writes none.
 func BackendType(l subnet.Lease) string {
@@ -170,7 +191,7 @@ func (s *PeerSet) evaluate(e *entry) (Reason, *entry) {
 	if win, why := conflict(e); win != nil {
 		return why, win
 	}
-	if BackendType(l) != s.r.backend {
+	if !slices.Contains(s.r.serves, BackendType(l)) {
 		return ReasonBackendType, nil
 	}
 	return "", nil

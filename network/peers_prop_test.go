@@ -88,7 +88,7 @@ func (s *PeerSet) refVerdict(e *entry, holders []*entry) (Reason, *entry) {
 			return ReasonVtepMACDuplicate, h
 		}
 	}
-	if BackendType(l) != s.r.backend {
+	if !slices.Contains(s.r.serves, BackendType(l)) {
 		return ReasonBackendType, nil
 	}
 	return "", nil

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -99,18 +100,21 @@ func TestPeerSetRules(t *testing.T) {
 		ev(subnet.EventAdded, "10.244.1.0/24", "192.168.50.11", "vxlan"), // ours
 		ev(subnet.EventAdded, "10.244.3.0/24", "192.168.50.13", "vxlan"),
 		ev(subnet.EventAdded, "10.244.2.0/24", "192.168.50.12", "vxlan"),
-		ev(subnet.EventAdded, "10.99.0.0/24", "192.168.50.19", "vxlan"),    // outside the Network
-		ev(subnet.EventAdded, "10.244.4.0/24", "192.168.50.14", "host-gw"), // another backend
-		ev(subnet.EventAdded, "10.244.5.0/24", "192.168.50.15", ""),        // upstream udp
+		ev(subnet.EventAdded, "10.99.0.0/24", "192.168.50.19", "vxlan"), // outside the Network
+		ev(subnet.EventAdded, "10.244.4.0/24", "192.168.50.14", "ipip"), // a backend we cannot serve
+		ev(subnet.EventAdded, "10.244.5.0/24", "192.168.50.15", ""),     // upstream udp: served beside vxlan
 	})
-	if keys(f.Joined) != "10.244.2.0-24 10.244.3.0-24" || !f.Changed || f.OwnRemoved {
+	if keys(f.Joined) != "10.244.2.0-24 10.244.3.0-24 10.244.5.0-24" || !f.Changed || f.OwnRemoved {
 		t.Errorf("fold %+v", f)
 	}
-	if got := rejected(f.Rejected); got != "10.99.0.0-24:outside_network 10.244.4.0-24:backend_type 10.244.5.0-24:backend_type" {
+	if got := rejected(f.Rejected); got != "10.99.0.0-24:outside_network 10.244.4.0-24:backend_type" {
 		t.Errorf("rejected %s", got)
 	}
-	if got := keys(s.Peers()); got != "10.244.2.0-24 10.244.3.0-24" {
+	if got := keys(s.Peers()); got != "10.244.2.0-24 10.244.3.0-24 10.244.5.0-24" {
 		t.Errorf("peers %s", got)
+	}
+	if got := fmt.Sprint(s.ByType()); got != "map[udp:1 vxlan:2]" {
+		t.Errorf("ByType %s", got)
 	}
 	if s.Len() != 5 {
 		t.Errorf("Len %d, want 5 leases besides ours", s.Len())
@@ -125,22 +129,33 @@ func TestPeerSetRules(t *testing.T) {
 	if !f.Changed || len(f.Joined) != 0 {
 		t.Errorf("move: %+v", f)
 	}
-	// A peer switches to another backend: it leaves, and is reported.
-	f = s.Apply([]subnet.Event{ev(subnet.EventAdded, "10.244.3.0/24", "192.168.50.13", "udp")})
-	if keys(f.Left) != "10.244.3.0-24" || rejected(f.Rejected) != "10.244.3.0-24:backend_type" || !f.Changed {
+	// A peer switches to another backend we serve: an update.
+	f = s.Apply([]subnet.Event{ev(subnet.EventAdded, "10.244.3.0/24", "192.168.50.13", "host-gw")})
+	if keys(f.Updated) != "10.244.3.0-24" || len(f.Left)+len(f.Rejected) != 0 || !f.Changed {
 		t.Errorf("switch: %+v", f)
+	}
+	if got := fmt.Sprint(s.ByType()); got != "map[host-gw:1 udp:1 vxlan:1]" {
+		t.Errorf("ByType after the switch %s", got)
+	}
+	// ... and to one we cannot serve: it leaves, and is reported.
+	f = s.Apply([]subnet.Event{ev(subnet.EventAdded, "10.244.3.0/24", "192.168.50.13", "wireguard")})
+	if keys(f.Left) != "10.244.3.0-24" || len(f.Rejected) != 1 || !f.Changed {
+		t.Errorf("switch to wireguard: %+v", f)
 	}
 	// Removal of a peer, of a non-peer, and of our own lease.
 	f = s.Apply([]subnet.Event{
 		ev(subnet.EventRemoved, "10.244.2.0/24", "192.168.60.12", "vxlan"),
-		ev(subnet.EventRemoved, "10.244.4.0/24", "192.168.50.14", "host-gw"),
+		ev(subnet.EventRemoved, "10.244.4.0/24", "192.168.50.14", "ipip"),
 		ev(subnet.EventRemoved, "10.244.1.0/24", "192.168.50.11", "vxlan"),
 	})
 	if keys(f.Left) != "10.244.2.0-24" || !f.OwnRemoved {
 		t.Errorf("removals: %+v", f)
 	}
-	if len(s.Peers()) != 0 {
-		t.Errorf("peers left: %s", keys(s.Peers()))
+	if got := keys(s.Peers()); got != "10.244.5.0-24" {
+		t.Errorf("peers left: %s", got)
+	}
+	if got := fmt.Sprint(s.ByType()); got != "map[udp:1]" {
+		t.Errorf("ByType at the end %s", got)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/flanneld-go/flannel/backend/dataplane"
 	"github.com/flanneld-go/flannel/subnet"
 )
@@ -11,6 +13,9 @@ import (
 // maxDrain bounds the batches folded into one reconcile, so a flood of
 // events cannot hold the loop (timers, renewals) for long.
 const maxDrain = 256
+
+// reconcileRetry is the wait before a failed pass is tried again.
+const reconcileRetry = time.Second
 
 // How lease changes reach the kernel. A backend whose state is per peer
 // (backend.PerPeer: host-gw, vxlan) is driven through a
@@ -58,6 +63,7 @@ func (l *loop) reconcilePeers() {
 	if !l.synced {
 		return
 	}
+	l.members()
 	if l.needFull || l.rec.NeedsFull() {
 		l.reconcile()
 		return
@@ -93,6 +99,7 @@ func (l *loop) reconcile() {
 		return
 	}
 	e := l.e
+	l.members()
 	peers := l.peers.Peers()
 	clear(l.delta)
 	l.needFull = false
@@ -106,6 +113,10 @@ func (l *loop) reconcile() {
 	}
 	if e.cfg.BlackholeRoute {
 		e.syncBlackholes()
+	}
+	if err == nil && e.mux != nil && !l.staleChecked {
+		l.staleChecked = true
+		removeStaleDevices(&netlink.Handle{}, e.be, e.log)
 	}
 	l.observe(start, ch, err, len(peers))
 }
@@ -131,7 +142,7 @@ func (l *loop) observe(start time.Time, ch dataplane.Changes, err error, peers i
 			l.reconcileErr = msg
 			e.log.Error("reconcile failed; retrying every second", "backend", typ, "error", err)
 		}
-		l.retry.Reset(time.Second)
+		l.retry.Reset(reconcileRetry)
 		return
 	}
 	if l.reconcileErr != "" {
