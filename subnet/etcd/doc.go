@@ -23,14 +23,18 @@
 // (subnet.Malformed), so they never make it fail. Renew resets the
 // TTL and checks that the key still holds what we wrote: a lease deleted
 // or rewritten by someone else is ErrLeaseLost, and the caller acquires
-// again.
+// again. Republish (republish.go) rewrites our lease's attributes in
+// place, on the same key and etcd lease, for a backend switch.
 //
 // Following the other leases is list-then-watch (watch.go). WatchLeases
 // lists the subnet table, sends it as one batch, then watches from the
 // list's revision + 1. When the watch breaks (compaction, lost leader,
 // etcd restart, or a re-list asked for after an outage) it lists again and
 // sends only the difference (subnet.DiffLeases) from what it sent before,
-// so the receiver's view is exact without replaying history.
+// so the receiver's view is exact without replaying history. WatchConfig
+// (configwatch.go) follows the net-conf key the same way: read, watch
+// from the read's revision + 1, read again when the watch breaks, and
+// report a value only when its bytes differ from the last one reported.
 //
 // Connecting (client.go, probe.go): Connect, Dial and NewClient probe the
 // endpoints before creating the client, because the etcd client reports a

@@ -41,7 +41,8 @@ type Manager struct {
 	ttl    time.Duration
 	log    *slog.Logger
 
-	watchRestarts atomic.Uint64
+	watchRestarts       atomic.Uint64
+	configWatchRestarts atomic.Uint64
 }
 
 // WatchRestarts counts how often the lease watch was re-established.
@@ -79,14 +80,29 @@ func (m *Manager) LeaseKey(l subnet.Lease) string { return m.subnetsDir() + l.Ke
 // GetConfig reads and validates the net-conf once. It returns ErrNoConfig
 // (wrapped) when the key does not exist.
 func (m *Manager) GetConfig(ctx context.Context) (*subnet.Config, []string, error) {
+	_, cfg, warnings, err := m.GetConfigRaw(ctx)
+	return cfg, warnings, err
+}
+
+// GetConfigRaw is GetConfig that also returns the document as stored
+// (also when it does not validate: ErrInvalidConfig), the baseline that
+// WatchConfig compares later values with.
+func (m *Manager) GetConfigRaw(ctx context.Context) ([]byte, *subnet.Config, []string, error) {
 	resp, err := m.cli.Get(ctx, m.ConfigKey())
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading %s from etcd: %w", m.ConfigKey(), err)
+		return nil, nil, nil, fmt.Errorf("reading %s from etcd: %w", m.ConfigKey(), err)
 	}
 	if len(resp.Kvs) == 0 {
-		return nil, nil, fmt.Errorf("%w at %s", ErrNoConfig, m.ConfigKey())
+		return nil, nil, nil, fmt.Errorf("%w at %s", ErrNoConfig, m.ConfigKey())
 	}
-	cfg, warnings, err := subnet.ParseConfig(resp.Kvs[0].Value)
+	raw := resp.Kvs[0].Value
+	cfg, warnings, err := m.parseConfig(raw)
+	return raw, cfg, warnings, err
+}
+
+// parseConfig validates a stored net-conf; the error names the key.
+func (m *Manager) parseConfig(raw []byte) (*subnet.Config, []string, error) {
+	cfg, warnings, err := subnet.ParseConfig(raw)
 	if err != nil {
 		return nil, warnings, fmt.Errorf("%w at %s: %w", ErrInvalidConfig, m.ConfigKey(), err)
 	}
@@ -104,14 +120,21 @@ const configReadTimeout = 5 * time.Second
 // (authentication, permission, TLS), is returned as an error at once: the
 // operator must see it.
 func (m *Manager) WaitConfig(ctx context.Context) (*subnet.Config, error) {
+	_, cfg, err := m.WaitConfigRaw(ctx)
+	return cfg, err
+}
+
+// WaitConfigRaw is WaitConfig that also returns the document as stored,
+// the baseline to give WatchConfig.
+func (m *Manager) WaitConfigRaw(ctx context.Context) ([]byte, *subnet.Config, error) {
 	var lastLog time.Time
 	retry := backoff.New(time.Second, time.Second)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, configReadTimeout)
-		cfg, warnings, err := m.GetConfig(rctx)
+		raw, cfg, warnings, err := m.GetConfigRaw(rctx)
 		cancel()
 		if err != nil && ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("etcd did not answer a read of %s within %v: %w", m.ConfigKey(), configReadTimeout, err)
@@ -120,10 +143,10 @@ func (m *Manager) WaitConfig(ctx context.Context) (*subnet.Config, error) {
 			m.log.Warn("net-conf warning", "key", m.ConfigKey(), "warning", w)
 		}
 		if err == nil {
-			return cfg, nil
+			return raw, cfg, nil
 		}
 		if errors.Is(err, ErrInvalidConfig) || !errors.Is(err, ErrNoConfig) && !isTransient(err) {
-			return nil, err
+			return nil, nil, err
 		}
 		if time.Since(lastLog) >= 5*time.Second {
 			if errors.Is(err, ErrNoConfig) {
@@ -135,7 +158,7 @@ func (m *Manager) WaitConfig(ctx context.Context) (*subnet.Config, error) {
 			lastLog = time.Now()
 		}
 		if err := retry.Wait(ctx); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 }
