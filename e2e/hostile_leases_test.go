@@ -246,8 +246,14 @@ func (s *streamBuf) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s
 
 func startPingStream(t *testing.T, ctx context.Context, src *testbed.Pod, dst netip.Addr) *pingStream {
 	t.Helper()
+	return startPingStreamEvery(t, ctx, src, dst, "0.02")
+}
+
+// startPingStreamEvery starts a stream of pings every interval seconds.
+func startPingStreamEvery(t *testing.T, ctx context.Context, src *testbed.Pod, dst netip.Addr, interval string) *pingStream {
+	t.Helper()
 	p := &pingStream{done: make(chan struct{})}
-	p.cmd = exec.CommandContext(ctx, "ip", "netns", "exec", src.NS, "ping", "-i", "0.02", "-W", "1", dst.String())
+	p.cmd = exec.CommandContext(ctx, "ip", "netns", "exec", src.NS, "ping", "-i", interval, "-W", "1", dst.String())
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

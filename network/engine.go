@@ -139,6 +139,7 @@ func Run(ctx context.Context, c Config) error {
 	}
 	e := NewEngine(c, sm, netcfg, ext, be)
 	e.hostIDSource = source
+	e.netConfSrc, e.netConfRaw = nc.src, nc.raw
 	return e.Run(ctx)
 }
 
@@ -176,6 +177,14 @@ type Engine struct {
 	mux *mux.Mux
 
 	attrs subnet.LeaseAttrs
+	// mtu is the pods' MTU in subnet.env.
+	mtu int
+	// netConfSrc is where the net-conf is read (the key, or the file of
+	// NetConfPath), netConfRaw the document the daemon started with; the
+	// etcd key is watched from it (none when netConfSrc is empty, as for
+	// an engine from NewEngine).
+	netConfSrc string
+	netConfRaw []byte
 	// hostIDSource says where cfg.HostID comes from, for errors.
 	hostIDSource string
 	// acquireTimeout bounds one acquisition round (etcdRequestTimeout
@@ -293,14 +302,20 @@ func (e *Engine) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	events := make(chan []subnet.Event)
 	g.Go(func() error { return e.sm.WatchLeases(gctx, events, e.relist) })
+	netconfs := make(chan etcd.ConfigChange, 1)
 	if r, ok := e.be.(backend.Runner); ok {
 		g.Go(func() error { return r.Run(gctx) })
 	}
-	if e.cfg.NetConfPath != "" {
-		w := newNetConfWatch(e.cfg.NetConfPath, e.net, e.log)
+	switch {
+	case e.cfg.NetConfPath != "":
+		w := newNetConfWatch(e.cfg.NetConfPath, e.netConfRaw, e.log, netconfs)
 		g.Go(func() error { return w.run(gctx, cmp.Or(e.cfg.NetConfPoll, 5*time.Second)) })
+	case e.netConfSrc != "":
+		g.Go(func() error { return e.sm.WatchConfig(gctx, e.netConfRaw, netconfs) })
+	default:
+		close(netconfs)
 	}
-	g.Go(func() error { return e.loop(gctx, events) })
+	g.Go(func() error { return e.loop(gctx, events, netconfs) })
 	err := g.Wait()
 	if ctx.Err() != nil {
 		e.log.Info("shutting down; the lease and the rules stay in place (and, for host-gw and vxlan, the routes and devices)",

@@ -125,14 +125,22 @@ func (e *Engine) applyLease(ctx context.Context, l subnet.Lease) error {
 		// which devices stay (see loop.members).
 		removeStaleDevices(&netlink.Handle{}, e.be, e.log)
 	}
-	env := EnvFor(e.net, l, mtu, e.cfg.IPMasq)
+	if err := e.writeSubnetEnv(l, mtu); err != nil {
+		return err
+	}
+	e.mtu = mtu
+	e.log.Info("lease ready", "subnet", l.String(), "mtu", mtu, "subnet_file", e.cfg.SubnetFile, "backend", e.net.BackendType)
+	return nil
+}
+
+// writeSubnetEnv writes subnet.env for lease l and the pods' MTU.
+func (e *Engine) writeSubnetEnv(l subnet.Lease, mtu int) error {
 	if e.cfg.SubnetFile != "" {
-		if err := WriteSubnetEnv(e.cfg.SubnetFile, env); err != nil {
+		if err := WriteSubnetEnv(e.cfg.SubnetFile, EnvFor(e.net, l, mtu, e.cfg.IPMasq)); err != nil {
 			return err
 		}
 	}
 	e.health.Set("subnet.env", nil)
-	e.log.Info("lease ready", "subnet", l.String(), "mtu", mtu, "subnet_file", e.cfg.SubnetFile, "backend", e.net.BackendType)
 	return nil
 }
 

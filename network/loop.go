@@ -41,6 +41,16 @@ type loop struct {
 	memberErr    string
 	staleChecked bool
 
+	// A live backend switch (switch.go): netconfs are the net-conf's new
+	// values; switching is the switch in progress, nextConf a value that
+	// came meanwhile.
+	netconfs       <-chan etcd.ConfigChange
+	switching      *pendingSwitch
+	nextConf       *etcd.ConfigChange
+	republishing   bool
+	republished    chan leaseResult
+	republishRetry *time.Timer
+
 	tick, probe                *time.Ticker
 	renew, retry, debounce     *time.Timer
 	retire                     *time.Timer // a Mux member's grace ends
@@ -53,8 +63,9 @@ type loop struct {
 	reconcilePeriod, probeEach time.Duration
 }
 
-func newLoop(ctx context.Context, e *Engine, events <-chan []subnet.Event) *loop {
-	l := &loop{e: e, ctx: ctx, events: events, peers: NewPeerSet(e.net, e.ext.PublicIP), delta: map[string]*subnet.Lease{},
+func newLoop(ctx context.Context, e *Engine, events <-chan []subnet.Event, netconfs <-chan etcd.ConfigChange) *loop {
+	l := &loop{e: e, ctx: ctx, events: events, netconfs: netconfs, republished: make(chan leaseResult, 1), republishRetry: stoppedTimer(),
+		peers: NewPeerSet(e.net, e.ext.PublicIP), delta: map[string]*subnet.Lease{},
 		renewDone: make(chan leaseResult, 1), acquired: make(chan leaseResult, 1), probed: make(chan error, 1),
 		renewOutage: etcd.NewOutageLog(e.log, "renewing the lease"), etcdOutage: etcd.NewOutageLog(e.log, "checking etcd"),
 		reconcilePeriod: e.cfg.ReconcilePeriod, probeEach: e.cfg.ProbePeriod}
@@ -90,11 +101,12 @@ func (l *loop) stop() {
 	l.retry.Stop()
 	l.debounce.Stop()
 	l.retire.Stop()
+	l.republishRetry.Stop()
 }
 
 // loop feeds lease events and timers to the backend and keeps the lease.
-func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
-	l := newLoop(ctx, e, events)
+func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event, netconfs <-chan etcd.ConfigChange) error {
+	l := newLoop(ctx, e, events, netconfs)
 	defer l.stop()
 	for {
 		var err error
@@ -113,6 +125,16 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event) error {
 			l.reconcile()
 		case <-l.retry.C:
 			l.reconcile()
+		case ch, ok := <-l.netconfs:
+			if !ok {
+				l.netconfs = nil
+				continue
+			}
+			l.onNetConf(ch)
+		case r := <-l.republished:
+			l.onRepublished(r)
+		case <-l.republishRetry.C:
+			l.startRepublish()
 		case <-l.retire.C:
 			if l.members(); l.needFull {
 				l.reconcile()
@@ -187,7 +209,7 @@ func (l *loop) logFold(f Fold, note ...any) {
 }
 
 func (l *loop) startRenew() {
-	if l.renewing || l.acquiring {
+	if l.renewing || l.acquiring || l.republishing {
 		return
 	}
 	l.renewing = true
@@ -235,6 +257,7 @@ func (l *loop) renewed(r leaseResult) {
 		}
 		l.renew.Reset(delay)
 	}
+	l.startRepublish() // a switch waiting for this renewal
 }
 
 // onAcquired applies a re-acquired lease; only an error the operator must
@@ -250,6 +273,7 @@ func (l *loop) onAcquired(r leaseResult) error {
 	l.logFold(l.peers.SetOwn(l.e.lease), "note", "it holds the subnet we had before")
 	l.renew.Reset(l.e.renewDelay())
 	l.reconcile()
+	l.startRepublish() // a switch waiting for this acquisition
 	return nil
 }
 

@@ -17,7 +17,8 @@ import (
 // came from: "file" or "key" and the path or key, for log lines.
 type netConf struct {
 	cfg       *subnet.Config
-	opts      any // the backend's options, from its ParseOptions
+	raw       []byte // the document as read
+	opts      any    // the backend's options, from its ParseOptions
 	kind, src string
 }
 
@@ -33,6 +34,7 @@ func loadNetConf(ctx context.Context, c Config, sm *etcd.Manager, log *slog.Logg
 			return nc, fmt.Errorf("--net-config-path: %w; create the file, or leave the flag out to read the net-conf from etcd at %s", err, sm.ConfigKey())
 		}
 		var warnings []string
+		nc.raw = data
 		nc.cfg, nc.opts, warnings, err = parseNetConf(data)
 		for _, w := range warnings {
 			log.Warn("net-conf warning", "file", nc.src, "warning", w)
@@ -44,10 +46,11 @@ func loadNetConf(ctx context.Context, c Config, sm *etcd.Manager, log *slog.Logg
 		return nc, nil
 	}
 	nc := netConf{kind: "key", src: sm.ConfigKey()}
-	cfg, err := sm.WaitConfig(ctx) // logs the document's warnings
+	raw, cfg, err := sm.WaitConfigRaw(ctx) // logs the document's warnings
 	if err != nil {
 		return nc, err
 	}
+	nc.raw = raw
 	bt, err := registry.Lookup(cfg.BackendType)
 	if err != nil {
 		return nc, fmt.Errorf("invalid net-conf at %s: %w", nc.src, err)
@@ -62,21 +65,20 @@ func loadNetConf(ctx context.Context, c Config, sm *etcd.Manager, log *slog.Logg
 	return nc, nil
 }
 
-// netConfWatch follows the file of --net-config-path. The net-conf is read
-// once, at start-up, wherever it comes from (an etcd key is not watched
-// either): a change of the file is reported, one line per change, with
-// what a restart would do, and the running config stays.
+// netConfWatch follows the file of --net-config-path, checked every
+// period: each change of its content goes to the loop, which applies it
+// live or refuses it, as a change of the etcd key (switch.go). A file
+// that cannot be read is logged once; the running config stays.
 type netConfWatch struct {
-	path    string
-	running []byte // the running config's effective form
-	last    []byte // the file's content when last read; nil before
-	gone    bool   // the file was missing when last read
-	log     *slog.Logger
+	path string
+	last []byte // the content when last read (at start: the running one)
+	gone bool   // the file was missing when last read
+	log  *slog.Logger
+	out  chan<- etcd.ConfigChange
 }
 
-func newNetConfWatch(path string, running *subnet.Config, log *slog.Logger) *netConfWatch {
-	eff, _ := running.Effective(nil) // nil only if it cannot be rendered: then any change is reported
-	return &netConfWatch{path: path, running: eff, log: log}
+func newNetConfWatch(path string, running []byte, log *slog.Logger, out chan<- etcd.ConfigChange) *netConfWatch {
+	return &netConfWatch{path: path, last: running, log: log, out: out}
 }
 
 // run checks the file every period until ctx is done.
@@ -84,7 +86,13 @@ func (w *netConfWatch) run(ctx context.Context, period time.Duration) error {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
-		w.check()
+		if ch, ok := w.check(); ok {
+			select {
+			case w.out <- ch:
+			case <-ctx.Done():
+				return nil
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -93,8 +101,8 @@ func (w *netConfWatch) run(ctx context.Context, period time.Duration) error {
 	}
 }
 
-// check reads the file once and logs what changed since the last check.
-func (w *netConfWatch) check() {
+// check reads the file once and returns its new content, if it changed.
+func (w *netConfWatch) check() (etcd.ConfigChange, bool) {
 	data, err := os.ReadFile(w.path)
 	if err != nil {
 		if !w.gone {
@@ -102,27 +110,18 @@ func (w *netConfWatch) check() {
 			w.log.Error("the net-conf file cannot be read; the running config stays, but a restart would fail: restore the file",
 				"file", w.path, "error", err)
 		}
-		return
+		return etcd.ConfigChange{}, false
 	}
-	changed := w.last != nil || w.gone // a first read is a change only if it differs
-	if w.last != nil && bytes.Equal(data, w.last) && !w.gone {
-		return
+	w.gone = false
+	if bytes.Equal(data, w.last) {
+		return etcd.ConfigChange{}, false
 	}
-	w.last, w.gone = data, false
-	cfg, _, _, err := parseNetConf(data)
-	if err != nil {
-		w.log.Error("the net-conf file changed and is invalid; the running config stays, fix the file before the next restart",
-			"file", w.path, "error", err)
-		return
+	w.last = data
+	ch := etcd.ConfigChange{Raw: data}
+	ch.Config, _, ch.Warnings, ch.Err = parseNetConf(data)
+	if ch.Err != nil {
+		ch.Config = nil
+		ch.Err = fmt.Errorf("%w in %s: %w", etcd.ErrInvalidConfig, w.path, ch.Err)
 	}
-	eff, err := cfg.Effective(nil)
-	switch {
-	case err == nil && bytes.Equal(eff, w.running):
-		if changed {
-			w.log.Info("the net-conf file changed; it means the running config, nothing to do", "file", w.path)
-		}
-	default:
-		w.log.Warn("the net-conf file changed; restart flanneld to apply it (as for a change of the etcd key)",
-			"file", w.path, "backend", cfg.BackendType, "network", cfg.Network)
-	}
+	return ch, true
 }

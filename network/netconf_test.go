@@ -60,8 +60,8 @@ func TestLoadNetConfFile(t *testing.T) {
 	}
 }
 
-// TestNetConfWatch: each change of the file is reported once, by what a
-// restart would do; the same content is not reported again.
+// TestNetConfWatch: each change of the file's content goes to the loop
+// once (valid or not); the same content, a missing file, are not sent.
 func TestNetConfWatch(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "net-conf.json")
 	orig := `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`
@@ -71,23 +71,22 @@ func TestNetConfWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	w := newNetConfWatch(path, nc.cfg, slog.New(slog.NewTextHandler(&buf, nil)))
+	w := newNetConfWatch(path, nc.raw, slog.New(slog.NewTextHandler(&buf, nil)), nil)
 	for _, step := range []struct {
 		name  string
 		write string // "" removes the file
-		want  string // the one line logged, "" for none
+		sent  string // the backend of the change sent; "invalid"; "" for none
+		log   string // the one line logged, "" for none
 	}{
-		{"first look, unchanged", orig, ""},
-		{"same again", orig, ""},
-		{"reformatted, same meaning", "{\n  \"Network\": \"10.244.0.0/16\",\n  \"Backend\": {\"Type\": \"vxlan\"}\n}\n",
-			`level=INFO msg="the net-conf file changed; it means the running config, nothing to do"`},
-		{"another backend", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`,
-			`level=WARN msg="the net-conf file changed; restart flanneld to apply it (as for a change of the etcd key)" file=` + path + ` backend=host-gw network=10.244.0.0/16`},
-		{"no change since", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, ""},
-		{"broken", `{"Network":`, `level=ERROR msg="the net-conf file changed and is invalid; the running config stays, fix the file before the next restart"`},
-		{"removed", "", `level=ERROR msg="the net-conf file cannot be read; the running config stays, but a restart would fail: restore the file"`},
-		{"still removed", "", ""},
-		{"restored", orig, `msg="the net-conf file changed; it means the running config, nothing to do"`},
+		{"first look, unchanged", orig, "", ""},
+		{"same again", orig, "", ""},
+		{"reformatted", "{\n  \"Network\": \"10.244.0.0/16\",\n  \"Backend\": {\"Type\": \"vxlan\"}\n}\n", "vxlan", ""},
+		{"another backend", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, "host-gw", ""},
+		{"no change since", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, "", ""},
+		{"broken", `{"Network":`, "invalid", ""},
+		{"removed", "", "", `level=ERROR msg="the net-conf file cannot be read; the running config stays, but a restart would fail: restore the file"`},
+		{"still removed", "", "", ""},
+		{"restored", orig, "vxlan", ""},
 	} {
 		buf.Reset()
 		if step.write == "" {
@@ -95,13 +94,23 @@ func TestNetConfWatch(t *testing.T) {
 		} else {
 			os.WriteFile(path, []byte(step.write), 0o644)
 		}
-		w.check()
+		ch, ok := w.check()
+		got := ""
+		switch {
+		case ok && ch.Err != nil:
+			got = "invalid"
+		case ok:
+			got = ch.Config.BackendType
+		}
+		if got != step.sent {
+			t.Errorf("%s: sent %q (err %v), want %q", step.name, got, ch.Err, step.sent)
+		}
 		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 		switch {
-		case step.want == "" && buf.Len() != 0:
+		case step.log == "" && buf.Len() != 0:
 			t.Errorf("%s: logged\n%s", step.name, buf.String())
-		case step.want != "" && (len(lines) != 1 || !strings.Contains(lines[0], step.want)):
-			t.Errorf("%s: logged\n%s\nwant one line with %q", step.name, buf.String(), step.want)
+		case step.log != "" && (len(lines) != 1 || !strings.Contains(lines[0], step.log)):
+			t.Errorf("%s: logged\n%s\nwant one line with %q", step.name, buf.String(), step.log)
 		}
 	}
 }

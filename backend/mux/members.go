@@ -33,7 +33,7 @@ func (m *Mux) Need(ctx context.Context, byType map[string]int) (retired []string
 	}
 	for _, typ := range m.typesLocked() {
 		mb := m.members[typ]
-		if mb == m.primary || byType[typ] > 0 {
+		if mb == m.primary || byType[typ] > 0 || typ == m.held {
 			continue
 		}
 		if mb.idle.IsZero() {
@@ -132,9 +132,19 @@ func (m *Mux) Switch(ctx context.Context, typ string, opts any) (subnet.LeaseAtt
 	m.primary, mb.idle = mb, time.Time{}
 	m.changed = true
 	if old != mb && m.members[old.typ] == old {
-		old.idle = time.Time{} // its grace starts at the next Need
+		m.held = old.typ
 	}
 	return mb.attrs, mb.mtu, nil
+}
+
+// Published tells the Mux that our lease advertises the primary now: the
+// type it advertised before is no longer held (peers that still reach us
+// by it had not seen the new lease; its grace starts with the next Need).
+func (m *Mux) Published() {
+	if mb := m.members[m.held]; mb != nil {
+		mb.idle = time.Time{}
+	}
+	m.held = ""
 }
 
 // restore brings back a member retired by a Switch that failed.

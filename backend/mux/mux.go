@@ -103,7 +103,10 @@ type Mux struct {
 	runCtx  context.Context
 	runErr  chan error
 
-	opts    map[string]any // the last options of each type
+	opts map[string]any // the last options of each type
+	// held is the type our lease advertised before a Switch, kept until
+	// Published: peers reach us by it until they see the new lease.
+	held    string
 	own     subnet.Lease
 	started bool
 	changed bool // membership changed since the last Refresh
