@@ -263,16 +263,19 @@ func runDaemon(ctx context.Context, f flags, stderr io.Writer) error {
 
 func newConfigCmd(stdout, stderr io.Writer, f *flags) *cobra.Command {
 	cfg := &cobra.Command{Use: "config", Short: "Work with net-conf documents"}
-	thisHost := true
+	thisHost, compareStored := true, true
 	check := &cobra.Command{
 		Use:   "check FILE|-",
 		Short: "Validate a net-conf and print the effective config with defaults filled in",
 		Long: "Validate a net-conf and print the effective config with defaults filled in.\n\n" +
 			"On a cluster host it also checks that the pod network holds none of the addresses of the external\n" +
 			"interface, chosen as the daemon chooses it (--iface, --iface-regex, --iface-can-reach, --public-ip);\n" +
-			"give --this-host=false where the hosts' interfaces are not this machine's.",
+			"give --this-host=false where the hosts' interfaces are not this machine's.\n\n" +
+			"When etcd (--etcd-endpoints, --etcd-prefix) holds a net-conf, it also lists how the checked document\n" +
+			"differs from it, and which changes running hosts apply live (the backend) or need a restart;\n" +
+			"give --compare-stored=false to leave etcd alone.",
 		Args: cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			var data []byte
 			var err error
 			if args[0] == "-" {
@@ -297,11 +300,17 @@ func newConfigCmd(stdout, stderr io.Writer, f *flags) *cobra.Command {
 				}
 				fmt.Fprintln(stderr, "this host:", note)
 			}
+			if compareStored {
+				if err := network.CompareStoredConfig(cmd.Context(), f.etcd, data, stderr); err != nil {
+					return err
+				}
+			}
 			_, err = fmt.Fprintf(stdout, "%s\n", out)
 			return err
 		},
 	}
 	check.Flags().BoolVar(&thisHost, "this-host", true, "also check the net-conf against this host's external interface")
+	check.Flags().BoolVar(&compareStored, "compare-stored", true, "also compare the net-conf with the one stored in etcd")
 	cfg.AddCommand(check)
 	return cfg
 }

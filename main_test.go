@@ -172,9 +172,9 @@ func TestConfigCheck(t *testing.T) {
 	if !strings.Contains(errOut, "this host: ") {
 		t.Errorf("no word on the check against this host: %q", errOut)
 	}
-	_, errOut, err = run(t, "", "config", "check", "--this-host=false", file)
-	if err != nil || strings.Contains(errOut, "this host") {
-		t.Errorf("--this-host=false: %v %q", err, errOut)
+	_, errOut, err = run(t, "", "config", "check", "--this-host=false", "--compare-stored=false", file)
+	if err != nil || strings.Contains(errOut, "this host") || strings.Contains(errOut, "stored net-conf") {
+		t.Errorf("--this-host=false --compare-stored=false: %v %q", err, errOut)
 	}
 	for conf, want := range map[string]string{
 		`{"Network":"0.0.0.0/0"}`: "Network: 0.0.0.0/0 is the default route",
@@ -191,6 +191,25 @@ func TestConfigCheck(t *testing.T) {
 	_, _, err = run(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"ipip"}}`, "config", "check", "-")
 	if err == nil || !strings.Contains(err.Error(), `unknown backend type "ipip"; known types: host-gw`) {
 		t.Errorf("unknown backend: %v", err)
+	}
+}
+
+// TestConfigCheckComparesStored: config check compares the document with
+// the net-conf in etcd (network.CompareStoredConfig, tested in network).
+func TestConfigCheckComparesStored(t *testing.T) {
+	srv, err := etcdtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli := srv.Client(t)
+	if _, err := cli.Put(context.Background(), "/coreos.com/network/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err := run(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, "config", "check", "--this-host=false", "--etcd-endpoints", srv.Endpoint, "-")
+	want := "differences from the net-conf stored at /coreos.com/network/config (stored -> checked):\n  Backend.Type: host-gw -> vxlan: applies live\n"
+	if err != nil || errOut != want {
+		t.Errorf("config check: %v, stderr:\n%s\nwant:\n%s", err, errOut, want)
 	}
 }
 

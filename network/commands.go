@@ -1,6 +1,7 @@
 package network
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -47,6 +48,71 @@ func parseNetConf(data []byte) (*subnet.Config, any, []string, error) {
 		return nil, nil, warnings, err
 	}
 	return cfg, opts, warnings, nil
+}
+
+// storedCompareTimeout bounds config check's look at etcd: it is an aside
+// of a check that works offline, so an etcd that is down costs seconds,
+// not a wait.
+const storedCompareTimeout = 10 * time.Second
+
+// CompareStoredConfig tells how data, a valid net-conf, differs from the
+// one stored in etcd: each field that differs, and whether running hosts
+// apply the change live or need a restart (and what to do then). When
+// etcd cannot be reached, or holds no net-conf or an invalid one, it says
+// so in one line. Only an error writing to w is returned.
+func CompareStoredConfig(ctx context.Context, ec etcd.Config, data []byte, w io.Writer) error {
+	cfg, _, err := subnet.ParseConfig(data)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, storedCompareTimeout)
+	defer cancel()
+	cli, err := etcd.Connect(ctx, ec)
+	if err != nil {
+		_, err = fmt.Fprintf(w, "stored net-conf not compared: %v\n", err)
+		return err
+	}
+	defer cli.Close()
+	sm := etcd.NewManager(cli, ec.Prefix, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	raw, stored, _, err := sm.GetConfigRaw(ctx)
+	if err != nil {
+		_, err = fmt.Fprintf(w, "stored net-conf not compared: %v\n", err)
+		return err
+	}
+	prefix := strings.TrimSuffix(sm.ConfigKey(), "/config")
+	return WriteConfigDiff(w, sm.ConfigKey(), prefix, bytes.Equal(raw, data), subnet.DiffConfig(stored, cfg))
+}
+
+// WriteConfigDiff writes the differences from the net-conf stored at key
+// (under prefix, which the advice names) as config check prints them;
+// same is set when the documents are the same bytes.
+func WriteConfigDiff(w io.Writer, key, prefix string, same bool, diffs []subnet.ConfigDiff) error {
+	switch {
+	case same:
+		_, err := fmt.Fprintf(w, "stored net-conf at %s: the same document\n", key)
+		return err
+	case len(diffs) == 0:
+		_, err := fmt.Fprintf(w, "stored net-conf at %s: the same settings, written differently\n", key)
+		return err
+	}
+	fmt.Fprintf(w, "differences from the net-conf stored at %s (stored -> checked):\n", key)
+	for _, d := range diffs {
+		what := "applies live"
+		if !d.Live {
+			what = "needs a restart: " + strings.ReplaceAll(d.Advice(), "<prefix>", prefix)
+		}
+		if _, err := fmt.Fprintf(w, "  %s: %s -> %s: %s\n", d.Field, unsetText(d.Old), unsetText(d.New), what); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func unsetText(s string) string {
+	if s == "" {
+		return "(unset)"
+	}
+	return s
 }
 
 // PrintLeases writes a table of the leases in etcd, each marked with the

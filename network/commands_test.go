@@ -173,3 +173,77 @@ func TestPrintLeasesMarksConflicts(t *testing.T) {
 		t.Errorf("table:\n%s", out.String())
 	}
 }
+
+// TestCompareStoredConfig: config check lists each difference from the
+// net-conf in etcd, live or with what a restart needs (naming the prefix
+// in use); a missing or invalid stored net-conf and the same document
+// are one line each.
+func TestCompareStoredConfig(t *testing.T) {
+	srv, err := etcdtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	cli, ctx := srv.Client(t), t.Context()
+	c := etcd.Config{Endpoints: []string{srv.Endpoint}, Prefix: "/p/net"}
+	const stored = `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":1}}`
+	compare := func(doc string) string {
+		t.Helper()
+		var out bytes.Buffer
+		if err := CompareStoredConfig(ctx, c, []byte(doc), &out); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	if got, want := compare(stored), "stored net-conf not compared: network config not found at /p/net/config\n"; got != want {
+		t.Errorf("no stored net-conf:\n got %q\nwant %q", got, want)
+	}
+	if _, err := cli.Put(ctx, "/p/net/config", stored); err != nil {
+		t.Fatal(err)
+	}
+	got := compare(`{"Network":"10.245.0.0/16","EnableNFTables":true,"Backend":{"Type":"host-gw"}}`)
+	t.Logf("config check:\n%s", got)
+	want := `differences from the net-conf stored at /p/net/config (stored -> checked):
+  Network: 10.244.0.0/16 -> 10.245.0.0/16: needs a restart: Network cannot change while hosts hold leases: restore it, or drain the cluster, delete the leases (under /p/net/subnets/) and restart every host
+  EnableNFTables: false -> true: needs a restart: EnableNFTables: restart each host to change the firewall mode
+  Backend.Type: vxlan -> host-gw: applies live
+  Backend.VNI: 1 -> (unset): applies live
+`
+	if got != want {
+		t.Errorf("differences:\n%s\nwant:\n%s", got, want)
+	}
+	if got, want := compare(stored), "stored net-conf at /p/net/config: the same document\n"; got != want {
+		t.Errorf("same document: %q, want %q", got, want)
+	}
+	if got, want := compare(`{"network": "10.244.0.0/16", "backend": {"type": "VXLAN", "vni": 1}}`),
+		"stored net-conf at /p/net/config: the same settings, written differently\n"; got != want {
+		t.Errorf("same settings: %q, want %q", got, want)
+	}
+	cli.Put(ctx, "/p/net/config", `{"Network":`)
+	if got := compare(stored); !strings.HasPrefix(got, "stored net-conf not compared: invalid net-conf at /p/net/config: ") || strings.Count(got, "\n") != 1 {
+		t.Errorf("invalid stored net-conf: %q", got)
+	}
+}
+
+// TestCompareStoredConfigEtcdDown: an etcd that is down is one line, at
+// once: config check works offline.
+func TestCompareStoredConfigEtcdDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := l.Addr().String()
+	l.Close()
+	start := time.Now()
+	var out bytes.Buffer
+	c := etcd.Config{Endpoints: []string{"http://" + refused}}
+	if err := CompareStoredConfig(t.Context(), c, []byte(`{"Network":"10.244.0.0/16"}`), &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); !strings.HasPrefix(got, "stored net-conf not compared: etcd at http://"+refused+" is unreachable") || strings.Count(got, "\n") != 1 {
+		t.Errorf("etcd down: %q", got)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("an etcd that is down took %v", d)
+	}
+}

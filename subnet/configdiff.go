@@ -3,6 +3,7 @@ package subnet
 import (
 	"bytes"
 	"encoding/json"
+	"math/big"
 	"net/netip"
 	"reflect"
 	"sort"
@@ -42,16 +43,59 @@ func DiffConfig(old, new *Config) []ConfigDiff {
 	}
 	add("EnableIPv4", strconv.FormatBool(old.EnableIPv4), strconv.FormatBool(new.EnableIPv4))
 	add("EnableIPv6", strconv.FormatBool(old.EnableIPv6), strconv.FormatBool(new.EnableIPv6))
-	add("Network", prefixText(old.Network), prefixText(new.Network))
-	add("SubnetLen", lenText(old.SubnetLen), lenText(new.SubnetLen))
-	add("SubnetMin", addrText(old.SubnetMin), addrText(new.SubnetMin))
-	add("SubnetMax", addrText(old.SubnetMax), addrText(new.SubnetMax))
-	add("IPv6Network", prefixText(old.IPv6Network), prefixText(new.IPv6Network))
-	add("IPv6SubnetLen", lenText(old.IPv6SubnetLen), lenText(new.IPv6SubnetLen))
-	add("IPv6SubnetMin", addrText(old.IPv6SubnetMin), addrText(new.IPv6SubnetMin))
-	add("IPv6SubnetMax", addrText(old.IPv6SubnetMax), addrText(new.IPv6SubnetMax))
+	d = append(d, diffPlan("", addrPlan{old.Network, old.SubnetLen, old.SubnetMin, old.SubnetMax},
+		addrPlan{new.Network, new.SubnetLen, new.SubnetMin, new.SubnetMax})...)
+	d = append(d, diffPlan("IPv6", addrPlan{old.IPv6Network, old.IPv6SubnetLen, old.IPv6SubnetMin, old.IPv6SubnetMax},
+		addrPlan{new.IPv6Network, new.IPv6SubnetLen, new.IPv6SubnetMin, new.IPv6SubnetMax})...)
 	add("EnableNFTables", strconv.FormatBool(old.EnableNFTables), strconv.FormatBool(new.EnableNFTables))
 	return append(d, diffBackend(old, new)...)
+}
+
+// addrPlan is one family's address plan: the network, the subnet length
+// and the range hosts lease from.
+type addrPlan struct {
+	network   netip.Prefix
+	subnetLen int
+	min, max  netip.Addr
+}
+
+// diffPlan compares one family's plans; family prefixes the field names
+// ("" or "IPv6"). When the network or the length changes, a bound that is
+// on both sides its plan's default (what ParseConfig fills in when the
+// document does not set it) is a consequence, not a change of its own,
+// and is left out.
+func diffPlan(family string, o, n addrPlan) []ConfigDiff {
+	var d []ConfigDiff
+	add := func(field, ov, nv string) {
+		if ov != nv {
+			d = append(d, ConfigDiff{Field: family + field, Old: ov, New: nv})
+		}
+	}
+	add("Network", prefixText(o.network), prefixText(n.network))
+	add("SubnetLen", lenText(o.subnetLen), lenText(n.subnetLen))
+	oMin, oMax := o.defaultBounds()
+	nMin, nMax := n.defaultBounds()
+	moved := o.network != n.network || o.subnetLen != n.subnetLen
+	if !moved || !oMin || !nMin {
+		add("SubnetMin", addrText(o.min), addrText(n.min))
+	}
+	if !moved || !oMax || !nMax {
+		add("SubnetMax", addrText(o.max), addrText(n.max))
+	}
+	return d
+}
+
+// defaultBounds reports whether min and max are the defaults of the plan's
+// network and length (for a family that is off: unset).
+func (p addrPlan) defaultBounds() (minDefault, maxDefault bool) {
+	if !p.network.IsValid() {
+		return !p.min.IsValid(), !p.max.IsValid()
+	}
+	n := p.network.Masked()
+	if p.subnetLen <= n.Bits() || p.subnetLen > n.Addr().BitLen() {
+		return false, false
+	}
+	return p.min == nthSubnet(n.Addr(), p.subnetLen, big.NewInt(1)).Addr(), p.max == lastSubnet(n, p.subnetLen).Addr()
 }
 
 // diffBackend compares the backends: the type as ParseConfig reads it (in
