@@ -8,10 +8,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// peer is where packets for one lease go: the peer's PublicIP and port.
+// peer is one subnet of a peer lease: where packets for it go (the
+// peer's PublicIP and port) and whom datagrams from it come from.
 type peer struct {
 	addr   netip.AddrPort
 	subnet netip.Prefix
+	// acceptOnly: the lease is of another backend type (vxlan, host-gw),
+	// so no packet goes to the peer through us, but a datagram from it
+	// is accepted: during a backend switch a host that still sees us as
+	// udp sends to us over udp while its own lease already says vxlan.
+	acceptOnly bool
 }
 
 // origin is what a datagram from one peer address and port may carry:
@@ -36,6 +42,8 @@ func (o *origin) owns(src netip.Addr) bool {
 // table is the forwarding table: immutable once published, swapped as a
 // whole (atomic.Pointer), so the packet path reads it without locks. It is
 // family-neutral: lookups go by netip.Addr and the prefix lengths present.
+// routes and origins differ: every peer may send to us (origins), only
+// udp peers get packets from us (routes).
 type table struct {
 	network4, network6 netip.Prefix // the Network (invalid when absent)
 	own4, own6         netip.Prefix // our lease
@@ -45,12 +53,14 @@ type table struct {
 	sources            map[netip.Addr]struct{}    // peers' PublicIPs
 }
 
-func newTable(network4, network6, own4, own6 netip.Prefix, peers []*peer) *table {
+// newTable builds the table of peers; it keeps pointers into peers, which
+// the caller must not change afterwards.
+func newTable(network4, network6, own4, own6 netip.Prefix, peers []peer) *table {
 	t := &table{network4: network4, network6: network6, own4: own4, own6: own6,
 		routes:  make(map[netip.Prefix]*peer, len(peers)),
 		origins: make(map[netip.AddrPort]*origin, len(peers)), sources: make(map[netip.Addr]struct{}, len(peers))}
-	for _, p := range peers {
-		t.routes[p.subnet] = p
+	for i := range peers {
+		p := &peers[i]
 		t.sources[p.addr.Addr()] = struct{}{}
 		o := t.origins[p.addr]
 		if o == nil {
@@ -58,6 +68,10 @@ func newTable(network4, network6, own4, own6 netip.Prefix, peers []*peer) *table
 			t.origins[p.addr] = o
 		}
 		o.subnets = append(o.subnets, p.subnet)
+		if p.acceptOnly {
+			continue
+		}
+		t.routes[p.subnet] = p
 		lens := &t.lens4
 		if p.subnet.Addr().Is6() {
 			lens = &t.lens6

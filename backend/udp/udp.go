@@ -171,9 +171,21 @@ type Backend struct {
 	k         dataplane.Kernel
 	linkIndex atomic.Int64 // flannel0's, once configured
 
+	// devMu guards dev and socks, which Run, its re-creation of flannel0
+	// and Close replace; down says the backend is stopped for good.
+	devMu   sync.Mutex
+	down    atomic.Bool
+	stopRun context.CancelFunc // Run's, while it runs
+
+	// index is flannel0's at the last Refresh (the engine's loop alone
+	// uses it).
+	index     int
+	refreshed bool
+
 	mu      sync.Mutex
 	own     subnet.Lease
-	peers   []*peer
+	tracked map[string]member // by lease key
+	dirty   bool              // tracked changed since the last publish
 	peerLog *backend.PeerLog
 }
 
@@ -195,7 +207,8 @@ func New(ext *backend.ExternalInterface, cfg *subnet.Config, o Options, tu Tunin
 	if tu.NoOffload {
 		w = offloadsWanted{queues: 1}
 	}
-	b := &Backend{ext: ext, cfg: cfg, opts: o, log: log.With("backend", TypeName), want: w, logPeriod: logPeriod, k: dataplane.NewNetlink(nil)}
+	b := &Backend{ext: ext, cfg: cfg, opts: o, log: log.With("backend", TypeName), want: w, logPeriod: logPeriod,
+		k: dataplane.NewNetlink(nil), tracked: map[string]member{}}
 	b.peerLog = backend.NewPeerLog(b.log)
 	if tu.LogPeriod > 0 {
 		b.logPeriod = tu.LogPeriod
@@ -309,86 +322,4 @@ func (b *Backend) apply() (dataplane.Changes, error) {
 	b.mu.Unlock()
 	link := int(b.linkIndex.Load())
 	return dataplane.Apply(b.k, []int{link}, State(b.cfg, own, link))
-}
-
-// Reconcile implements backend.Backend: it rebuilds the forwarding table
-// from peers and makes sure flannel0's addresses and routes are in place.
-func (b *Backend) Reconcile(_ context.Context, peers []subnet.Lease) (dataplane.Changes, error) {
-	b.mu.Lock()
-	var skips []backend.Skip
-	b.peers, skips = Peers(b.cfg, b.opts, peers)
-	b.peerLog.Report(skips)
-	b.publish()
-	b.mu.Unlock()
-	return b.apply()
-}
-
-// Peers turns the leases of udp hosts (the engine's peer set picks them,
-// upstream's among them: they publish no BackendType) into
-// forwarding-table entries: each peer's
-// subnets (both families with dual-stack) to its IPv4 PublicIP and our
-// port. Leases it cannot serve are returned as skips.
-func Peers(cfg *subnet.Config, o Options, leases []subnet.Lease) ([]*peer, []backend.Skip) {
-	var out []*peer
-	var skips []backend.Skip
-	for _, l := range leases {
-		if !l.Subnet.IsValid() || !l.Attrs.PublicIP.Is4() {
-			skips = append(skips, backend.Skip{Peer: l, Reason: "v4", Msg: "ignoring peer without an IPv4 subnet and PublicIP",
-				Attrs: []any{"peer_subnet", l.String(), "peer_ip", l.Attrs.PublicIP}})
-			continue
-		}
-		// Both families go to the peer's IPv4 PublicIP: the underlay of
-		// this backend is IPv4, as upstream's.
-		ap := netip.AddrPortFrom(l.Attrs.PublicIP, uint16(o.Port))
-		out = append(out, &peer{addr: ap, subnet: l.Subnet.Masked()})
-		if cfg.EnableIPv6 && l.IPv6Subnet.IsValid() {
-			out = append(out, &peer{addr: ap, subnet: l.IPv6Subnet.Masked()})
-		}
-	}
-	return out, skips
-}
-
-// publish swaps in a table for the current lease and peers. The caller
-// holds b.mu.
-func (b *Backend) publish() {
-	var own4, own6, net6 netip.Prefix
-	if b.own.Subnet.IsValid() {
-		own4 = b.own.Subnet.Masked()
-	}
-	if b.cfg.EnableIPv6 {
-		net6 = b.cfg.IPv6Network
-		if b.own.IPv6Subnet.IsValid() {
-			own6 = b.own.IPv6Subnet.Masked()
-		}
-	}
-	b.table.Store(newTable(b.cfg.Network, net6, own4, own6, b.peers))
-}
-
-// recreateDevice opens flannel0 anew with the offloads of the first one and
-// gives it back its MTU, addresses and route.
-func (b *Backend) recreateDevice() error {
-	dev, err := openTun(DeviceName, b.want, b.log)
-	if err != nil {
-		return err
-	}
-	if len(dev.queues) > len(b.socks) {
-		for _, q := range dev.queues[len(b.socks):] {
-			q.f.Close()
-		}
-		dev.queues = dev.queues[:len(b.socks)]
-	}
-	b.dev = dev
-	b.mu.Lock()
-	own := b.own
-	b.mu.Unlock()
-	if own.Subnet.IsValid() {
-		if err := b.configureDevice(); err != nil {
-			return err
-		}
-		if _, err := b.apply(); err != nil {
-			return err
-		}
-	}
-	b.log.Info("TUN device re-created", "dev", DeviceName, "queues", len(dev.queues), "vnet_hdr", dev.vnet, "tso", dev.tso)
-	return nil
 }
