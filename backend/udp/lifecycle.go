@@ -44,7 +44,7 @@ func (b *Backend) recreateDevice() error {
 	}
 	if len(dev.queues) > len(b.socks) {
 		for _, q := range dev.queues[len(b.socks):] {
-			q.f.Close()
+			q.Close()
 		}
 		dev.queues = dev.queues[:len(b.socks)]
 	}

@@ -92,8 +92,11 @@ func (b *Backend) Run(ctx context.Context) error {
 	b.stopRun = cancel
 	prepared := b.dev != nil
 	b.devMu.Unlock()
-	if !prepared {
-		return fmt.Errorf("udp backend: Run before Prepare, or after Close")
+	switch {
+	case b.down.Load():
+		return nil // closed already: nothing to run
+	case !prepared:
+		return fmt.Errorf("udp backend: Run before Prepare")
 	}
 	defer b.shutdown()
 	for {
