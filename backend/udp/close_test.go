@@ -124,6 +124,13 @@ func TestCloseFreesDeviceAndPort(t *testing.T) {
 		}
 	}
 
+	secondBackend(t, ext)
+}
+
+// secondBackend prepares a backend on the port a closed one freed, and
+// Closes it while it runs: Run returns, flannel0 and the port go.
+func secondBackend(t *testing.T, ext *backend.ExternalInterface) {
+	ctx := context.Background()
 	var logs2 bytes.Buffer
 	b2 := closeBackend(t, ext, &logs2)
 	if _, err := b2.Prepare(ctx); err != nil {
@@ -135,7 +142,7 @@ func TestCloseFreesDeviceAndPort(t *testing.T) {
 	if _, err := b2.Start(ctx, lease("10.244.1.0/24", "192.168.77.1", TypeName)); err != nil {
 		t.Fatal(err)
 	}
-	done = runBackend(ctx, b2)
+	done := runBackend(ctx, b2)
 	sendThroughTun(t, b2, netip.MustParseAddrPort("10.244.2.9:9"))
 	if err := b2.Close(); err != nil {
 		t.Errorf("Close while running: %v", err)

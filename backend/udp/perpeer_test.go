@@ -102,19 +102,26 @@ func TestReconcilerMixed(t *testing.T) {
 	}
 	// The udp peer switches to vxlan: no more packets to it over udp, but
 	// what it still sends over udp is taken.
+	switchToVXLAN(t, b, r)
+	if got := k.Dump(); got != kernel || len(k.Calls) != calls {
+		t.Errorf("the kernel changed with the peers:\n%s\ncalls %v", got, k.Calls[calls:])
+	}
+}
+
+// switchToVXLAN updates peer 10.244.2.0/24 to a vxlan lease: its route
+// goes, its right to send stays.
+func switchToVXLAN(t *testing.T, b *Backend, r *backend.Reconciler) {
+	t.Helper()
 	moved := lease("10.244.2.0/24", "192.168.50.12", "vxlan")
 	if _, err := r.Update([]subnet.Lease{moved}, nil); err != nil {
 		t.Fatal(err)
 	}
-	tb = b.table.Load()
+	tb := b.table.Load()
 	if p := tb.lookup(netip.MustParseAddr("10.244.2.7")); p != nil {
 		t.Errorf("a peer switched to vxlan still gets packets over udp: %s", p.addr)
 	}
 	if o, _ := tb.origin(netip.MustParseAddrPort("192.168.50.12:9000")); o == nil || !o.owns(netip.MustParseAddr("10.244.2.7")) {
 		t.Errorf("a peer switched to vxlan may no longer send: %+v", o)
-	}
-	if got := k.Dump(); got != kernel || len(k.Calls) != calls {
-		t.Errorf("the kernel changed with the peers:\n%s\ncalls %v", got, k.Calls[calls:])
 	}
 }
 
