@@ -18,14 +18,14 @@ const maxDrain = 256
 const reconcileRetry = time.Second
 
 // How lease changes reach the kernel. A backend whose state is per peer
-// (backend.PerPeer: host-gw, vxlan) is driven through a
+// (backend.PerPeer: host-gw, vxlan, udp) is driven through a
 // backend.Reconciler: the first event after a quiet moment is applied at
 // once, as a diff of the peers it changed (no kernel dump), and the
 // events that queued up meanwhile are folded into the next pass, so the
 // loop coalesces under load only. The full comparison with the kernel
 // (every part, one dump of each table) runs on the first batch, on the
 // periodic resync, after our lease changed, and after a failed diff.
-// Other backends (udp) get the whole peer set each time; for them the
+// Other backends (wireguard) get the whole peer set each time; for them the
 // first event after a quiet coalesceWindow is applied at once too, and
 // later ones wait out the rest of the window.
 

@@ -2,8 +2,12 @@ package udp
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"net/netip"
 	"testing"
+
+	"github.com/flanneld-go/flannel/subnet"
 )
 
 func BenchmarkChecksum64K(b *testing.B) {
@@ -37,6 +41,37 @@ func BenchmarkCoalesce(b *testing.B) {
 			co.add(s)
 		}
 		co.finish()
+	}
+}
+
+// BenchmarkCommit10k: one peer changes among 10,000 dual-stack peers (a
+// tenth of them vxlan, accepted but not forwarded to), and the table is
+// rebuilt and published: the cost of one incremental pass.
+func BenchmarkCommit10k(b *testing.B) {
+	x := testBackend(io.Discard)
+	var peers []subnet.Lease
+	for i := range 10000 {
+		typ := TypeName
+		if i%10 == 0 {
+			typ = "vxlan"
+		}
+		p := lease(fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256), fmt.Sprintf("192.168.%d.%d", i/250, 1+i%250), typ)
+		p.IPv6Subnet = netip.MustParsePrefix(fmt.Sprintf("fd00:244:%x::/64", i))
+		peers = append(peers, p)
+		x.Track(p)
+	}
+	x.Commit()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		p := peers[i%len(peers)]
+		p.Attrs.PublicIP = netip.MustParseAddr(fmt.Sprintf("192.168.100.%d", 1+i%200))
+		i++
+		x.Track(p)
+		x.Commit()
+	}
+	if n := len(x.table.Load().routes); n != 2*9000 {
+		b.Fatalf("%d routes, want 18000", n)
 	}
 }
 

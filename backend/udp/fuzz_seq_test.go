@@ -320,7 +320,7 @@ func peerTable() *table {
 	us := netip.MustParseAddrPort("192.168.50.11:8285")
 	return newTable(netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:244::/56"),
 		netip.MustParsePrefix("10.244.2.0/24"), netip.MustParsePrefix("fd00:244:0:2::/64"),
-		[]*peer{{addr: us, subnet: netip.MustParsePrefix("10.244.1.0/24")}, {addr: us, subnet: netip.MustParsePrefix("fd00:244:0:1::/64")}})
+		[]peer{{addr: us, subnet: netip.MustParsePrefix("10.244.1.0/24")}, {addr: us, subnet: netip.MustParsePrefix("fd00:244:0:1::/64")}})
 }
 
 // FuzzSplitRoundTrip: a TSO super-packet from the TUN (either family, any

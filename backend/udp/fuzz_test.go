@@ -45,7 +45,7 @@ func FuzzAcceptFromWire(f *testing.F) {
 			}
 			return
 		}
-		o := tb.origins[src]
+		o, _ := tb.origin(src)
 		if o == nil || !tb.ours(in.dst) || !o.owns(in.src) {
 			t.Fatalf("accepted %+v from %s", in, src)
 		}

@@ -120,13 +120,13 @@ func pattern(n int) []byte {
 }
 
 func testTable() *table {
-	mk := func(sn, ip string) *peer {
+	mk := func(sn, ip string) peer {
 		ap := netip.AddrPortFrom(netip.MustParseAddr(ip), DefaultPort)
-		return &peer{addr: ap, subnet: netip.MustParsePrefix(sn)}
+		return peer{addr: ap, subnet: netip.MustParsePrefix(sn)}
 	}
 	return newTable(netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:244::/56"),
 		netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00:244:0:1::/64"),
-		[]*peer{mk("10.244.2.0/24", "192.168.50.12"), mk("10.244.3.0/24", "192.168.50.13"), mk("fd00:244:0:2::/64", "192.168.50.12")})
+		[]peer{mk("10.244.2.0/24", "192.168.50.12"), mk("10.244.3.0/24", "192.168.50.13"), mk("fd00:244:0:2::/64", "192.168.50.12")})
 }
 
 // tcp6 builds an IPv6 TCP packet with a valid checksum (hop limit 64,

@@ -40,62 +40,79 @@ func (b *Backend) openQueues(ctx context.Context) error {
 		return err
 	}
 	addr := netip.AddrPortFrom(b.ext.Addr, uint16(b.opts.Port))
-	if err := b.openSockets(ctx, addr, len(dev.queues)); err != nil {
+	socks, err := b.openSockets(ctx, addr, len(dev.queues))
+	if err != nil {
 		dev.close()
 		return fmt.Errorf("udp backend: listening on %s: %w", addr, err)
 	}
-	b.dev = dev
+	b.devMu.Lock()
+	b.dev, b.socks = dev, socks
+	b.devMu.Unlock()
 	b.gso.Store(b.want.vnet)
 	for range 2 * len(dev.queues) {
 		b.counters = append(b.counters, &counters{})
 	}
 	b.log.Info("udp backend ready", "dev", DeviceName, "listen", addr, "queues", len(dev.queues),
-		"vnet_hdr", dev.vnet, "tso", dev.tso, "udp_gso", b.gso.Load(), "udp_gro", b.socks[0].gro && dev.vnet)
+		"vnet_hdr", dev.vnet, "tso", dev.tso, "udp_gso", b.gso.Load(), "udp_gro", socks[0].gro && dev.vnet)
 	return nil
 }
 
 // openSockets binds n sockets to addr (with SO_REUSEPORT when n > 1), with
 // UDP_GRO when offloads are wanted; on failure it closes those it opened.
-func (b *Backend) openSockets(ctx context.Context, addr netip.AddrPort, n int) error {
+func (b *Backend) openSockets(ctx context.Context, addr netip.AddrPort, n int) ([]*udpSock, error) {
+	var socks []*udpSock
 	for i := range n {
 		s, err := listenUDP(ctx, addr, n > 1)
 		if err != nil {
-			b.closeSockets()
-			return err
+			for _, s := range socks {
+				s.conn.Close()
+			}
+			return nil, err
 		}
 		if b.want.vnet {
 			if err := s.enableGRO(); err != nil && i == 0 {
 				b.log.Warn("UDP GRO refused by the kernel; received datagrams are not coalesced", "error", err)
 			}
 		}
-		b.socks = append(b.socks, s)
+		socks = append(socks, s)
 	}
-	return nil
+	return socks, nil
 }
 
 // Run implements backend.Runner: the packet path, one sender and one
-// receiver goroutine per queue, until ctx is done; then the device and
-// sockets are closed (flannel0 goes away with them). If flannel0 is
-// deleted while the daemon runs (by hand, say), Run re-creates and
-// re-configures it and goes on, as the vxlan backend does with its device.
+// receiver goroutine per queue, until ctx is done or Close is called; then
+// the backend is stopped for good (shutdown: flannel0 goes away with its
+// queues, the port is free). If flannel0 is deleted while the daemon runs
+// (by hand, say), Run re-creates and re-configures it and goes on, as the
+// vxlan backend does with its device.
 func (b *Backend) Run(ctx context.Context) error {
-	if b.dev == nil {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b.devMu.Lock()
+	b.stopRun = cancel
+	prepared := b.dev != nil
+	b.devMu.Unlock()
+	switch {
+	case b.down.Load():
+		return nil // closed already: nothing to run
+	case !prepared:
 		return fmt.Errorf("udp backend: Run before Prepare")
 	}
-	defer func() {
-		b.closeSockets()
-		b.dev.close()
-	}()
+	defer b.shutdown()
 	for {
-		err := b.runQueues(ctx)
-		if ctx.Err() != nil {
+		dev, socks := b.devices()
+		if dev == nil || ctx.Err() != nil {
+			return nil
+		}
+		err := b.runQueues(ctx, dev, socks)
+		if ctx.Err() != nil || b.down.Load() {
 			return nil
 		}
 		if !errors.Is(err, errDeviceGone) {
 			return err
 		}
 		b.log.Warn("TUN device deleted while running (by hand?); re-creating it", "dev", DeviceName)
-		if rerr := b.recreateDevice(); rerr != nil {
+		if rerr := b.replaceDevice(dev); rerr != nil {
 			return fmt.Errorf("udp backend: %s was deleted and re-creating it failed; exiting so that a restart recreates it: %w", DeviceName, rerr)
 		}
 	}
@@ -104,15 +121,15 @@ func (b *Backend) Run(ctx context.Context) error {
 // errDeviceGone: a packet loop stopped because flannel0 no longer exists.
 var errDeviceGone = errors.New("the TUN device is gone")
 
-// runQueues runs the packet loops on the current device, and the counter
+// runQueues runs the packet loops on dev and socks, and the counter
 // logger, until ctx is done or a loop fails; it stops the others before
 // returning.
-func (b *Backend) runQueues(ctx context.Context) error {
+func (b *Backend) runQueues(ctx context.Context, dev *device, socks []*udpSock) error {
 	g, gctx := errgroup.WithContext(ctx)
-	n := min(len(b.dev.queues), len(b.socks))
-	for i, q := range b.dev.queues[:n] {
-		snd := newSender(b, q, b.socks[i], b.counters[2*i])
-		rcv := newReceiver(b, q, b.socks[i], b.counters[2*i+1], b.dev.vnet)
+	n := min(len(dev.queues), len(socks))
+	for i, q := range dev.queues[:n] {
+		snd := newSender(b, q, socks[i], b.counters[2*i])
+		rcv := newReceiver(b, q, socks[i], b.counters[2*i+1], dev.vnet)
 		g.Go(func() error { return b.packetLoop(gctx, "send", snd.run) })
 		g.Go(func() error { return b.packetLoop(gctx, "receive", rcv.run) })
 	}
@@ -121,20 +138,19 @@ func (b *Backend) runQueues(ctx context.Context) error {
 		<-gctx.Done()
 		if ctx.Err() != nil {
 			// Shutdown: closing unblocks every loop.
-			b.closeSockets()
-			b.dev.close()
+			b.shutdown()
 			return nil
 		}
 		// A loop failed: wake the receivers blocked on their sockets
 		// (which stay open for the next device) and close the queues.
-		for _, s := range b.socks {
+		for _, s := range socks {
 			s.conn.SetReadDeadline(time.Unix(1, 0))
 		}
-		b.dev.close()
+		dev.close()
 		return nil
 	})
 	err := g.Wait()
-	for _, s := range b.socks {
+	for _, s := range socks {
 		s.conn.SetReadDeadline(time.Time{})
 	}
 	return err
@@ -142,7 +158,7 @@ func (b *Backend) runQueues(ctx context.Context) error {
 
 func (b *Backend) packetLoop(ctx context.Context, dir string, run func() error) error {
 	err := run()
-	if ctx.Err() != nil || closedErr(err) {
+	if ctx.Err() != nil || b.down.Load() || closedErr(err) {
 		return nil
 	}
 	if errors.Is(err, unix.EBADFD) || !linkExists(DeviceName) {
@@ -192,15 +208,10 @@ func (b *Backend) Stats() Stats {
 }
 
 // firstError logs the first failure of a kind; the counters count them all.
+// Once the backend is stopped, errors are its closing descriptors: none is
+// logged.
 func (b *Backend) firstError(flag *atomic.Bool, msg string, err error) {
-	if flag.CompareAndSwap(false, true) {
+	if !b.down.Load() && flag.CompareAndSwap(false, true) {
 		b.log.Warn(msg+" (logged once; see the drop counters)", "error", err)
 	}
-}
-
-func (b *Backend) closeSockets() {
-	for _, s := range b.socks {
-		s.conn.Close()
-	}
-	b.socks = nil
 }

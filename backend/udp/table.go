@@ -8,10 +8,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// peer is where packets for one lease go: the peer's PublicIP and port.
+// peer is one subnet of a peer lease: where packets for it go (the
+// peer's PublicIP and port) and whom datagrams from it come from.
 type peer struct {
 	addr   netip.AddrPort
 	subnet netip.Prefix
+	// acceptOnly: the lease is of another backend type (vxlan, host-gw),
+	// so no packet goes to the peer through us, but a datagram from it
+	// is accepted: during a backend switch a host that still sees us as
+	// udp sends to us over udp while its own lease already says vxlan.
+	acceptOnly bool
 }
 
 // origin is what a datagram from one peer address and port may carry:
@@ -36,34 +42,46 @@ func (o *origin) owns(src netip.Addr) bool {
 // table is the forwarding table: immutable once published, swapped as a
 // whole (atomic.Pointer), so the packet path reads it without locks. It is
 // family-neutral: lookups go by netip.Addr and the prefix lengths present.
+// routes and origins differ: every peer may send to us (origins), only
+// udp peers get packets from us (routes).
 type table struct {
 	network4, network6 netip.Prefix // the Network (invalid when absent)
 	own4, own6         netip.Prefix // our lease
 	lens4, lens6       []int        // distinct subnet lengths of the routes, longest first
 	routes             map[netip.Prefix]*peer
-	origins            map[netip.AddrPort]*origin // who may send to us, from which port
-	sources            map[netip.Addr]struct{}    // peers' PublicIPs
+	origins            map[netip.Addr]*origin // who may send to us (by PublicIP), from which port
 }
 
-func newTable(network4, network6, own4, own6 netip.Prefix, peers []*peer) *table {
+// newTable builds the table of peers, which all have the backend port; it
+// keeps pointers into peers, which the caller must not change afterwards.
+// It is rebuilt on every change of the peer set (Commit), so it does
+// little besides filling the two maps: the peers, the origins and their
+// subnets live in three arrays, and the subnets of one PublicIP that come
+// one after the other in peers (a lease's) share one slice of them.
+func newTable(network4, network6, own4, own6 netip.Prefix, peers []peer) *table {
 	t := &table{network4: network4, network6: network6, own4: own4, own6: own6,
-		routes:  make(map[netip.Prefix]*peer, len(peers)),
-		origins: make(map[netip.AddrPort]*origin, len(peers)), sources: make(map[netip.Addr]struct{}, len(peers))}
-	for _, p := range peers {
-		t.routes[p.subnet] = p
-		t.sources[p.addr.Addr()] = struct{}{}
-		o := t.origins[p.addr]
-		if o == nil {
-			o = &origin{addr: p.addr}
-			t.origins[p.addr] = o
+		routes: make(map[netip.Prefix]*peer, len(peers)), origins: make(map[netip.Addr]*origin, len(peers))}
+	origins := make([]origin, 0, len(peers))
+	subnets := make([]netip.Prefix, len(peers))
+	var o *origin
+	for i := range peers {
+		p := &peers[i]
+		subnets[i] = p.subnet
+		if o == nil || o.addr != p.addr { // a lease's subnets come one after the other
+			o = t.origins[p.addr.Addr()]
 		}
-		o.subnets = append(o.subnets, p.subnet)
-		lens := &t.lens4
-		if p.subnet.Addr().Is6() {
-			lens = &t.lens6
+		switch {
+		case o == nil:
+			origins = append(origins, origin{addr: p.addr, subnets: subnets[i : i+1]})
+			o = &origins[len(origins)-1]
+			t.origins[p.addr.Addr()] = o
+		case &o.subnets[len(o.subnets)-1] == &subnets[i-1]:
+			o.subnets = o.subnets[:len(o.subnets)+1] // the next one in subnets
+		default:
+			o.subnets = append(slices.Clip(o.subnets), p.subnet)
 		}
-		if !slices.Contains(*lens, p.subnet.Bits()) {
-			*lens = append(*lens, p.subnet.Bits())
+		if !p.acceptOnly {
+			t.addRoute(p)
 		}
 	}
 	for _, l := range []*[]int{&t.lens4, &t.lens6} {
@@ -71,6 +89,17 @@ func newTable(network4, network6, own4, own6 netip.Prefix, peers []*peer) *table
 		slices.Reverse(*l)
 	}
 	return t
+}
+
+func (t *table) addRoute(p *peer) {
+	t.routes[p.subnet] = p
+	lens := &t.lens4
+	if p.subnet.Addr().Is6() {
+		lens = &t.lens6
+	}
+	if !slices.Contains(*lens, p.subnet.Bits()) {
+		*lens = append(*lens, p.subnet.Bits())
+	}
 }
 
 // lookup returns the peer whose subnet holds dst, or nil.
@@ -92,10 +121,7 @@ func (t *table) lookup(dst netip.Addr) *peer {
 }
 
 // isPeer reports whether a datagram's source address belongs to a peer.
-func (t *table) isPeer(src netip.Addr) bool {
-	_, ok := t.sources[src]
-	return ok
-}
+func (t *table) isPeer(src netip.Addr) bool { return t.origins[src] != nil }
 
 // origin returns what a datagram from src may carry, or nil and the drop
 // reason: dropNotPeer when src is no peer's PublicIP, dropWrongPort when
@@ -103,13 +129,14 @@ func (t *table) isPeer(src netip.Addr) bool {
 // they listen on (upstream's udp backend too), so a datagram from another
 // port is not one of theirs.
 func (t *table) origin(src netip.AddrPort) (*origin, int) {
-	if o := t.origins[src]; o != nil {
+	switch o := t.origins[src.Addr()]; {
+	case o == nil:
+		return nil, dropNotPeer
+	case o.addr.Port() != src.Port():
+		return nil, dropWrongPort
+	default:
 		return o, 0
 	}
-	if t.isPeer(src.Addr()) {
-		return nil, dropWrongPort
-	}
-	return nil, dropNotPeer
 }
 
 // inNetwork reports whether dst is inside the cluster Network.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -26,9 +27,10 @@ const (
 // tunIO. Every read and write goes through rc so the descriptor cannot be
 // closed and reused under a system call.
 type tunQueue struct {
-	f    *os.File
-	rc   syscall.RawConn
-	vnet bool // IFF_VNET_HDR: each packet starts with a virtio_net_hdr
+	f      *os.File
+	rc     syscall.RawConn
+	vnet   bool        // IFF_VNET_HDR: each packet starts with a virtio_net_hdr
+	closed atomic.Bool // Close was called: a poller error means that
 
 	// Read's arguments and results, for readFn (a method value made once:
 	// a closure per call would allocate).
@@ -173,7 +175,7 @@ func linkExists(name string) bool {
 func (d *device) close() error {
 	var errs []error
 	for _, q := range d.queues {
-		errs = append(errs, q.f.Close())
+		errs = append(errs, q.Close())
 	}
 	return errors.Join(errs...)
 }
@@ -184,12 +186,25 @@ var _ tunIO = (*tunQueue)(nil)
 func (q *tunQueue) BatchSize() int { return readBatch }
 
 // Close implements tunIO.
-func (q *tunQueue) Close() error { return q.f.Close() }
+func (q *tunQueue) Close() error {
+	q.closed.Store(true)
+	return q.f.Close()
+}
+
+// pollerErr is what an error of the poller means: the queue was closed,
+// or (no deadline is ever set on it) the poller saw EPOLLERR, which is how
+// the kernel tells a queue waiting for packets that its device was
+// deleted; the read(2) would say EBADFD.
+func (q *tunQueue) pollerErr() error {
+	if q.closed.Load() {
+		return os.ErrClosed
+	}
+	return unix.EBADFD
+}
 
 // Read implements tunIO: read(2) until the queue is empty or bufs are
-// full, waiting in the poller while there is nothing to read. Any error of
-// the poller means the file was closed (no deadline is ever set on it) and
-// is returned as os.ErrClosed.
+// full, waiting in the poller while there is nothing to read. An error of
+// the poller comes back as os.ErrClosed or EBADFD (pollerErr).
 func (q *tunQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	q.rbufs, q.rsizes, q.roff = bufs[:min(len(bufs), len(sizes))], sizes, offset
 	q.nread, q.rerr = 0, nil
@@ -199,7 +214,7 @@ func (q *tunQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	case q.nread > 0:
 		return q.nread, nil // an error after them shows on the next call
 	case err != nil:
-		return 0, os.ErrClosed
+		return 0, q.pollerErr()
 	}
 	return 0, q.rerr
 }
@@ -252,7 +267,7 @@ func (q *tunQueue) Write(pkts [][][]byte) (int, error) {
 		}
 		q.niov, q.werr = len(p), 0
 		if err := q.rc.Write(q.writeFn); err != nil {
-			return i, os.ErrClosed
+			return i, q.pollerErr()
 		}
 		if q.werr != 0 {
 			return i, q.werr
