@@ -253,7 +253,7 @@ func startPingStream(t *testing.T, ctx context.Context, src *testbed.Pod, dst ne
 func startPingStreamEvery(t *testing.T, ctx context.Context, src *testbed.Pod, dst netip.Addr, interval string) *pingStream {
 	t.Helper()
 	p := &pingStream{done: make(chan struct{})}
-	p.cmd = exec.CommandContext(ctx, "ip", "netns", "exec", src.NS, "ping", "-i", interval, "-W", "1", dst.String())
+	p.cmd = exec.CommandContext(ctx, "ip", "netns", "exec", src.NS, "ping", "-D", "-i", interval, "-W", "1", dst.String())
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -164,4 +164,4 @@ func TestLiveSwitchDualStack(t *testing.T) {
 	}
 }
 
-var liveSwitchOrder = []string{"host-gw", "vxlan"}
+var liveSwitchOrder = []string{"host-gw", "udp", "vxlan"}

@@ -142,7 +142,12 @@ func (l *loop) bringUp() {
 	sw.attrs, sw.mtu = attrs, mtu
 	e.log.Info("new backend up beside the old one; re-publishing the lease", "backend", sw.from, "new_backend", sw.cfg.BackendType,
 		"subnet", e.lease.String(), "mtu", mtu)
+	// Every part now, before anyone learns of the new backend: the new
+	// member's host state (flannel0's route, the VTEP's address) and its
+	// table of peers (udp accepts datagrams only from peers it knows) are
+	// in place when the first peer reaches us by it.
 	l.needFull = true
+	l.reconcile()
 	l.startRepublish()
 }
 

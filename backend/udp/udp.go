@@ -327,12 +327,28 @@ func State(cfg *subnet.Config, own subnet.Lease, link int) dataplane.State {
 	return s
 }
 
-// apply makes the kernel hold State; routes of ours (proto 98) that are
-// not in it, such as a previous backend's, go.
+// apply puts State in the kernel (Start, and a re-created device) and
+// deletes nothing but flannel0's stale addresses: the other proto 98
+// routes may be another backend's, serving peers beside udp during a
+// switch (backend/mux), and deleting them would send those peers'
+// traffic into flannel0, which has no entry for them, until the next
+// full pass. Routes nobody wants go with that pass.
+// Equivalent to: ip addr replace ... dev flannel0; ip route replace <Network> dev flannel0 proto 98
 func (b *Backend) apply() (dataplane.Changes, error) {
 	b.mu.Lock()
 	own := b.own
 	b.mu.Unlock()
 	link := int(b.linkIndex.Load())
-	return dataplane.Apply(b.k, []int{link}, State(b.cfg, own, link))
+	want := State(b.cfg, own, link)
+	ch, err := dataplane.ApplyAddrs(b.k, []int{link}, want.Addrs)
+	if err != nil {
+		return ch, err
+	}
+	for _, r := range want.Routes {
+		if err := b.k.RouteReplace(r); err != nil {
+			return ch, fmt.Errorf("ip route replace %s dev %s proto 98: %w", r.Dst, DeviceName, err)
+		}
+		ch.RoutesSet++
+	}
+	return ch, nil
 }
