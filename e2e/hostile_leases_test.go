@@ -1,17 +1,11 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
-	"os/exec"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -225,24 +219,8 @@ func hostileDump(t *testing.T, ctx context.Context, h *testbed.Host, typ string)
 	return strings.Join(lines, "\n")
 }
 
-// pingStream is a stream of pings (every 20 ms) from a pod, stopped with SIGINT.
-type pingStream struct {
-	cmd  *exec.Cmd
-	out  streamBuf
-	done chan struct{}
-}
-
-type streamBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *streamBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *streamBuf) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+// pingStream is a testbed.PingStream ended by the test.
+type pingStream struct{ *testbed.PingStream }
 
 func startPingStream(t *testing.T, ctx context.Context, src *testbed.Pod, dst netip.Addr) *pingStream {
 	t.Helper()
@@ -252,43 +230,21 @@ func startPingStream(t *testing.T, ctx context.Context, src *testbed.Pod, dst ne
 // startPingStreamEvery starts a stream of pings every interval seconds.
 func startPingStreamEvery(t *testing.T, ctx context.Context, src *testbed.Pod, dst netip.Addr, interval string) *pingStream {
 	t.Helper()
-	p := &pingStream{done: make(chan struct{})}
-	p.cmd = exec.CommandContext(ctx, "ip", "netns", "exec", src.NS, "ping", "-D", "-i", interval, "-W", "1", dst.String())
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	if err := p.cmd.Start(); err != nil {
+	s, err := src.StartPingStream(ctx, dst, interval)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.cmd.Process.Kill(); <-p.done })
-	// The stream counts only once it flows.
-	waitFor(t, "ping stream "+src.Name+" -> "+dst.String()+" answered", 5*time.Second, func() bool { return strings.Contains(p.out.String(), "icmp_seq=") })
-	return p
+	t.Cleanup(s.Kill)
+	return &pingStream{s}
 }
 
-var hostileICMPSeq = regexp.MustCompile(`bytes from [^ ]+ icmp_seq=(\d+) `)
-
-// stop ends the stream and returns the replies and the sequence numbers
-// missing up to the last reply (the packet in flight at the stop is not
-// a loss).
+// stop ends the stream and returns the replies and the lost sequence
+// numbers.
 func (p *pingStream) stop(t *testing.T) (replies int, lost []int) {
 	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("ping did not stop on SIGINT")
+	replies, lost, err := p.Stop()
+	if err != nil {
+		t.Fatal(err)
 	}
-	seen := map[int]bool{}
-	last := 0
-	for _, m := range hostileICMPSeq.FindAllStringSubmatch(p.out.String(), -1) {
-		n, _ := strconv.Atoi(m[1])
-		seen[n] = true
-		last = max(last, n)
-	}
-	for n := 1; n <= last; n++ {
-		if !seen[n] {
-			lost = append(lost, n)
-		}
-	}
-	return len(seen), lost
+	return replies, lost
 }

@@ -70,7 +70,8 @@ func TestHostileNetConf(t *testing.T) {
 				}
 			}
 
-			// The running hosts never noticed.
+			// The running hosts refused both net-confs, and kept their
+			// data plane as it was.
 			if dataplane(h1) != before1 || dataplane(h2) != before2 {
 				t.Errorf("a running host's data plane changed while h3 was refused:\nh1 before:\n%s\nh1 after:\n%s\nh2 before:\n%s\nh2 after:\n%s",
 					before1, dataplane(h1), before2, dataplane(h2))
@@ -88,9 +89,18 @@ func TestHostileNetConf(t *testing.T) {
 			}
 			stopPings()
 			pingMesh(t, ctx, tb)
-			for _, h := range tb.Hosts() {
-				if strings.Contains(h.Log(), "level=ERROR") && h != h3 {
-					t.Errorf("%s logged errors:\n%s", h.Name, h.Log())
+			for _, h := range []*testbed.Host{h1, h2} {
+				var refused, other int
+				for _, l := range strings.Split(h.Log(), "\n") {
+					switch {
+					case strings.Contains(l, `level=ERROR msg="net-conf change refused"`):
+						refused++
+					case strings.Contains(l, "level=ERROR"):
+						other++
+					}
+				}
+				if refused != 2 || other != 0 {
+					t.Errorf("%s logged %d refusals (want 2, one per bad net-conf) and %d other errors:\n%s", h.Name, refused, other, h.Log())
 				}
 			}
 		})

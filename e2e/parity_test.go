@@ -73,14 +73,17 @@ func TestUpstreamFlags(t *testing.T) {
 		t.Logf("h2 (default) has no --random-fully; this iptables may lack it:\n%s", m)
 	}
 
-	// A change of the file is reported; the running config stays.
+	// A change of the file is applied live, as one of the etcd key.
 	if err := os.WriteFile(conf(h1), []byte(netconf(hostGW)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "h1 reports the changed net-conf file", 20*time.Second, func() bool {
-		return strings.Contains(h1.Log(), `msg="the net-conf file changed; restart flanneld to apply it (as for a change of the etcd key)"`)
+	waitFor(t, "h1 switches to host-gw from its net-conf file", 20*time.Second, func() bool {
+		return strings.Contains(h1.Log(), `msg="backend switched" backend=host-gw`)
 	})
 	os.WriteFile(conf(h1), []byte(netconf(vxlanBackend)), 0o644)
+	waitFor(t, "h1 switches back to vxlan", 20*time.Second, func() bool {
+		return strings.Contains(h1.Log(), `msg="backend switched" backend=vxlan`)
+	})
 
 	// Without the flag, the blackhole goes.
 	if err := h1.StopDaemon(); err != nil {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -165,3 +167,119 @@ func TestLiveSwitchDualStack(t *testing.T) {
 }
 
 var liveSwitchOrder = []string{"host-gw", "udp", "vxlan"}
+
+// Changes that cannot be applied live, invalid documents and a switch to
+// wireguard are refused with one error line on every host; /readyz says
+// why, the running backend and its data plane stay (no ping lost), and
+// flanneld config check says which differences would apply live. Putting
+// the running net-conf back makes the hosts ready again.
+func TestLiveSwitchRefused(t *testing.T) {
+	ctx := ctxFor(t, 2*time.Minute)
+	tb := newCluster(t, ctx, `{"Type":"vxlan"}`, 2, 1, testbed.Options{}, "--healthz-port", "9100", "--healthz-ip", "127.0.0.1")
+	pingMesh(t, ctx, tb)
+	hosts := tb.Hosts()
+	s := startMeshStreams(t, ctx, tb, "0.01", podAddr4)
+	renumbered := `{"Network":"10.245.0.0/16","Backend":{"Type":"host-gw"}}`
+	file := filepath.Join(tb.WorkDir(), "renumbered.json")
+	if err := os.WriteFile(file, []byte(renumbered), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := hosts[0].Exec(ctx, tb.FlanneldBin(), "config", "check", "--etcd-endpoints", tb.EtcdEndpoint(), "--this-host=false", file)
+	for _, want := range []string{"Network: 10.244.0.0/16 -> 10.245.0.0/16: needs a restart", "Backend.Type: vxlan -> host-gw: applies live"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config check does not say %q:\n%s", want, out)
+		}
+	}
+	for i, c := range []struct{ conf, log, readyz string }{
+		{renumbered, "cannot change while the cluster runs", "Network"},
+		{`{"Network":`, "the new net-conf is invalid", "invalid"},
+		{netconf(`{"Type":"wireguard"}`), "is not applied live", "wireguard"},
+	} {
+		if err := tb.PutNetConfig(ctx, c.conf); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hosts {
+			waitFor(t, h.Name+" refuses "+c.conf, 10*time.Second, func() bool {
+				return countIn(h, `msg="net-conf change refused"`) == i+1 && strings.Contains(h.Log(), c.log)
+			})
+			code, body := get(ctx, h, "/readyz")
+			if code != 503 || !strings.Contains(body, c.readyz) {
+				t.Errorf("%s /readyz after %s: %d %q, want 503 naming %s", h.Name, c.conf, code, body, c.readyz)
+			}
+		}
+	}
+	if got := leaseTypes(ctx, tb); got != "vxlan vxlan" {
+		t.Errorf("leases %s after the refusals, want vxlan", got)
+	}
+	if bad := onlyBackend(ctx, tb, "vxlan"); bad != "" {
+		t.Errorf("data plane changed by a refused net-conf: %s", bad)
+	}
+	if err := tb.PutNetConfig(ctx, netconf(`{"Type":"vxlan"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		waitFor(t, h.Name+" ready again", 10*time.Second, func() bool { c, _ := get(ctx, h, "/readyz"); return c == 200 })
+	}
+	s.stop(t)
+}
+
+// The restart path: hosts that read the net-conf from a file (as older
+// versions read the key) switch when restarted, one at a time. Each
+// restarted host publishes host-gw and keeps reaching the peers still on
+// vxlan by vxlan, and they reach it by host-gw: no ping between pods of
+// any pair is lost, and once all are restarted only host-gw is left.
+func TestSwitchByRestart(t *testing.T) {
+	ctx := ctxFor(t, 3*time.Minute)
+	tb := testbed.NewT(t, testbed.Options{Hosts: 3, PodsPerHost: 1})
+	write := func(name, typ string) string {
+		p := filepath.Join(tb.WorkDir(), name)
+		if err := os.WriteFile(p, []byte(netconf(`{"Type":"`+typ+`"}`)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	vx, hg := write("vxlan.json", "vxlan"), write("host-gw.json", "host-gw")
+	if err := tb.StartDaemons(ctx, "--net-config-path", vx); err != nil {
+		t.Fatal(err)
+	}
+	pingMesh(t, ctx, tb)
+	s := startMeshStreams(t, ctx, tb, "0.01", podAddr4)
+	for i, h := range tb.Hosts() {
+		if err := h.StopDaemon(); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.StartDaemon(ctx, "--net-config-path", hg); err != nil {
+			t.Fatal(err)
+		}
+		want := strings.Repeat("host-gw ", i+1) + strings.Repeat("vxlan ", len(tb.Hosts())-i-1)
+		waitFor(t, h.Name+" restarted on host-gw", 20*time.Second, func() bool {
+			return countIn(h, `msg="lease ready"`) == 2 && leaseTypesByHost(ctx, tb)+" " == want
+		})
+		time.Sleep(time.Second) // a mixed cluster for a while
+	}
+	waitFor(t, "only host-gw left", 10*time.Second, func() bool { return onlyBackend(ctx, tb, "host-gw") == "" })
+	s.stop(t)
+	if t.Failed() {
+		tb.Dump(ctx, t.Logf)
+	}
+}
+
+// leaseTypesByHost lists each host's lease type, in host order.
+func leaseTypesByHost(ctx context.Context, tb *testbed.Testbed) string {
+	var out []string
+	for _, h := range tb.Hosts() {
+		v, err := tb.Etcdctl(ctx, "get", "--prefix", "/coreos.com/network/subnets/", "--print-value-only")
+		if err != nil {
+			return err.Error()
+		}
+		typ := "?"
+		for _, line := range strings.Split(strings.TrimSpace(v), "\n") {
+			var l struct{ PublicIP, BackendType string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.PublicIP == h.Addr.String() {
+				typ = l.BackendType
+			}
+		}
+		out = append(out, typ)
+	}
+	return strings.Join(out, " ")
+}

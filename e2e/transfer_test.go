@@ -9,8 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -143,28 +141,13 @@ func (s *streams) stop(t *testing.T) {
 		total += replies
 		if len(lost) > 0 {
 			t.Errorf("pings %s: %d lost of %d (icmp_seq %v, the first after the reply of %s)", s.names[i], len(lost), replies+len(lost), lost,
-				replyTime(p.out.String(), lost[0]-1))
+				p.ReplyTime(lost[0]-1))
 		}
 		if replies == 0 {
 			t.Errorf("pings %s: no reply at all", s.names[i])
 		}
 	}
 	t.Logf("%d ping streams, %d replies", len(s.ps), total)
-}
-
-var pingStamp = regexp.MustCompile(`\[(\d+)\.(\d+)\] \d+ bytes from [^ ]+ icmp_seq=(\d+) `)
-
-// replyTime is when ping -D printed the reply of seq, as in the daemon's
-// log (UTC), to find the event that cost a ping.
-func replyTime(out string, seq int) string {
-	for _, m := range pingStamp.FindAllStringSubmatch(out, -1) {
-		if n, _ := strconv.Atoi(m[3]); n == seq {
-			sec, _ := strconv.ParseInt(m[1], 10, 64)
-			us, _ := strconv.ParseInt(m[2], 10, 64)
-			return time.Unix(sec, us*1000).UTC().Format("15:04:05.000")
-		}
-	}
-	return "?"
 }
 
 func podAddr4(p *testbed.Pod) netip.Addr { return p.Addr }

@@ -19,7 +19,7 @@ var rejectMessages = map[Reason]string{
 	ReasonVtepMACDuplicate:   "rejecting lease: its VtepMAC is an older lease's; delete the younger key",
 	ReasonPublicKeyOwn:       "rejecting lease: it carries our WireGuard public key; delete the key, and if the host copied our key file, give it its own (delete its key file and restart it)",
 	ReasonPublicKeyDuplicate: "rejecting lease: its WireGuard public key is an older lease's; delete the younger key, and give that host its own key (delete its key file and restart it)",
-	ReasonBackendType:        "ignoring peer of another backend type; restart it with the same net-conf",
+	ReasonBackendType:        "ignoring peer of a backend that does not mix with ours",
 }
 
 // logRejected logs one rejection with the etcd keys an operator would

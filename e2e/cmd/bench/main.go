@@ -13,9 +13,10 @@
 //	on error or Ctrl-C) -> ratios to the underlay and to kernel VXLAN
 //
 // Control plane (control.go and one file per measurement): convergence of a join over 5 hosts, one
-// daemon with 1,000 leases and their churn, and an acquisition storm of
-// 250 subnet managers. Select parts with -only: scenario names, "data",
-// "control", "convergence", "scale", "storm".
+// daemon with 1,000 leases and their churn, an acquisition storm of
+// 250 subnet managers, and a whole-cluster live backend switch (switch.go).
+// Select parts with -only: scenario names, "data", "control",
+// "convergence", "scale", "storm", "switch".
 //
 // Scenarios are a list, so more rows (more backends, multi-stream, UDP
 // throughput) are one entry each.
@@ -120,7 +121,7 @@ func parseFlags() (o *options, out, name string, err error) {
 	flag.IntVar(&o.runs, "runs", 3, "iperf3 runs per scenario")
 	flag.DurationVar(&o.dur, "duration", 5*time.Second, "length of one iperf3 run")
 	flag.IntVar(&o.pings, "pings", 200, "pings for the latency figure")
-	only := flag.String("only", "", "comma-separated parts to run: scenario names (underlay, host-gw, vxlan, udp, udp-no-offload, wireguard), data, control, convergence, scale, storm (default: all)")
+	only := flag.String("only", "", "comma-separated parts to run: scenario names (underlay, host-gw, vxlan, udp, udp-no-offload, wireguard), data, control, convergence, scale, storm, switch (default: all)")
 	outDir := flag.String("out", "bench/results", "directory for the Markdown, JSON and PNG results")
 	base := flag.String("name", "latest", "base name of the result files")
 	flag.BoolVar(&o.verbose, "v", false, "log testbed progress")
@@ -148,7 +149,7 @@ func parseFlags() (o *options, out, name string, err error) {
 			o.only[n] = true
 		}
 	}
-	known := []string{"data", "control", "convergence", "scale", "storm"}
+	known := []string{"data", "control", "convergence", "scale", "storm", "switch"}
 	for _, sc := range scenarios {
 		known = append(known, sc.Name)
 	}
@@ -179,6 +180,12 @@ func controlPlane(ctx context.Context, o *options, rep *Report) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+		}
+	}
+	if o.want("control", "switch") {
+		rep.Switch = switches(ctx, o.verbose)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
 	if o.want("control", "storm") {

@@ -68,6 +68,7 @@ type Report struct {
 	Convergence []ConvergenceResult `json:"convergence,omitempty"`
 	Scale       []ScaleResult       `json:"scale,omitempty"`
 	Storm       []StormResult       `json:"storm,omitempty"`
+	Switch      []SwitchResult      `json:"switch,omitempty"`
 }
 
 // checks lists what did not meet its target or failed outright.
@@ -89,6 +90,14 @@ func checks(rep Report) []string {
 			out = append(out, "scale "+s.Backend+": "+s.Error)
 		case !s.FinalExact:
 			out = append(out, "scale "+s.Backend+": final state not exact: "+s.FinalDiff)
+		}
+	}
+	for _, s := range rep.Switch {
+		switch {
+		case s.Error != "":
+			out = append(out, "switch "+s.From+" -> "+s.To+": "+s.Error)
+		case s.Lost > 0:
+			out = append(out, fmt.Sprintf("switch %s -> %s: %d pings lost", s.From, s.To, s.Lost))
 		}
 	}
 	for _, s := range rep.Storm {
@@ -113,6 +122,9 @@ func markdown(rep Report) string {
 	}
 	if len(rep.Storm) > 0 {
 		stormTable(&b, rep.Storm)
+	}
+	if len(rep.Switch) > 0 {
+		switchTable(&b, rep.Switch)
 	}
 	return b.String()
 }

@@ -22,6 +22,7 @@ func main() {
 	hosts := flag.Int("hosts", 3, "number of simulated hosts")
 	pods := flag.Int("pods", 2, "pods per host")
 	keep := flag.Bool("keep", false, "keep the testbed running until Ctrl-C, to explore it")
+	switchTo := flag.String("switch-to", "host-gw", "backend to switch the running cluster to at the end, live, while the pods ping each other (\"\" for none; vxlan when -backend is host-gw)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "demo: needs root to create network namespaces; run it as root (sudo make demo)")
@@ -29,7 +30,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *backend, *hosts, *pods, *keep); err != nil {
+	to := *switchTo
+	if to == *backend && to == "host-gw" {
+		to = "vxlan"
+	}
+	if err := run(ctx, *backend, to, *hosts, *pods, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -37,7 +42,7 @@ func main() {
 
 func section(title string) { fmt.Printf("\n=== %s\n", title) }
 
-func run(ctx context.Context, backend string, nHosts, nPods int, keep bool) error {
+func run(ctx context.Context, backend, switchTo string, nHosts, nPods int, keep bool) error {
 	section(fmt.Sprintf("building a testbed: %d hosts on one L2 switch, etcd in the switch namespace", nHosts))
 	tb, err := testbed.New(ctx, testbed.Options{Hosts: nHosts, Log: func(f string, a ...any) { fmt.Printf("  "+f+"\n", a...) }})
 	if err != nil {
@@ -68,6 +73,11 @@ func run(ctx context.Context, backend string, nHosts, nPods int, keep bool) erro
 		return err
 	}
 	failed := pingAll(ctx, tb)
+	if failed == 0 && switchTo != "" {
+		if err := liveSwitch(ctx, tb, backend, switchTo); err != nil {
+			return err
+		}
+	}
 	if keep {
 		section("testbed kept running; press Ctrl-C to tear it down")
 		fmt.Printf("  explore with: ip netns exec %s-h1 ip route   (or %s-h1p1 ping <pod>)\n", tb.Prefix(), tb.Prefix())
