@@ -42,8 +42,9 @@ type PerPeer interface {
 // of its own besides the kernel's (udp: its forwarding table and the
 // senders it accepts datagrams from). The Reconciler calls Track for each
 // peer whose part it computes, Forget for each peer whose part it
-// removes, and Commit once at the end of every pass, before the kernel is
-// changed. In a Mux (a host serving peers of several backend types while
+// removes, and Commit once in every pass, between the kernel's additions
+// and its deletions (dataplane.ApplyBetween), so a peer that moves
+// between the table and the kernel has one of its paths at every moment. In a Mux (a host serving peers of several backend types while
 // a switch goes on) every Tracker member is told of every peer, whatever
 // the peer's type: udp accepts datagrams from a vxlan or host-gw peer that
 // still sends to it over udp. Track and Forget must be cheap; the work
@@ -123,8 +124,7 @@ func (r *Reconciler) Full(ctx context.Context, peers []subnet.Lease) (dataplane.
 		}
 	}
 	r.t.Update(batch)
-	r.commit()
-	ch, err := dataplane.Apply(r.b.Kernel(), r.b.Links(), r.t.State())
+	ch, err := dataplane.ApplyBetween(r.b.Kernel(), r.b.Links(), r.t.State(), r.commit)
 	r.dirty = err != nil
 	return ch, err
 }
@@ -143,9 +143,7 @@ func (r *Reconciler) Update(set []subnet.Lease, gone []string) (dataplane.Change
 	for _, p := range set {
 		r.set(batch, p)
 	}
-	d := r.t.Update(batch)
-	r.commit()
-	ch, err := dataplane.ApplyDiff(r.b.Kernel(), d)
+	ch, err := dataplane.ApplyDiffBetween(r.b.Kernel(), r.t.Update(batch), r.commit)
 	r.dirty = err != nil
 	return ch, err
 }

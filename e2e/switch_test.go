@@ -39,7 +39,17 @@ func TestLiveSwitch(t *testing.T) {
 	x.finish(t)
 	s.stop(t)
 	if t.Failed() {
+		dropCounters(ctx, t, tb)
 		tb.Dump(ctx, t.Logf)
+	}
+}
+
+// dropCounters logs where the kernel counted drops, to tell a lost ping's
+// host and cause.
+func dropCounters(ctx context.Context, t *testing.T, tb *testbed.Testbed) {
+	for _, h := range tb.Hosts() {
+		out, _ := h.Exec(ctx, "sh", "-c", "grep -A1 '^Udp:' /proc/net/snmp; ip -s -o link | grep -E 'flannel|eth0|cni0|veth' | awk '{print $2, $0}' | cut -c1-400")
+		t.Logf("%s drop counters:\n%s", h.Name, out)
 	}
 }
 

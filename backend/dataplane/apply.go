@@ -60,10 +60,25 @@ func (c Changes) LogAttrs() []any {
 // routes, then every deletion, routes before L2. Failures are collected;
 // Changes counts what succeeded.
 func Apply(k Kernel, links []int, want State) (Changes, error) {
+	return ApplyBetween(k, links, want, nil)
+}
+
+// ApplyBetween is Apply with between called after the additions and
+// before the deletions (at once when the kernel cannot be read): the
+// moment a table kept outside the kernel (udp's forwarding table) can
+// change, so that no packet finds neither the new path nor the old. A
+// peer moving from udp to vxlan gets its VXLAN route before udp forgets
+// it; one moving the other way is in udp's table before its VXLAN route
+// goes.
+func ApplyBetween(k Kernel, links []int, want State, between func()) (Changes, error) {
 	p, err := plan(k, links, want)
 	if err != nil {
+		if between != nil {
+			between()
+		}
 		return Changes{}, err
 	}
+	p.between = between
 	return p.run(k)
 }
 
@@ -92,6 +107,9 @@ func ApplyBlackholes(k Kernel, want []Route) (Changes, error) {
 
 // applyPlan is a computed difference.
 type applyPlan struct {
+	// between runs after the additions and before the deletions (see
+	// ApplyBetween).
+	between func()
 	addrAdd, addrDel   []Addr
 	neighSet, neighDel []Neigh
 	fdbSet, fdbDel     []FDB
@@ -268,6 +286,9 @@ func (p *applyPlan) run(k Kernel) (Changes, error) {
 	}
 	for _, r := range p.routeSet {
 		do(&ch.RoutesSet, k.RouteReplace(r), "ip route replace "+r.String())
+	}
+	if p.between != nil {
+		p.between()
 	}
 	for _, r := range p.routeDel {
 		do(&ch.RoutesDeleted, k.RouteDelete(r), "ip route del "+r.String())

@@ -143,7 +143,15 @@ func (t *Table) State() State {
 // costs a call but changes nothing, and one already gone counts as
 // deleted. Failures are collected; Changes counts what succeeded. After a
 // failure the caller should run a full Apply.
-func ApplyDiff(k Kernel, d Diff) (Changes, error) { return d.p.run(k) }
+func ApplyDiff(k Kernel, d Diff) (Changes, error) { return ApplyDiffBetween(k, d, nil) }
+
+// ApplyDiffBetween is ApplyDiff with between called after the additions
+// and before the deletions (see ApplyBetween).
+func ApplyDiffBetween(k Kernel, d Diff, between func()) (Changes, error) {
+	p := d.p
+	p.between = between
+	return p.run(k)
+}
 
 // column is one kind of entry: for each key the parts that want it, in
 // the order they were first set (the first wins), and, while a batch is

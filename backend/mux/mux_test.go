@@ -32,6 +32,7 @@ type fakeMember struct {
 	fresh    bool
 	tracked  map[string]bool
 	commits  int
+	atCommit string // the kernel's routes at the last Commit
 	closed   bool
 	running  chan struct{}
 }
@@ -74,7 +75,7 @@ func (f *fakeMember) PeerLog() *backend.PeerLog {
 func (f *fakeMember) Devices() []string    { return []string{f.dev} }
 func (f *fakeMember) Track(p subnet.Lease) { f.tracked[p.Key()] = true }
 func (f *fakeMember) Forget(key string)    { delete(f.tracked, key) }
-func (f *fakeMember) Commit()              { f.commits++ }
+func (f *fakeMember) Commit()              { f.commits++; f.atCommit = f.k.Dump() }
 func (f *fakeMember) Close() error         { f.closed = true; f.k.DelLink(f.link); return nil }
 func (f *fakeMember) Run(ctx context.Context) error {
 	close(f.running)
@@ -280,5 +281,30 @@ func TestMuxMemberFailure(t *testing.T) {
 	}
 	if want := "ip route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink proto 98"; r.routes() != want {
 		t.Errorf("routes:\n%s\nwant:\n%s", r.routes(), want)
+	}
+}
+
+// udp's table changes between the kernel's additions and deletions: a
+// peer moving from udp to vxlan has its VXLAN route when udp forgets it,
+// and one moving back is in udp's table before that route goes.
+func TestMuxCommitBetweenAddsAndDeletes(t *testing.T) {
+	r := newRig(t, "vxlan")
+	rec := backend.NewReconciler(r.m)
+	asUDP, asVXLAN := lease("10.244.4.0/24", "192.168.50.14", "udp"), lease("10.244.4.0/24", "192.168.50.14", "vxlan")
+	other := lease("10.244.5.0/24", "192.168.50.15", "udp") // keeps the udp member
+	r.pass(t, rec, []subnet.Lease{asUDP, other})
+	udp := r.made[1]
+	const vxRoute = "ip route 10.244.4.0/24 via 10.244.4.0 dev flannel.1 onlink proto 98"
+	if _, err := rec.Update([]subnet.Lease{asVXLAN}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(udp.atCommit, vxRoute) {
+		t.Errorf("udp committed before the VXLAN route was in:\n%s", udp.atCommit)
+	}
+	if _, err := rec.Update([]subnet.Lease{asUDP}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(udp.atCommit, vxRoute) || strings.Contains(r.routes(), vxRoute) {
+		t.Errorf("udp committed after the VXLAN route went:\n%s\nnow:\n%s", udp.atCommit, r.routes())
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/dataplane"
@@ -30,7 +31,18 @@ type member struct {
 	subnet4, subnet6 netip.Prefix // subnet6 invalid without dual-stack
 	ip               netip.Addr   // the IPv4 PublicIP
 	forward          bool         // a udp lease: packets go to it
+	// lingerUntil: a udp lease that moved to another backend is still
+	// forwarded to until then (see switchLinger).
+	lingerUntil time.Time
 }
+
+// switchLinger is how long packets are still sent by udp to a peer whose
+// lease moved to another backend. Packets the kernel routed into flannel0
+// before the peer's new route appeared are still in the TUN queue when
+// the table forgets the peer; without it they would be dropped
+// (no_route), dozens of them under a TCP transfer. The peer keeps its udp
+// side at least as long (mux.DefaultGrace).
+const switchLinger = time.Second
 
 // IsUDP reports whether a lease is of a udp host: BackendType udp or, as
 // upstream's udp backend writes, none.
@@ -54,11 +66,12 @@ func memberOf(cfg *subnet.Config, l subnet.Lease) (member, bool) {
 // appendTo appends m's entries: its subnets (both families with
 // dual-stack) at its IPv4 PublicIP and the backend port. The underlay of
 // this backend is IPv4, as upstream's.
-func (m member) appendTo(ps []peer, port int) []peer {
+func (m member) appendTo(ps []peer, port int, now time.Time) []peer {
 	ap := netip.AddrPortFrom(m.ip, uint16(port))
-	ps = append(ps, peer{addr: ap, subnet: m.subnet4, acceptOnly: !m.forward})
+	acceptOnly := !m.forward && !now.Before(m.lingerUntil)
+	ps = append(ps, peer{addr: ap, subnet: m.subnet4, acceptOnly: acceptOnly})
 	if m.subnet6.IsValid() {
-		ps = append(ps, peer{addr: ap, subnet: m.subnet6, acceptOnly: !m.forward})
+		ps = append(ps, peer{addr: ap, subnet: m.subnet6, acceptOnly: acceptOnly})
 	}
 	return ps
 }
@@ -83,7 +96,7 @@ func Peers(cfg *subnet.Config, o Options, leases []subnet.Lease) ([]peer, []back
 	var skips []backend.Skip
 	for _, l := range leases {
 		if m, ok := memberOf(cfg, l); ok {
-			out = m.appendTo(out, o.Port)
+			out = m.appendTo(out, o.Port, time.Time{})
 		}
 		skips = append(skips, skip(cfg, l)...)
 	}
@@ -98,6 +111,12 @@ func (b *Backend) Track(p subnet.Lease) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	old, had := b.tracked[key]
+	switch {
+	case ok && had && !m.forward && old.forward:
+		m.lingerUntil = b.clock().Add(switchLinger)
+	case ok && had && !m.forward:
+		m.lingerUntil = old.lingerUntil
+	}
 	switch {
 	case ok && (!had || old != m):
 		b.tracked[key] = m
@@ -157,8 +176,12 @@ func (b *Backend) publish() {
 		}
 	}
 	ps := make([]peer, 0, per*len(b.tracked))
+	now := b.clock()
 	for _, m := range b.tracked {
-		ps = m.appendTo(ps, b.opts.Port)
+		ps = m.appendTo(ps, b.opts.Port, now)
+		if !m.lingerUntil.IsZero() && now.Before(m.lingerUntil) {
+			b.dirty = true // the next Commit drops the lingering entry if it is over
+		}
 	}
 	b.table.Store(newTable(b.cfg.Network, net6, own4, own6, ps))
 }
@@ -228,3 +251,11 @@ func (b *Backend) Kernel() dataplane.Kernel { return b.k }
 
 // PeerLog implements backend.PerPeer.
 func (b *Backend) PeerLog() *backend.PeerLog { return b.peerLog }
+
+// clock is b.now, time.Now when unset.
+func (b *Backend) clock() time.Time {
+	if b.now == nil {
+		return time.Now()
+	}
+	return b.now()
+}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/dataplane"
@@ -108,17 +109,27 @@ func TestReconcilerMixed(t *testing.T) {
 	}
 }
 
-// switchToVXLAN updates peer 10.244.2.0/24 to a vxlan lease: its route
-// goes, its right to send stays.
+// switchToVXLAN updates peer 10.244.2.0/24 to a vxlan lease: for
+// switchLinger packets still go to it over udp (those already in
+// flannel0's queue), then its route goes; its right to send stays.
 func switchToVXLAN(t *testing.T, b *Backend, r *backend.Reconciler) {
 	t.Helper()
+	now := time.Unix(1000, 0)
+	b.now = func() time.Time { return now }
 	moved := lease("10.244.2.0/24", "192.168.50.12", "vxlan")
 	if _, err := r.Update([]subnet.Lease{moved}, nil); err != nil {
 		t.Fatal(err)
 	}
+	if p := b.table.Load().lookup(netip.MustParseAddr("10.244.2.7")); p == nil {
+		t.Error("a peer that just switched to vxlan no longer gets the packets still queued for udp")
+	}
+	now = now.Add(switchLinger)
+	if _, err := r.Update(nil, nil); err != nil {
+		t.Fatal(err)
+	}
 	tb := b.table.Load()
 	if p := tb.lookup(netip.MustParseAddr("10.244.2.7")); p != nil {
-		t.Errorf("a peer switched to vxlan still gets packets over udp: %s", p.addr)
+		t.Errorf("a peer switched to vxlan %v ago still gets packets over udp: %s", switchLinger, p.addr)
 	}
 	if o, _ := tb.origin(netip.MustParseAddrPort("192.168.50.12:9000")); o == nil || !o.owns(netip.MustParseAddr("10.244.2.7")) {
 		t.Errorf("a peer switched to vxlan may no longer send: %+v", o)

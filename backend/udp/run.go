@@ -180,6 +180,11 @@ func (b *Backend) logStats(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// Stopping (a retired backend in a live switch, or the
+			// daemon): drops since the last line are not left unsaid.
+			if s := b.Stats(); !maps.Equal(s.Drops, last.Drops) {
+				b.log.Info("udp counters at stop: "+s.String(), "goroutines", runtime.NumGoroutine())
+			}
 			return
 		case <-t.C:
 		}

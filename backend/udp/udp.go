@@ -195,6 +195,9 @@ type Backend struct {
 	index     int
 	refreshed bool
 
+	// now is the clock of switchLinger (time.Now; tests set their own).
+	now func() time.Time
+
 	mu      sync.Mutex
 	own     subnet.Lease
 	tracked map[string]member // by lease key
