@@ -109,7 +109,7 @@ func ApplyBlackholes(k Kernel, want []Route) (Changes, error) {
 type applyPlan struct {
 	// between runs after the additions and before the deletions (see
 	// ApplyBetween).
-	between func()
+	between            func()
 	addrAdd, addrDel   []Addr
 	neighSet, neighDel []Neigh
 	fdbSet, fdbDel     []FDB
