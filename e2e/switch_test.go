@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ import (
 // routes are left; no ping is lost and the transfer arrives intact.
 func TestLiveSwitch(t *testing.T) {
 	ctx := ctxFor(t, 4*time.Minute)
-	tb := newCluster(t, ctx, `{"Type":"vxlan"}`, 3, 1, testbed.Options{})
+	tb := newCluster(t, ctx, `{"Type":"vxlan"}`, 3, 1, testbed.Options{}, "--healthz-port", "9100", "--healthz-ip", "127.0.0.1")
 	pingMesh(t, ctx, tb)
 	s := startMeshStreams(t, ctx, tb, "0.01", podAddr4)
 	hosts := tb.Hosts()
@@ -38,6 +39,17 @@ func TestLiveSwitch(t *testing.T) {
 	}
 	x.finish(t)
 	s.stop(t)
+	_, metrics := get(ctx, hosts[0], "/metrics")
+	for _, want := range []string{`flannel_backend_switches_total{result="ok"} 3`, `flannel_peers_by_backend{backend="vxlan"} 2`,
+		`flannel_backend_switches_total{result="refused"} 0`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics of h1 lacks %q", want)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^flannel_backend_switch_duration_seconds [0-9.e-]+$`).MatchString(metrics) ||
+		strings.Contains(metrics, "flannel_backend_switch_duration_seconds 0\n") {
+		t.Error("/metrics of h1 has no duration of the last switch")
+	}
 	if t.Failed() {
 		dropCounters(ctx, t, tb)
 		tb.Dump(ctx, t.Logf)
