@@ -8,7 +8,7 @@
 //	etcd config -> backend type -> external interface -> the Network holds
 //	no host address (danger.go) -> backend.Prepare -> acquire lease
 //	-> backend.Start -> firewall rules -> subnet.env -> ready
-//	-> loop { lease events | reconcile timer | renew timer }
+//	-> loop { lease events | net-conf changes (switch.go) | reconcile timer | renew timer }
 //
 // The parts: engine.go sets up (backend, firewall, lease) and runs the
 // goroutines; lease.go acquires, applies and renews the lease; loop.go is

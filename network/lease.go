@@ -43,6 +43,12 @@ const lostRaceRounds = 3
 // lease for our PublicIP, etcd refusing our requests. Lost races are
 // retried for lostRaceRounds rounds. While it retries, /readyz says why.
 func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, error) {
+	return e.acquireAs(ctx, hint, e.net, e.attrs)
+}
+
+// acquireAs is acquire with the net-conf and attributes given: off the
+// loop, a switch may replace e.net and e.attrs meanwhile.
+func (e *Engine) acquireAs(ctx context.Context, hint subnet.Hint, net *subnet.Config, attrs subnet.LeaseAttrs) (subnet.Lease, error) {
 	outage := etcd.NewOutageLog(e.log, "acquiring a lease")
 	retry := backoff.New(time.Second, 30*time.Second)
 	races := 0
@@ -54,7 +60,7 @@ func (e *Engine) acquire(ctx context.Context, hint subnet.Hint) (subnet.Lease, e
 			timeout = etcdRequestTimeout
 		}
 		actx, cancel := context.WithTimeout(ctx, timeout)
-		l, err := e.sm.Acquire(actx, e.net, e.attrs, hint)
+		l, err := e.sm.Acquire(actx, net, attrs, hint)
 		cancel()
 		if err == nil {
 			outage.OK()
@@ -191,9 +197,9 @@ func (e *Engine) renewAsync(ctx context.Context, done chan<- leaseResult) {
 // reacquireAsync acquires a lease again off the loop, preferring the
 // subnet held now, waiting out etcd outages, and reports on done.
 func (e *Engine) reacquireAsync(ctx context.Context, done chan<- leaseResult) {
-	old, gen := e.lease, e.leaseGen
+	old, gen, net, attrs := e.lease, e.leaseGen, e.net, e.attrs
 	go func() {
-		l, err := e.acquire(ctx, subnet.Hint{Subnet: old.Subnet, IPv6Subnet: old.IPv6Subnet})
+		l, err := e.acquireAs(ctx, subnet.Hint{Subnet: old.Subnet, IPv6Subnet: old.IPv6Subnet}, net, attrs)
 		done <- leaseResult{l, err, gen}
 	}()
 }

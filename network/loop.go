@@ -273,6 +273,7 @@ func (l *loop) onAcquired(r leaseResult) error {
 	l.logFold(l.peers.SetOwn(l.e.lease), "note", "it holds the subnet we had before")
 	l.renew.Reset(l.e.renewDelay())
 	l.reconcile()
+	l.republishStale()
 	l.startRepublish() // a switch waiting for this acquisition
 	return nil
 }

@@ -229,3 +229,17 @@ func (l *loop) afterSwitch() {
 		l.onNetConf(*next)
 	}
 }
+
+// republishStale re-publishes what we serve when an acquisition that
+// started before a switch finished after it: the lease it got carries the
+// old backend's attributes.
+func (l *loop) republishStale() {
+	e := l.e
+	if l.switching != nil || e.mux == nil || e.lease.Attrs.Equal(e.attrs) {
+		return
+	}
+	l.switching = &pendingSwitch{cfg: e.net, from: mux.LeaseType(e.lease), start: time.Now(), attrs: e.attrs, mtu: e.mtu}
+	e.log.Info("the lease acquired again carries the backend we had before the switch; re-publishing it", "subnet", e.lease.String(),
+		"backend", e.net.BackendType)
+	l.startRepublish()
+}
