@@ -94,7 +94,7 @@ func scale(ctx context.Context, typ string, peers int, o *options) (res ScaleRes
 	if err != nil {
 		return fail(err)
 	}
-	b := &scaleBench{typ: typ, h: h, cli: cli, lease: grant.ID, res: &res}
+	b := &scaleBench{typ: typ, h: h, cli: cli, lease: grant.ID, res: &res, perfDir: perfDir}
 	if err := b.seed(tctx, peers); err != nil {
 		return fail(err)
 	}
@@ -124,14 +124,15 @@ func scale(ctx context.Context, typ string, peers int, o *options) (res ScaleRes
 // scaleBench is one scale run: the daemon's host, the etcd client that
 // plays the peers, and the figures gathered so far.
 type scaleBench struct {
-	typ   string
-	h     *testbed.Host
-	cli   *clientv3.Client
-	lease clientv3.LeaseID
-	w     *kernelWatch
-	cur   map[int]simPeer // peer i (from 1) as its lease is now
-	pid   int             // the daemon's, once started
-	res   *ScaleResult
+	typ     string
+	perfDir string // where to record profiles ("" none)
+	h       *testbed.Host
+	cli     *clientv3.Client
+	lease   clientv3.LeaseID
+	w       *kernelWatch
+	cur     map[int]simPeer // peer i (from 1) as its lease is now
+	pid     int             // the daemon's, once started
+	res     *ScaleResult
 }
 
 // churnBase is what the daemon had used before the churn.
@@ -178,7 +179,14 @@ func (b *scaleBench) program(ctx context.Context) (churnBase, error) {
 	if err := b.h.StartDaemon(ctx, "--healthz-ip", "127.0.0.1", "--healthz-port", "9099"); err != nil {
 		return churnBase{}, err
 	}
+	stopPerf := func() string { return "" }
+	if b.perfDir != "" {
+		stopPerf = perfRecord(b.h.DaemonPID(), filepath.Join(b.perfDir, "perf-start-"+b.typ))
+	}
 	last, missing := b.w.wait(ctx, want, t0, 60*time.Second)
+	if f := stopPerf(); f != "" {
+		logf("bench: scale %s: profile of the start in %s", b.typ, f)
+	}
 	if missing > 0 {
 		dump := "the kernel holds exactly the lease set (the monitor missed events)"
 		if err := checkKernel(ctx, b.h, b.typ, b.cur); err != nil {
