@@ -32,7 +32,7 @@ func TestLiveSwitch(t *testing.T) {
 	for i, typ := range liveSwitchOrder {
 		took := switchCluster(t, ctx, tb, netconf(`{"Type":"`+typ+`"}`), typ, i+1)
 		t.Logf("switch to %s: every host switched %v after the put", typ, took.Round(time.Millisecond))
-		waitFor(t, "only the "+typ+" backend's devices and routes left", 10*time.Second, func() bool {
+		waitFor(t, "only the "+typ+" backend's devices and routes left", 15*time.Second, func() bool {
 			return onlyBackend(ctx, tb, typ) == ""
 		})
 		time.Sleep(time.Second) // traffic on the new backend alone
@@ -175,7 +175,7 @@ func TestLiveSwitchDualStack(t *testing.T) {
 	for i, typ := range []string{"vxlan", "host-gw"} {
 		took := switchCluster(t, ctx, tb, conf(typ), typ, i+1)
 		t.Logf("switch to %s: every host switched %v after the put", typ, took.Round(time.Millisecond))
-		time.Sleep(3 * time.Second)
+		time.Sleep(6 * time.Second) // past the old backend's retirement
 	}
 	if !strings.Contains(hosts[0].Log(), "the new backend's MTU is smaller") {
 		t.Error("the switch to vxlan did not log that running pods keep the larger MTU")

@@ -89,7 +89,7 @@ func (e *Engine) acquireFailed(err error, races *int, outage *etcd.OutageLog) (r
 		return "", err
 	case errors.Is(err, etcd.ErrHostConflict):
 		if e.hostIDSource != "" {
-			err = fmt.Errorf("%w (this host's identity %s is %s)", err, e.attrs.HostID, e.hostIDSource)
+			err = fmt.Errorf("%w (this host's identity %s is %s)", err, e.cfg.HostID, e.hostIDSource)
 		}
 		return "", err
 	case errors.Is(err, etcd.ErrLostRaces):

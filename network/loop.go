@@ -40,6 +40,11 @@ type loop struct {
 	// deleted (after the first full pass).
 	memberErr    string
 	staleChecked bool
+	// memberBackoff and memberRetryAt pace the attempts after a member
+	// failed to start; exported are the types in flannel_peers_by_backend.
+	memberBackoff time.Duration
+	memberRetryAt time.Time
+	exported      map[string]bool
 
 	// A live backend switch (switch.go): netconfs are the net-conf's new
 	// values; switching is the switch in progress, nextConf a value that
@@ -50,6 +55,13 @@ type loop struct {
 	republishing   bool
 	republished    chan leaseResult
 	republishRetry *time.Timer
+	// renewDue: a renewal came due while republishing (started after);
+	// failedConf is a switch that failed, tried again by switchRetry;
+	// fatal stops the daemon (a switch left no working backend).
+	renewDue    bool
+	failedConf  *etcd.ConfigChange
+	switchRetry *time.Timer
+	fatal       error
 
 	tick, probe                *time.Ticker
 	renew, retry, debounce     *time.Timer
@@ -64,9 +76,9 @@ type loop struct {
 }
 
 func newLoop(ctx context.Context, e *Engine, events <-chan []subnet.Event, netconfs <-chan etcd.ConfigChange) *loop {
-	l := &loop{e: e, ctx: ctx, events: events, netconfs: netconfs, republished: make(chan leaseResult, 1), republishRetry: stoppedTimer(),
+	l := &loop{e: e, ctx: ctx, events: events, netconfs: netconfs, republished: make(chan leaseResult, 1), republishRetry: stoppedTimer(), switchRetry: stoppedTimer(),
 		peers: NewPeerSet(e.net, e.ext.PublicIP), delta: map[string]*subnet.Lease{},
-		renewDone: make(chan leaseResult, 1), acquired: make(chan leaseResult, 1), probed: make(chan error, 1),
+		exported: map[string]bool{}, renewDone: make(chan leaseResult, 1), acquired: make(chan leaseResult, 1), probed: make(chan error, 1),
 		renewOutage: etcd.NewOutageLog(e.log, "renewing the lease"), etcdOutage: etcd.NewOutageLog(e.log, "checking etcd"),
 		reconcilePeriod: e.cfg.ReconcilePeriod, probeEach: e.cfg.ProbePeriod}
 	if l.reconcilePeriod <= 0 {
@@ -102,6 +114,7 @@ func (l *loop) stop() {
 	l.debounce.Stop()
 	l.retire.Stop()
 	l.republishRetry.Stop()
+	l.switchRetry.Stop()
 }
 
 // loop feeds lease events and timers to the backend and keeps the lease.
@@ -135,6 +148,8 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event, netconf
 			l.onRepublished(r)
 		case <-l.republishRetry.C:
 			l.startRepublish()
+		case <-l.switchRetry.C:
+			l.retrySwitch()
 		case <-l.retire.C:
 			if l.members(); l.needFull {
 				l.reconcile()
@@ -149,6 +164,9 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event, netconf
 			l.probeEtcd()
 		case err := <-l.probed:
 			l.onProbed(err)
+		}
+		if err == nil {
+			err = l.fatal
 		}
 		if err != nil {
 			return err
@@ -209,7 +227,11 @@ func (l *loop) logFold(f Fold, note ...any) {
 }
 
 func (l *loop) startRenew() {
-	if l.renewing || l.acquiring || l.republishing {
+	if l.republishing {
+		l.renewDue = true // after the republish: both compare our lease with etcd's
+		return
+	}
+	if l.renewing || l.acquiring {
 		return
 	}
 	l.renewing = true

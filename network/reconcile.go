@@ -119,6 +119,9 @@ func (l *loop) reconcile() {
 		removeStaleDevices(&netlink.Handle{}, e.be, e.log)
 	}
 	l.observe(start, ch, err, len(peers))
+	if err == nil {
+		l.startRepublish() // a switch waiting for its first good pass
+	}
 }
 
 // observe counts a pass in the metrics, logs what it changed and, for a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ import (
 // pendingSwitch is a switch in progress: the new backend is up, the
 // lease not re-published yet.
 type pendingSwitch struct {
+	ch      etcd.ConfigChange // what started it (tried again after a failure)
 	cfg     *subnet.Config
 	opts    any
 	from    string // the old backend type
@@ -50,6 +52,7 @@ func (l *loop) onNetConf(ch etcd.ConfigChange) {
 		l.nextConf = &ch // applied when the running switch ends
 		return
 	}
+	l.switchRetry.Stop() // a newer net-conf replaces one that failed
 	e := l.e
 	log := e.log.With("source", e.netConfSrc)
 	if ch.Deleted {
@@ -87,7 +90,14 @@ func (l *loop) onNetConf(ch etcd.ConfigChange) {
 		l.refuse(err)
 		return
 	}
-	l.switching = &pendingSwitch{cfg: ch.Config, opts: opts, from: e.net.BackendType, start: time.Now()}
+	if ch.Config.BackendType == e.net.BackendType && reflect.DeepEqual(opts, e.mux.Options(e.net.BackendType)) {
+		// Spelled differently ("VNI":1 written out), meaning the same.
+		e.net = ch.Config
+		e.health.Set("netconf", nil)
+		log.Info("the net-conf was rewritten with options that mean the running ones; nothing to do", "backend", e.net.BackendType)
+		return
+	}
+	l.switching = &pendingSwitch{ch: ch, cfg: ch.Config, opts: opts, from: e.net.BackendType, start: time.Now()}
 	log.Info("net-conf changed: switching backend live", "backend", e.net.BackendType, "new_backend", ch.Config.BackendType,
 		"changed", strings.Join(live, ","), "subnet", e.lease.String())
 	l.bringUp()
@@ -133,8 +143,17 @@ func (l *loop) bringUp() {
 		l.switching = nil
 		e.health.metrics.switches.WithLabelValues("failed").Inc()
 		e.health.Set("netconf", fmt.Errorf("cannot bring up the %s backend: %w", sw.cfg.BackendType, err))
-		e.log.Error("cannot bring up the new backend; the running one stays (put the net-conf again to retry)",
+		if errors.Is(err, mux.ErrBroken) {
+			l.fatal = fmt.Errorf("switching to the %s backend: %w; restart flanneld", sw.cfg.BackendType, err)
+			return
+		}
+		e.log.Error("cannot bring up the new backend; the running one stays, and the switch is tried again every 10 s",
 			"backend", sw.from, "new_backend", sw.cfg.BackendType, "error", err)
+		if e.mux.Changed() {
+			l.reconcile() // a member retired and brought back: its parts again
+		}
+		l.failedConf = &sw.ch
+		l.switchRetry.Reset(switchRetryPeriod)
 		l.afterSwitch()
 		return
 	}
@@ -153,8 +172,10 @@ func (l *loop) bringUp() {
 
 // startRepublish is step 2, off the loop; it waits for a renewal or
 // acquisition in flight (each compares the lease it knows with etcd's).
+// It also waits for a successful full pass: our side of the new backend
+// must be in place before a peer reaches us by it.
 func (l *loop) startRepublish() {
-	if l.switching == nil || l.republishing || l.renewing || l.acquiring {
+	if l.switching == nil || l.republishing || l.renewing || l.acquiring || !l.synced || l.rec != nil && l.rec.NeedsFull() {
 		return
 	}
 	l.republishing = true
@@ -171,7 +192,17 @@ func (l *loop) startRepublish() {
 func (l *loop) onRepublished(r leaseResult) {
 	e, sw := l.e, l.switching
 	l.republishing = false
+	if l.renewDue {
+		defer l.startRenew() // a renewal that came due meanwhile
+		l.renewDue = false
+	}
 	if l.ctx.Err() != nil || sw == nil {
+		return
+	}
+	if r.gen != e.leaseGen {
+		// Our lease was replaced meanwhile (an acquisition): what this
+		// wrote was built on the old one. Again, on the new.
+		l.startRepublish()
 		return
 	}
 	switch {
@@ -219,6 +250,18 @@ func (l *loop) adopt(sw *pendingSwitch) {
 	}
 	e.mtu = sw.mtu
 	e.health.Set("netconf", nil)
+}
+
+// switchRetryPeriod is the wait before a switch that failed to bring up
+// the new backend is tried again.
+const switchRetryPeriod = 10 * time.Second
+
+// retrySwitch tries a failed switch again, unless a newer net-conf came.
+func (l *loop) retrySwitch() {
+	if ch := l.failedConf; ch != nil && l.switching == nil {
+		l.failedConf = nil
+		l.onNetConf(*ch)
+	}
 }
 
 // afterSwitch ends the switch and takes a net-conf that came meanwhile.

@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"errors"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -64,7 +66,22 @@ func toNetlinkRoute(r Route) *netlink.Route {
 }
 
 // RouteReplace implements Kernel.
-func (n *Netlink) RouteReplace(r Route) error { return n.h.RouteReplace(toNetlinkRoute(r)) }
+func (n *Netlink) RouteReplace(r Route) error {
+	err := n.h.RouteReplace(toNetlinkRoute(r))
+	if errors.Is(err, unix.EINVAL) && r.OnLink && r.Gw.Is6() && r.Dst.Contains(r.Gw) {
+		// The kernel checks an IPv6 onlink gateway against the routes in
+		// place, and the route being replaced (to the gateway's own
+		// subnet, through another device: host-gw's, in a switch to
+		// vxlan) makes it refuse "device mismatch". Without it the
+		// replace goes through.
+		// Equivalent to: ip -6 route del <dst>; ip -6 route replace <dst> via <gw> dev <dev> onlink
+		if derr := ignoreGone(n.h.RouteDel(&netlink.Route{Dst: ipNetFromPrefix(r.Dst), Table: unix.RT_TABLE_MAIN})); derr != nil {
+			return err
+		}
+		err = n.h.RouteReplace(toNetlinkRoute(r))
+	}
+	return err
+}
 
 // RouteDelete implements Kernel.
 func (n *Netlink) RouteDelete(r Route) error { return ignoreGone(n.h.RouteDel(toNetlinkRoute(r))) }

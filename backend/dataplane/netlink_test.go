@@ -133,3 +133,29 @@ func TestNetlinkApply(t *testing.T) {
 		t.Error("LinkNets of a missing link: no error")
 	}
 }
+
+// An IPv6 host-gw route replaced by a vxlan one whose onlink gateway lies
+// in the route's own subnet: the kernel refuses the plain replace
+// ("device mismatch", the old route through another device covers the
+// gateway); RouteReplace still makes the new route the only one.
+func TestNetlinkRouteReplaceIPv6Onlink(t *testing.T) {
+	netnstest.Require(t)
+	sh(t, "ip link add ul6 type veth peer name ul6p && ip addr add fd00:50::11/64 dev ul6 nodad && ip link set ul6 up && ip link set ul6p up"+
+		" && ip link add vx6 type vxlan id 6 dstport 4790 local fd00:50::11 dev ul6 nolearning && ip link set vx6 up")
+	t.Cleanup(func() { exec.Command("sh", "-c", "ip link del vx6; ip link del ul6").Run() })
+	k := NewNetlink(nil)
+	ul, _ := k.LinkByName("ul6")
+	vx, _ := k.LinkByName("vx6")
+	dst := pfx("fd00:10:244:3b::/64")
+	if err := k.RouteReplace(Route{Dst: dst, Gw: netip.MustParseAddr("fd00:50::12"), LinkIndex: ul.Index, Proto: Proto}); err != nil {
+		t.Fatal(err)
+	}
+	want := Route{Dst: dst, Gw: netip.MustParseAddr("fd00:10:244:3b::"), LinkIndex: vx.Index, OnLink: true, Proto: Proto}
+	if err := k.RouteReplace(want); err != nil {
+		t.Fatalf("replacing the host-gw route with the vxlan one: %v", err)
+	}
+	out := ip(t, "-6", "route", "show", dst.String())
+	if strings.Count(out, "\n") != 1 || !strings.Contains(out, "via fd00:10:244:3b:: dev vx6") || !strings.Contains(out, "onlink") {
+		t.Errorf("routes to %s:\n%s", dst, out)
+	}
+}

@@ -2,6 +2,7 @@ package mux
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -16,8 +17,10 @@ import (
 // the types retired (the engine deletes their devices), and when to call
 // again for a member still in its grace (0: none is). An error is the
 // first member that could not be set up; its peers are skipped until a
-// later call succeeds.
-func (m *Mux) Need(ctx context.Context, byType map[string]int) (retired []string, next time.Duration, err error) {
+// later call succeeds. sample gives a peer of a type (nil: none), whose
+// lease data the options of a type the net-conf never named start from
+// (vxlan's VNI).
+func (m *Mux) Need(ctx context.Context, byType map[string]int, sample func(typ string) subnet.Lease) (retired []string, next time.Duration, err error) {
 	now := m.cfg.Now()
 	for _, typ := range sortedKeys(byType) {
 		if byType[typ] == 0 {
@@ -27,7 +30,11 @@ func (m *Mux) Need(ctx context.Context, byType map[string]int) (retired []string
 			mb.idle = time.Time{}
 			continue
 		}
-		if aerr := m.addFor(ctx, typ, byType[typ]); aerr != nil && err == nil {
+		var peer subnet.Lease
+		if sample != nil {
+			peer = sample(typ)
+		}
+		if aerr := m.addFor(ctx, typ, byType[typ], peer); aerr != nil && err == nil {
 			err = aerr
 		}
 	}
@@ -46,21 +53,21 @@ func (m *Mux) Need(ctx context.Context, byType map[string]int) (retired []string
 			continue
 		}
 		m.retire(mb, "no peer of this type is left")
-		retired = append(retired, typ)
 	}
+	retired, m.retiredSince = m.retiredSince, nil
 	return retired, next, err
 }
 
 // addFor adds a member for peers of typ, with the options the net-conf
 // last gave the type, or its defaults.
-func (m *Mux) addFor(ctx context.Context, typ string, peers int) error {
+func (m *Mux) addFor(ctx context.Context, typ string, peers int, peer subnet.Lease) error {
 	if !CanMix(typ) {
 		return fmt.Errorf("peers of backend %s cannot be served beside %s", typ, m.primary.typ)
 	}
 	opts, ok := m.opts[typ]
 	if !ok {
 		var err error
-		if opts, err = m.cfg.Defaults(typ); err != nil {
+		if opts, err = m.cfg.Defaults(typ, peer); err != nil {
 			return fmt.Errorf("options of the %s backend: %w", typ, err)
 		}
 	}
@@ -106,7 +113,10 @@ func (m *Mux) add(ctx context.Context, typ string, opts any) (*member, error) {
 // with other options is retired first: two of a type would hold the same
 // devices and port). The old primary stays a member while peers of its
 // type are left (see Need). It returns what to publish and the pods' MTU.
-// On failure the primary is unchanged.
+// On failure the primary is unchanged; if the member it had to retire
+// cannot be brought back, the error wraps ErrBroken (the Mux has no
+// primary that works: the daemon must start again). A member retired on
+// the way is reported by the next Need, so its devices get deleted.
 func (m *Mux) Switch(ctx context.Context, typ string, opts any) (subnet.LeaseAttrs, int, error) {
 	if !CanMix(typ) {
 		return subnet.LeaseAttrs{}, 0, fmt.Errorf("the %s backend cannot be switched to live", typ)
@@ -123,7 +133,9 @@ func (m *Mux) Switch(ctx context.Context, typ string, opts any) (subnet.LeaseAtt
 		var err error
 		if mb, err = m.add(ctx, typ, opts); err != nil {
 			if replaced != nil {
-				m.restore(ctx, replaced)
+				if rerr := m.restore(ctx, replaced); rerr != nil {
+					return subnet.LeaseAttrs{}, 0, fmt.Errorf("%w: %w (and bringing the %s backend back: %w)", ErrBroken, err, replaced.typ, rerr)
+				}
 			}
 			return subnet.LeaseAttrs{}, 0, err
 		}
@@ -147,17 +159,19 @@ func (m *Mux) Published() {
 	m.held = ""
 }
 
+// ErrBroken: a failed Switch could not bring back the backend it retired.
+var ErrBroken = errors.New("the running backend could not be restored")
+
 // restore brings back a member retired by a Switch that failed.
-func (m *Mux) restore(ctx context.Context, old *member) {
+func (m *Mux) restore(ctx context.Context, old *member) error {
 	mb, err := m.add(ctx, old.typ, old.opts)
 	if err != nil {
-		m.log.Error("cannot restore the backend after a failed switch; its peers are unreachable until the next attempt",
-			"backend", old.typ, "error", err)
-		return
+		return err
 	}
 	if old == m.primary {
 		m.primary = mb
 	}
+	return nil
 }
 
 // retire removes a member: its Run is stopped and it is closed. Its
@@ -169,7 +183,7 @@ func (m *Mux) retire(mb *member, why string) {
 		delete(m.members, mb.typ)
 	}
 	m.mu.Unlock()
-	m.changed = true
+	m.changed, m.retiredSince = true, append(m.retiredSince, mb.typ)
 	m.close(mb)
 	m.log.Info("retired a backend", "backend", m.primary.typ, "retired_backend", mb.typ, "reason", why)
 }
@@ -196,12 +210,25 @@ func (m *Mux) Run(ctx context.Context) error {
 		m.runLocked(mb)
 	}
 	m.mu.Unlock()
+	var err error
 	select {
 	case <-ctx.Done():
-		return nil
-	case err := <-m.runErr:
-		return err
+	case err = <-m.runErr:
 	}
+	// The members' Runs end with ctx (or end the daemon with err): wait
+	// for them, so udp's device and port are released when Run returns.
+	m.mu.Lock()
+	var dones []chan struct{}
+	for _, mb := range m.members {
+		if mb.done != nil {
+			dones = append(dones, mb.done)
+		}
+	}
+	m.mu.Unlock()
+	for _, d := range dones {
+		<-d
+	}
+	return err
 }
 
 // runLocked starts mb's Run; the caller holds mu.

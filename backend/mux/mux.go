@@ -57,8 +57,12 @@ func LeaseType(l subnet.Lease) string {
 	return l.Attrs.BackendType
 }
 
-// DefaultGrace is how long a member is kept after its last peer left.
-const DefaultGrace = 2 * time.Second
+// DefaultGrace is how long a member is kept after its last peer left (or,
+// for the type we published before a switch, after the new lease is
+// published): time for every peer to see the new leases, its watch
+// lagging under a whole cluster's republishing. An idle member costs
+// nothing but its device.
+const DefaultGrace = 5 * time.Second
 
 // Factory creates a member backend of a type with its parsed options; it
 // must not touch the kernel (that is Prepare's).
@@ -68,9 +72,10 @@ type Factory func(typ string, opts any) (backend.PerPeer, error)
 type Config struct {
 	Log *slog.Logger
 	// New creates members; Defaults gives the options of a type the
-	// net-conf never named (a peer of that type appeared).
+	// net-conf never named (a peer of that type appeared), from such a
+	// peer's lease (zero when none is known).
 	New      Factory
-	Defaults func(typ string) (any, error)
+	Defaults func(typ string, peer subnet.Lease) (any, error)
 	// Grace is how long a member outlives its last peer (DefaultGrace
 	// when zero).
 	Grace time.Duration
@@ -110,6 +115,9 @@ type Mux struct {
 	own     subnet.Lease
 	started bool
 	changed bool // membership changed since the last Refresh
+	// retiredSince are the types retired since the last Need (which
+	// reports them, for their devices to be deleted).
+	retiredSince []string
 }
 
 // New returns a Mux whose primary is a backend of typ with opts.
@@ -148,6 +156,14 @@ func (m *Mux) Types() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// Options are the options of the member of typ (nil: none).
+func (m *Mux) Options(typ string) any {
+	if mb := m.members[typ]; mb != nil {
+		return mb.opts
+	}
+	return nil
 }
 
 // Changed reports whether members came or went since the last Refresh:
@@ -207,7 +223,14 @@ func (m *Mux) typesLocked() []string {
 // tools; the engine drives the Mux through a backend.Reconciler): members
 // for the peers' types are added, then every part applied at once.
 func (m *Mux) Reconcile(ctx context.Context, peers []subnet.Lease) (dataplane.Changes, error) {
-	if _, _, err := m.Need(ctx, CountTypes(peers)); err != nil {
+	if _, _, err := m.Need(ctx, CountTypes(peers), func(typ string) subnet.Lease {
+		for _, p := range peers {
+			if LeaseType(p) == typ {
+				return p
+			}
+		}
+		return subnet.Lease{}
+	}); err != nil {
 		return dataplane.Changes{}, err
 	}
 	if _, err := m.Refresh(ctx); err != nil {

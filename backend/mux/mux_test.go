@@ -114,7 +114,7 @@ func newRig(t *testing.T, primary string) *rig {
 		r.made = append(r.made, f)
 		return f, nil
 	}
-	r.m, err = New(Config{Log: log, New: factory, Defaults: func(typ string) (any, error) { return "default", nil },
+	r.m, err = New(Config{Log: log, New: factory, Defaults: func(typ string, _ subnet.Lease) (any, error) { return "default", nil },
 		Now: func() time.Time { return r.now }}, primary, "configured")
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +136,7 @@ func lease(sn, ip, typ string) subnet.Lease {
 // pass runs what the engine runs before a pass, then a full pass.
 func (r *rig) pass(t *testing.T, rec *backend.Reconciler, peers []subnet.Lease) []string {
 	t.Helper()
-	retired, _, err := r.m.Need(context.Background(), CountTypes(peers))
+	retired, _, err := r.m.Need(context.Background(), CountTypes(peers), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestMuxRetiresAfterGrace(t *testing.T) {
 	if retired := r.pass(t, rec, []subnet.Lease{switched}); len(retired) != 0 || udp.closed {
 		t.Fatalf("retired %v at once (closed %v), want a grace", retired, udp.closed)
 	}
-	_, next, _ := r.m.Need(ctx, CountTypes([]subnet.Lease{switched}))
+	_, next, _ := r.m.Need(ctx, CountTypes([]subnet.Lease{switched}), nil)
 	if next != DefaultGrace {
 		t.Errorf("next %v, want %v", next, DefaultGrace)
 	}
@@ -273,7 +273,7 @@ func TestMuxMemberFailure(t *testing.T) {
 	r.failNew["udp"] = true
 	rec := backend.NewReconciler(r.m)
 	peers := []subnet.Lease{lease("10.244.2.0/24", "192.168.50.12", "vxlan"), lease("10.244.4.0/24", "192.168.50.14", "udp")}
-	if _, _, err := r.m.Need(context.Background(), CountTypes(peers)); err == nil || !strings.Contains(err.Error(), "no udp here") {
+	if _, _, err := r.m.Need(context.Background(), CountTypes(peers), nil); err == nil || !strings.Contains(err.Error(), "no udp here") {
 		t.Fatalf("Need: %v", err)
 	}
 	if _, err := rec.Full(context.Background(), peers); err != nil {

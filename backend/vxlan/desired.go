@@ -71,8 +71,24 @@ func PeerState(o Options, h Host, p subnet.Lease, onLink dataplane.Nets) (datapl
 	return want, skips
 }
 
-// peerState adds both families' entries for p to want.
+// LeaseVNI is the VNI a vxlan lease's BackendData carries (0: none, or
+// data that does not parse).
+func LeaseVNI(data json.RawMessage) int {
+	var ld leaseData
+	if json.Unmarshal(data, &ld) != nil {
+		return 0
+	}
+	return ld.VNI
+}
+
+// peerState adds both families' entries for p to want. A peer whose
+// lease carries another VNI than ours cannot be reached through our
+// device (its VTEP drops our VNI): it is skipped, with the reason.
 func peerState(want *dataplane.State, o Options, h Host, p subnet.Lease, onLink dataplane.Nets) []backend.Skip {
+	if vni := LeaseVNI(p.Attrs.BackendData); vni != 0 && o.VNI != 0 && vni != o.VNI {
+		return []backend.Skip{{Peer: p, Reason: "vni", Msg: "ignoring vxlan peer of another VNI; give every host the same Backend.VNI",
+			Attrs: []any{"peer_subnet", p.String(), "peer_ip", p.Attrs.PublicIP, "peer_vni", vni, "vni", o.VNI}}}
+	}
 	skips := peerEntries(want, o, h, p, false, onLink)
 	if h.Dev6 == 0 {
 		return skips

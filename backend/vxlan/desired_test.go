@@ -1,6 +1,7 @@
 package vxlan
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -46,6 +47,19 @@ func TestDesiredGolden(t *testing.T) {
 		t.Errorf("state:\n%s\nwant:\n%s", got, want)
 	}
 	if len(skips) != 1 || !strings.Contains(skips[0].Msg, "unusable vxlan data") || skips[0].Peer.Key() != peers[2].Key() {
+		t.Errorf("skips: %+v", skips)
+	}
+}
+
+// A peer of another VNI cannot be reached through our device: skipped,
+// with both VNIs named.
+func TestDesiredOtherVNI(t *testing.T) {
+	h := Host{Ext: 2, Own: own, Dev4: 5}
+	got, skips := Desired(Options{VNI: 4096}, h, []subnet.Lease{peer("10.244.2.0/24", "192.168.50.12", "0a:00:00:00:00:02")}, nil)
+	if len(got.Routes)+len(got.Neighs)+len(got.FDBs) != 0 {
+		t.Errorf("entries for a peer of VNI 1 on VNI 4096:\n%s", got)
+	}
+	if len(skips) != 1 || skips[0].Reason != "vni" || !strings.Contains(fmt.Sprint(skips[0].Attrs), "peer_vni 1 vni 4096") {
 		t.Errorf("skips: %+v", skips)
 	}
 }

@@ -52,7 +52,7 @@ func (m *Manager) Republish(ctx context.Context, l subnet.Lease, attrs subnet.Le
 	}
 	for range republishAttempts {
 		var cur int64
-		cur, err = m.rewrite(ctx, l, value)
+		cur, err = m.rewrite(ctx, l, attrs, value)
 		if err == nil {
 			old := l.Attrs
 			l.Attrs, l.ModRevision = attrs, cur
@@ -71,7 +71,7 @@ func (m *Manager) Republish(ctx context.Context, l subnet.Lease, attrs subnet.Le
 // rewrite is one attempt of Republish. It returns the revision of the
 // write; or, with errStaleRevision, the mod revision at which the key
 // still holds our lease.
-func (m *Manager) rewrite(ctx context.Context, l subnet.Lease, value []byte) (int64, error) {
+func (m *Manager) rewrite(ctx context.Context, l subnet.Lease, attrs subnet.LeaseAttrs, value []byte) (int64, error) {
 	key := m.LeaseKey(l)
 	guard := []clientv3.Cmp{
 		clientv3.Compare(clientv3.ModRevision(key), "=", l.ModRevision),
@@ -96,18 +96,23 @@ func (m *Manager) rewrite(ctx context.Context, l subnet.Lease, value []byte) (in
 			kvs = r.Kvs
 		}
 	}
-	return m.stillOurs(key, l, kvs)
+	return m.stillOurs(key, l, attrs, kvs)
 }
 
 // stillOurs judges what the key holds after a failed guard, by Renew's
-// rule: our attributes under our etcd lease.
-func (m *Manager) stillOurs(key string, l subnet.Lease, kvs []*mvccpb.KeyValue) (int64, error) {
+// rule: our attributes under our etcd lease. The new attributes under
+// our etcd lease are an earlier attempt that committed but whose answer
+// was lost (a timeout): done, at the key's revision.
+func (m *Manager) stillOurs(key string, l subnet.Lease, attrs subnet.LeaseAttrs, kvs []*mvccpb.KeyValue) (int64, error) {
 	if len(kvs) == 0 {
 		return 0, fmt.Errorf("%w: key %s is gone", ErrLeaseLost, key)
 	}
 	cur, bad := m.classify(kvs[0])
 	if bad != nil {
 		return 0, fmt.Errorf("%w: key %s now holds a value that is not a lease (%v)", ErrLeaseLost, key, bad.Err)
+	}
+	if cur.EtcdLeaseID == l.EtcdLeaseID && cur.Attrs.Equal(attrs) {
+		return cur.ModRevision, nil
 	}
 	if !cur.Attrs.Equal(l.Attrs) || cur.EtcdLeaseID != l.EtcdLeaseID {
 		return 0, fmt.Errorf("%w: key %s was changed by someone else", ErrLeaseLost, key)

@@ -171,6 +171,29 @@ func TestRepublishStaleRevision(t *testing.T) {
 	}
 }
 
+// TestRepublishAnswerLost: an attempt that committed but whose answer was
+// lost is retried with the lease of before; the key holding the new
+// attributes under our etcd lease is success, not a lost lease.
+func TestRepublishAnswerLost(t *testing.T) {
+	m, cli, cfg := testManager(t, `{"Network":"10.244.0.0/16"}`, time.Hour)
+	ctx := ctxT(t)
+	l, err := m.Acquire(ctx, cfg, hostAttrs(1), subnet.Hint{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, _ := json.Marshal(vxlanAttrs(1)) // what the lost attempt wrote
+	if _, err := cli.Put(ctx, m.LeaseKey(l), string(done), clientv3.WithLease(clientv3.LeaseID(l.EtcdLeaseID))); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Republish(ctx, l, vxlanAttrs(1))
+	if err != nil {
+		t.Fatalf("the retry of a committed republish: %v", err)
+	}
+	if got.Attrs.BackendType != "vxlan" || got.ModRevision <= l.ModRevision {
+		t.Errorf("republished %+v", got)
+	}
+}
+
 // TestRepublishReservation: a reservation is rewritten without an etcd
 // lease, and stays one.
 func TestRepublishReservation(t *testing.T) {

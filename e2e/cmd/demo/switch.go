@@ -54,7 +54,7 @@ func liveSwitch(ctx context.Context, tb *testbed.Testbed, from, to string) error
 		return err
 	}
 	fmt.Printf("  every host switched %v after the put (lease re-published, data plane programmed)\n", took.Round(time.Millisecond))
-	time.Sleep(3 * time.Second) // the old backend retires 2 s after its last peer left
+	time.Sleep(6 * time.Second) // the old backend retires 5 s after its last peer left (mux.DefaultGrace)
 	section("the switch in " + tb.Hosts()[0].Name + "'s log")
 	for _, l := range strings.Split(tb.Hosts()[0].Log(), "\n") {
 		for _, m := range []string{"switching backend live", "new backend up", "republished our lease", "backend switched", "retired a backend", "removed the device"} {
