@@ -11,8 +11,9 @@ import (
 // library we use does not speak: a struct nhmsg header followed by NHA_*
 // attributes. Routes name a nexthop object with RTA_NH_ID.
 //
-// These messages go through sockets of the calling thread's network
-// namespace, as the library's calls through a zero Handle do.
+// These messages go through a socket of the calling thread's network
+// namespace (the process's), as the library's calls through a zero Handle
+// do.
 
 // rtaNhID is RTA_NH_ID (linux/rtnetlink.h), which golang.org/x/sys lacks.
 const rtaNhID = 30
@@ -23,6 +24,25 @@ type nhKey struct {
 	gw     netip.Addr
 	link   int
 	onlink bool
+}
+
+// rtnl sends our own rtnetlink messages through one socket, opened on
+// first use and kept: a socket per message costs more system calls than
+// the message. Its user serialises the calls.
+type rtnl struct{ sock *nl.SocketHandle }
+
+func (c *rtnl) exec(req *nl.NetlinkRequest, resType uint16) ([][]byte, error) {
+	if c.sock == nil {
+		s, err := nl.Subscribe(unix.NETLINK_ROUTE) // no groups: a plain request socket
+		if err != nil {
+			return nil, err
+		}
+		s.SetSendTimeout(&nl.SocketTimeoutTv)
+		s.SetReceiveTimeout(&nl.SocketTimeoutTv)
+		c.sock = &nl.SocketHandle{Socket: s}
+	}
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: c.sock}
+	return req.Execute(unix.NETLINK_ROUTE, resType)
 }
 
 // nhMsg is struct nhmsg: family, scope, protocol, resvd, flags.
@@ -43,7 +63,7 @@ func (m nhMsg) Serialize() []byte {
 // nexthopAdd creates nexthop id for k, marked with Proto; flags adds
 // NLM_F_EXCL (a new id: fail if taken) or NLM_F_REPLACE.
 // Equivalent to: ip nexthop add|replace id $id via $gw dev $link [onlink] proto 98
-func nexthopAdd(id uint32, k nhKey, flags int) error {
+func (c *rtnl) nexthopAdd(id uint32, k nhKey, flags int) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWNEXTHOP, unix.NLM_F_CREATE|unix.NLM_F_ACK|flags)
 	m := nhMsg{family: family8(k.gw), protocol: Proto}
 	if k.onlink {
@@ -53,17 +73,17 @@ func nexthopAdd(id uint32, k nhKey, flags int) error {
 	req.AddData(nl.NewRtAttr(unix.NHA_ID, nl.Uint32Attr(id)))
 	req.AddData(nl.NewRtAttr(unix.NHA_OIF, nl.Uint32Attr(uint32(k.link))))
 	req.AddData(nl.NewRtAttr(unix.NHA_GATEWAY, k.gw.AsSlice()))
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	_, err := c.exec(req, 0)
 	return err
 }
 
 // nexthopDel deletes nexthop id, and with it every route that uses it.
 // Equivalent to: ip nexthop del id $id
-func nexthopDel(id uint32) error {
+func (c *rtnl) nexthopDel(id uint32) error {
 	req := nl.NewNetlinkRequest(unix.RTM_DELNEXTHOP, unix.NLM_F_ACK)
 	req.AddData(nhMsg{})
 	req.AddData(nl.NewRtAttr(unix.NHA_ID, nl.Uint32Attr(id)))
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	_, err := c.exec(req, 0)
 	return err
 }
 
@@ -79,10 +99,10 @@ type nexthop struct {
 // nexthopDump lists the nexthop objects of both families. Kernels without
 // nexthop objects (before 5.3) answer EOPNOTSUPP.
 // Equivalent to: ip nexthop show
-func nexthopDump() ([]nexthop, error) {
+func (c *rtnl) nexthopDump() ([]nexthop, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETNEXTHOP, unix.NLM_F_DUMP)
 	req.AddData(nhMsg{})
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNEXTHOP)
+	msgs, err := c.exec(req, unix.RTM_NEWNEXTHOP)
 	out := make([]nexthop, 0, len(msgs))
 	for _, m := range msgs {
 		if nh, ok := parseNexthop(m); ok {
@@ -125,28 +145,28 @@ const nhaFDB = 11
 // routeReplaceVia installs the unicast route to dst through nexthop id,
 // replacing any route to dst.
 // Equivalent to: ip route replace $dst nhid $id proto 98
-func routeReplaceVia(dst netip.Prefix, id uint32) error {
+func (c *rtnl) routeReplaceVia(dst netip.Prefix, id uint32) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
 	m := nl.NewRtMsg()
 	m.Family, m.Dst_len, m.Protocol = family8(dst.Addr()), uint8(dst.Bits()), Proto
 	req.AddData(m)
 	req.AddData(nl.NewRtAttr(unix.RTA_DST, dst.Addr().AsSlice()))
 	req.AddData(nl.NewRtAttr(rtaNhID, nl.Uint32Attr(id)))
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	_, err := c.exec(req, 0)
 	return err
 }
 
 // routeDeleteVia deletes the route to dst through nexthop id; a route to
 // dst that does not use id stays (ESRCH).
 // Equivalent to: ip route del $dst nhid $id proto 98
-func routeDeleteVia(dst netip.Prefix, id uint32) error {
+func (c *rtnl) routeDeleteVia(dst netip.Prefix, id uint32) error {
 	req := nl.NewNetlinkRequest(unix.RTM_DELROUTE, unix.NLM_F_ACK)
 	m := nl.NewRtDelMsg()
 	m.Family, m.Dst_len, m.Protocol = family8(dst.Addr()), uint8(dst.Bits()), Proto
 	req.AddData(m)
 	req.AddData(nl.NewRtAttr(unix.RTA_DST, dst.Addr().AsSlice()))
 	req.AddData(nl.NewRtAttr(rtaNhID, nl.Uint32Attr(id)))
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	_, err := c.exec(req, 0)
 	return err
 }
 

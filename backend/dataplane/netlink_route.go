@@ -42,7 +42,7 @@ func (n *Netlink) routes() ([]dumpedRoute, error) {
 	if err := t.load(); err != nil {
 		return nil, err
 	}
-	rs, err := dump(routeDump)
+	rs, err := dump(t.conn.routeDump)
 	if err != nil {
 		return nil, err
 	}
@@ -82,12 +82,12 @@ func (n *Netlink) RouteReplace(r Route) error {
 	if err != nil {
 		return n.refused(r, err)
 	}
-	err = routeReplaceVia(r.Dst, id)
+	err = t.conn.routeReplaceVia(r.Dst, id)
 	if errors.Is(err, unix.EINVAL) && !fresh {
 		// The kernel deleted the nexthop since the last route dump (it
 		// does when the device goes down): make it again.
 		if err = t.add(id, k, unix.NLM_F_REPLACE); err == nil {
-			err = routeReplaceVia(r.Dst, id)
+			err = t.conn.routeReplaceVia(r.Dst, id)
 		}
 	}
 	if err != nil {
@@ -138,7 +138,7 @@ func (n *Netlink) RouteDelete(r Route) error {
 	}
 	if id, via := t.dsts[r.Dst]; via {
 		if k, ok := nexthopFor(r); ok && t.keys[id] == k {
-			err := routeDeleteVia(r.Dst, id)
+			err := t.conn.routeDeleteVia(r.Dst, id)
 			if ignoreGone(err) != nil {
 				return err
 			}
@@ -162,7 +162,7 @@ func (n *Netlink) RemoveNexthops() ([]uint32, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	defer t.reset()
-	nhs, err := dump(nexthopDump)
+	nhs, err := dump(t.conn.nexthopDump)
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		return nil, nil
 	}
@@ -175,7 +175,7 @@ func (n *Netlink) RemoveNexthops() ([]uint32, error) {
 		if nh.proto != Proto {
 			continue
 		}
-		if err := ignoreGone(nexthopDel(nh.id)); err != nil {
+		if err := ignoreGone(t.conn.nexthopDel(nh.id)); err != nil {
 			errs = append(errs, fmt.Errorf("ip nexthop del id %d: %w", nh.id, err))
 			continue
 		}
@@ -194,10 +194,10 @@ type dumpedRoute struct {
 // routeDump lists the unicast and blackhole routes of the main table of
 // both families; cached and multipath routes are left out.
 // Equivalent to: ip route show table main; ip -6 route show table main
-func routeDump() ([]dumpedRoute, error) {
+func (c *rtnl) routeDump() ([]dumpedRoute, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETROUTE, unix.NLM_F_DUMP)
 	req.AddData(&nl.RtMsg{})
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWROUTE)
+	msgs, err := c.exec(req, unix.RTM_NEWROUTE)
 	out := make([]dumpedRoute, 0, len(msgs))
 	for _, m := range msgs {
 		if r, ok := parseRoute(m); ok {

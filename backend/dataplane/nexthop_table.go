@@ -56,7 +56,8 @@ type nexthopTable struct {
 	refs map[uint32]int          // the routes using each nexthop
 	dsts map[netip.Prefix]uint32 // the routes through a nexthop of ours
 
-	// add creates a nexthop (nexthopAdd); the fallback test replaces it.
+	conn rtnl
+	// add creates a nexthop (conn.nexthopAdd); the fallback test replaces it.
 	add func(id uint32, k nhKey, flags int) error
 }
 
@@ -64,8 +65,10 @@ type nexthopTable struct {
 var processNexthops = newNexthopTable()
 
 func newNexthopTable() *nexthopTable {
-	return &nexthopTable{ids: map[nhKey]uint32{}, keys: map[uint32]nhKey{}, refs: map[uint32]int{},
-		dsts: map[netip.Prefix]uint32{}, add: nexthopAdd}
+	t := &nexthopTable{ids: map[nhKey]uint32{}, keys: map[uint32]nhKey{}, refs: map[uint32]int{},
+		dsts: map[netip.Prefix]uint32{}}
+	t.add = t.conn.nexthopAdd
+	return t
 }
 
 // nexthopFor is the nexthop a route goes through: routes of ours that are
@@ -82,7 +85,7 @@ func (t *nexthopTable) load() error {
 	if t.loaded {
 		return nil
 	}
-	nhs, err := dump(nexthopDump)
+	nhs, err := dump(t.conn.nexthopDump)
 	switch {
 	case errors.Is(err, unix.EOPNOTSUPP):
 		t.off = true
@@ -183,7 +186,7 @@ func (t *nexthopTable) unref(id uint32) {
 // drop deletes nexthop id, which no route uses. When the kernel refuses,
 // the table keeps it and the next route dump tries again.
 func (t *nexthopTable) drop(id uint32) {
-	if ignoreGone(nexthopDel(id)) != nil {
+	if ignoreGone(t.conn.nexthopDel(id)) != nil {
 		return
 	}
 	k := t.keys[id]
