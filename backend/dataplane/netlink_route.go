@@ -71,11 +71,14 @@ func (n *Netlink) RouteReplace(r Route) error {
 	t := n.nh
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	k, ok := nexthopFor(r)
+	if !ok {
+		return n.replacePlain(r)
+	}
 	if err := n.ready(); err != nil {
 		return err
 	}
-	k, ok := nexthopFor(r)
-	if !ok || t.off {
+	if t.off {
 		return n.replacePlain(r)
 	}
 	id, fresh, err := t.acquire(k)
@@ -114,7 +117,10 @@ func (n *Netlink) refused(r Route, err error) error {
 
 // replacePlain installs r through the library. It replaces a route of ours
 // through a nexthop when it takes the same place (a unicast route without
-// a metric).
+// a metric). A plain delete, by contrast, does not touch the counts: it
+// may not have matched a route through a nexthop, and a count too high
+// only keeps a nexthop until the next route dump, one too low would
+// delete a nexthop in use.
 func (n *Netlink) replacePlain(r Route) error {
 	if err := n.h.RouteReplace(toNetlinkRoute(r)); err != nil {
 		return err
@@ -133,21 +139,22 @@ func (n *Netlink) RouteDelete(r Route) error {
 	t := n.nh
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := n.ready(); err != nil {
-		return err
-	}
-	if id, via := t.dsts[r.Dst]; via {
-		if k, ok := nexthopFor(r); ok && t.keys[id] == k {
-			err := t.conn.routeDeleteVia(r.Dst, id)
-			if ignoreGone(err) != nil {
-				return err
-			}
-			t.forget(r.Dst)
-			if err == nil {
-				return nil
-			}
-			// Gone: someone replaced it with a plain route, maybe equal to r.
+	k, ok := nexthopFor(r)
+	if ok {
+		if err := n.ready(); err != nil {
+			return err
 		}
+	}
+	if id, via := t.dsts[r.Dst]; ok && via && t.keys[id] == k {
+		err := t.conn.routeDeleteVia(r.Dst, id)
+		if ignoreGone(err) != nil {
+			return err
+		}
+		t.forget(r.Dst)
+		if err == nil {
+			return nil
+		}
+		// Gone: someone replaced it with a plain route, maybe equal to r.
 	}
 	return ignoreGone(n.h.RouteDel(toNetlinkRoute(r)))
 }

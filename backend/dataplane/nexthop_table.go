@@ -80,15 +80,16 @@ func nexthopFor(r Route) (nhKey, bool) {
 }
 
 // load adopts the nexthops of ours the kernel holds, once, and learns
-// whether it has nexthop objects at all.
+// whether it has nexthop objects at all (a kernel without them refuses
+// the dump).
 func (t *nexthopTable) load() error {
 	if t.loaded {
 		return nil
 	}
 	nhs, err := dump(t.conn.nexthopDump)
 	switch {
-	case errors.Is(err, unix.EOPNOTSUPP):
-		t.off = true
+	case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL):
+		t.off = true // before 5.3, or a kernel that will not say
 	case err != nil:
 		return fmt.Errorf("listing nexthops: %w", err)
 	}

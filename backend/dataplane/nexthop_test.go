@@ -145,19 +145,25 @@ func TestNetlinkNexthops(t *testing.T) {
 	}
 	sameRoutes(t, "after vx0 went down and up", ours(t, k), want)
 
-	// Deletions: a shared nexthop stays for the other route, then goes.
-	for i, r := range want {
+	deleteEach(t, k, want, 3, 2, 1, 0)
+}
+
+// deleteEach deletes the routes one by one, checking how many nexthops of
+// ours are left after each, then that nothing of ours is.
+func deleteEach(t *testing.T, k *Netlink, rs []Route, left ...int) {
+	t.Helper()
+	for i, r := range rs {
 		if err := k.RouteDelete(r); err != nil {
 			t.Fatalf("RouteDelete(%v): %v", r, err)
 		}
-		if left := len(nexthops(t)); left != []int{3, 2, 1, 0}[i] {
-			t.Errorf("after deleting %v: %d nexthops left: %s", r, left, ip(t, "nexthop", "show"))
+		if n := len(nexthops(t)); n != left[i] {
+			t.Errorf("after deleting %v: %d nexthops left, want %d: %s", r, n, left[i], ip(t, "nexthop", "show"))
 		}
 	}
 	if out := sh(t, "ip route show proto 98; ip -6 route show proto 98"); strings.TrimSpace(out) != "" {
 		t.Errorf("left behind:\n%s", out)
 	}
-	if err := k.RouteDelete(want[0]); err != nil {
+	if err := k.RouteDelete(rs[0]); err != nil {
 		t.Errorf("deleting a route that is gone: %v", err)
 	}
 }
@@ -227,4 +233,49 @@ func TestNetlinkNexthopFallback(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNetlinkNexthopRefusedLater: a nexthop refused after the kernel took
+// one is that route's problem: it goes plain, and the others still go
+// through nexthops.
+func TestNetlinkNexthopRefusedLater(t *testing.T) {
+	b := newNHBed(t)
+	tbl := newNexthopTable()
+	tries := 0
+	tbl.add = func(id uint32, k nhKey, flags int) error {
+		if tries++; tries == 2 {
+			return unix.EINVAL
+		}
+		return tbl.conn.nexthopAdd(id, k, flags)
+	}
+	k := freshNetlink(tbl)
+	want := b.routes()
+	replaceAll(t, k, want...) // the vxlan route is the second nexthop
+	if tbl.off || len(nexthops(t)) != 2 {
+		t.Errorf("off = %v, nexthops:\n%s", tbl.off, ip(t, "nexthop", "show"))
+	}
+	if out := ip(t, "route", "show", "10.244.2.0/24"); strings.Contains(out, "nhid") {
+		t.Errorf("the refused route: %s", out)
+	}
+	sameRoutes(t, "mixed", ours(t, k), want)
+	deleteEach(t, k, want, 2, 1, 1, 0)
+}
+
+// TestNetlinkNexthopShared: the Netlinks of a process share one table, as
+// the kernel has one per namespace: two backends' routes via one gateway
+// share its nexthop, and one deleting its route leaves the other's.
+func TestNetlinkNexthopShared(t *testing.T) {
+	b := newNHBed(t)
+	k1, k2 := NewNetlink(nil), NewNetlink(nil)
+	r1, r2 := b.via("10.244.4.0/24", "192.168.50.14"), b.via("10.244.5.0/24", "192.168.50.14")
+	replaceAll(t, k1, r1)
+	replaceAll(t, k2, r2)
+	if n := len(nexthops(t)); n != 1 {
+		t.Errorf("%d nexthops for one gateway:\n%s", n, ip(t, "nexthop", "show"))
+	}
+	if err := k2.RouteDelete(r2); err != nil {
+		t.Fatal(err)
+	}
+	sameRoutes(t, "k1's route after k2 deleted its own", ours(t, k1), []Route{r1})
+	deleteEach(t, k1, []Route{r1}, 0)
 }
