@@ -214,7 +214,7 @@ func hostileDump(t *testing.T, ctx context.Context, h *testbed.Host, typ string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
+	lines := strings.Split(strings.TrimSpace(withoutNhid(out)), "\n")
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
 }

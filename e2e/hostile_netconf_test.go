@@ -44,7 +44,7 @@ func TestHostileNetConf(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				return out
+				return withoutNhid(out)
 			}
 			before1, before2 := dataplane(h1), dataplane(h2)
 			stopPings := pingsWithoutLoss(t, ctx, h1.Pods[0], h2.Pods[0])
@@ -120,7 +120,7 @@ func refusedAtStart(t *testing.T, ctx context.Context, tb *testbed.Testbed, h *t
 		if err != nil {
 			t.Fatal(err)
 		}
-		return out
+		return withoutNhid(out)
 	}
 	before := state()
 	logStart := len(h.Log())

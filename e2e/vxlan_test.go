@@ -206,6 +206,7 @@ func TestBackendSwitch(t *testing.T) {
 				t.Errorf("%s: subnet changed %s -> %s", h.Name, subnets[h.Name], got)
 			}
 			routes, _ := h.Exec(ctx, "ip", "route", "show", "proto", "98")
+			routes = withoutNhid(routes)
 			if n := strings.Count(strings.TrimSpace(routes), "\n") + 1; n != 2 {
 				t.Errorf("%s: %d routes of ours, want 2:\n%s", h.Name, n, routes)
 			}

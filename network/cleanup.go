@@ -16,8 +16,8 @@ import (
 )
 
 // Cleanup decommissions this host: it deletes the devices our backends
-// create (flannel.N, flannel-v6.N, flannel0), the routes marked proto 98,
-// the FLANNEL-* iptables chains and their jumps, the flannel-ipv4 and
+// create (flannel.N, flannel-v6.N, flannel0), the routes and nexthop
+// objects marked proto 98, the FLANNEL-* iptables chains and their jumps, the flannel-ipv4 and
 // flannel-ipv6 nftables tables (ours or upstream's), this host's lease in etcd
 // (found by its public IP, unless the lease names another host identity;
 // reservations are kept: they are the operator's)
@@ -72,8 +72,10 @@ func removeDevices(h *netlink.Handle, w io.Writer) error {
 	return errors.Join(errs...)
 }
 
-// removeRoutes deletes the routes marked as ours, blackholes included:
-// ip route del ... proto 98.
+// removeRoutes deletes the routes marked as ours, blackholes included,
+// then the nexthop objects marked as ours that are left (a route's
+// nexthop goes with its last route): ip route del ... proto 98;
+// ip nexthop flush protocol 98.
 func removeRoutes(h *netlink.Handle, w io.Writer) error {
 	k := dataplane.NewNetlink(h)
 	var errs []error
@@ -94,6 +96,13 @@ func removeRoutes(h *netlink.Handle, w io.Writer) error {
 			continue
 		}
 		fmt.Fprintf(w, "removed route %s\n", r.Dst)
+	}
+	ids, err := k.RemoveNexthops()
+	for _, id := range ids {
+		fmt.Fprintf(w, "removed nexthop %d\n", id)
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("removing nexthops: %w", err))
 	}
 	return errors.Join(errs...)
 }

@@ -26,7 +26,8 @@
 //
 // Kernel is the seam: the few netlink calls the backends use. Netlink is the
 // real implementation (dumps retried when the kernel interrupts them, one
-// place converting between net.IP and netip); Fake is an in-memory kernel
+// place converting between net.IP and netip, routes with a gateway through
+// nexthop objects of ours, see nexthop_table.go); Fake is an in-memory kernel
 // whose Dump prints its state as `ip route`, `ip neigh`, `bridge fdb` and
 // `ip addr` lines for golden tests.
 package dataplane

@@ -12,19 +12,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Netlink is the real kernel, through one netlink handle.
+// Netlink is the real kernel of the process's network namespace, through
+// one netlink handle. It is safe for use by several goroutines, and every
+// Netlink of the process shares the one table of our nexthop objects (see
+// nexthop_table.go).
 type Netlink struct {
-	h *netlink.Handle
+	h  *netlink.Handle
+	nh *nexthopTable
 }
 
 var _ Kernel = (*Netlink)(nil)
 
-// NewNetlink wraps h; nil means the network namespace of the process.
+// NewNetlink wraps h, which must be nil (a handle for the process's network
+// namespace) or such a handle: the nexthop messages the library does not
+// have go through sockets of the calling thread's namespace.
 func NewNetlink(h *netlink.Handle) *Netlink {
 	if h == nil {
 		h = &netlink.Handle{}
 	}
-	return &Netlink{h: h}
+	return &Netlink{h: h, nh: processNexthops}
 }
 
 // Handle is the netlink handle, for device code that needs calls beyond

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"net/netip"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -29,8 +30,14 @@ func sh(t *testing.T, cmd string) string {
 	return string(out)
 }
 
+// nhid matches the nexthop object a route names in `ip route` output.
+var nhid = regexp.MustCompile(`nhid [0-9]+ `)
+
+// contains checks that out has each of want, ignoring the nexthop ids of
+// routes.
 func contains(t *testing.T, what, out string, want ...string) {
 	t.Helper()
+	out = nhid.ReplaceAllString(out, "")
 	for _, w := range want {
 		if !strings.Contains(out, w) {
 			t.Errorf("%s lacks %q:\n%s", what, w, out)

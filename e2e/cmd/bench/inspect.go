@@ -28,6 +28,9 @@ func checkKernel(ctx context.Context, h *testbed.Host, typ string, peers map[int
 	}
 	for line := range strings.Lines(out) {
 		f := strings.Fields(line)
+		if len(f) >= 3 && f[1] == "nhid" { // a route through a nexthop object
+			f = append(f[:1], f[3:]...)
+		}
 		if len(f) >= 3 && f[1] == "via" {
 			have[item{"route", f[0], f[2]}] = true
 		} else if len(f) > 0 {

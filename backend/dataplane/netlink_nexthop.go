@@ -1,0 +1,178 @@
+package dataplane
+
+import (
+	"net/netip"
+
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// The wire format of nexthop objects (linux/nexthop.h), which the netlink
+// library we use does not speak: a struct nhmsg header followed by NHA_*
+// attributes. Routes name a nexthop object with RTA_NH_ID.
+//
+// These messages go through a socket of the calling thread's network
+// namespace (the process's), as the library's calls through a zero Handle
+// do.
+
+// rtaNhID is RTA_NH_ID (linux/rtnetlink.h), which golang.org/x/sys lacks.
+const rtaNhID = 30
+
+// nhKey is what a nexthop of ours is: a gateway on a link. Routes with the
+// same key share one nexthop object.
+type nhKey struct {
+	gw     netip.Addr
+	link   int
+	onlink bool
+}
+
+// rtnl sends our own rtnetlink messages through one socket, opened on
+// first use and kept: a socket per message costs more system calls than
+// the message. Its user serialises the calls.
+type rtnl struct{ sock *nl.SocketHandle }
+
+func (c *rtnl) exec(req *nl.NetlinkRequest, resType uint16) ([][]byte, error) {
+	if c.sock == nil {
+		s, err := nl.Subscribe(unix.NETLINK_ROUTE) // no groups: a plain request socket
+		if err != nil {
+			return nil, err
+		}
+		s.SetSendTimeout(&nl.SocketTimeoutTv)
+		s.SetReceiveTimeout(&nl.SocketTimeoutTv)
+		c.sock = &nl.SocketHandle{Socket: s}
+	}
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: c.sock}
+	return req.Execute(unix.NETLINK_ROUTE, resType)
+}
+
+// nhMsg is struct nhmsg: family, scope, protocol, resvd, flags.
+type nhMsg struct {
+	family, protocol uint8
+	flags            uint32
+}
+
+func (m nhMsg) Len() int { return unix.SizeofNhmsg }
+
+func (m nhMsg) Serialize() []byte {
+	b := make([]byte, unix.SizeofNhmsg)
+	b[0], b[2] = m.family, m.protocol // scope and resvd must be 0
+	nl.NativeEndian().PutUint32(b[4:], m.flags)
+	return b
+}
+
+// nexthopAdd creates nexthop id for k, marked with Proto; flags adds
+// NLM_F_EXCL (a new id: fail if taken) or NLM_F_REPLACE.
+// Equivalent to: ip nexthop add|replace id $id via $gw dev $link [onlink] proto 98
+func (c *rtnl) nexthopAdd(id uint32, k nhKey, flags int) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWNEXTHOP, unix.NLM_F_CREATE|unix.NLM_F_ACK|flags)
+	m := nhMsg{family: family8(k.gw), protocol: Proto}
+	if k.onlink {
+		m.flags = unix.RTNH_F_ONLINK
+	}
+	req.AddData(m)
+	req.AddData(nl.NewRtAttr(unix.NHA_ID, nl.Uint32Attr(id)))
+	req.AddData(nl.NewRtAttr(unix.NHA_OIF, nl.Uint32Attr(uint32(k.link))))
+	req.AddData(nl.NewRtAttr(unix.NHA_GATEWAY, k.gw.AsSlice()))
+	_, err := c.exec(req, 0)
+	return err
+}
+
+// nexthopDel deletes nexthop id, and with it every route that uses it.
+// Equivalent to: ip nexthop del id $id
+func (c *rtnl) nexthopDel(id uint32) error {
+	req := nl.NewNetlinkRequest(unix.RTM_DELNEXTHOP, unix.NLM_F_ACK)
+	req.AddData(nhMsg{})
+	req.AddData(nl.NewRtAttr(unix.NHA_ID, nl.Uint32Attr(id)))
+	_, err := c.exec(req, 0)
+	return err
+}
+
+// nexthop is a dumped nexthop object. gateway is false for those that are
+// not one gateway on one link (groups, blackholes, FDB nexthops).
+type nexthop struct {
+	id      uint32
+	proto   uint8
+	key     nhKey
+	gateway bool
+}
+
+// nexthopDump lists the nexthop objects of both families. Kernels without
+// nexthop objects (before 5.3) answer EOPNOTSUPP.
+// Equivalent to: ip nexthop show
+func (c *rtnl) nexthopDump() ([]nexthop, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETNEXTHOP, unix.NLM_F_DUMP)
+	req.AddData(nhMsg{})
+	msgs, err := c.exec(req, unix.RTM_NEWNEXTHOP)
+	out := make([]nexthop, 0, len(msgs))
+	for _, m := range msgs {
+		if nh, ok := parseNexthop(m); ok {
+			out = append(out, nh)
+		}
+	}
+	return out, err
+}
+
+func parseNexthop(m []byte) (nexthop, bool) {
+	if len(m) < unix.SizeofNhmsg {
+		return nexthop{}, false
+	}
+	attrs, err := nl.ParseRouteAttr(m[unix.SizeofNhmsg:])
+	if err != nil {
+		return nexthop{}, false
+	}
+	nh := nexthop{proto: m[2]}
+	nh.key.onlink = nl.NativeEndian().Uint32(m[4:])&unix.RTNH_F_ONLINK != 0
+	var oif, gw, other bool
+	for _, a := range attrs {
+		switch a.Attr.Type {
+		case unix.NHA_ID:
+			nh.id = nl.NativeEndian().Uint32(a.Value)
+		case unix.NHA_OIF:
+			nh.key.link, oif = int(nl.NativeEndian().Uint32(a.Value)), true
+		case unix.NHA_GATEWAY:
+			nh.key.gw, gw = netip.AddrFromSlice(a.Value)
+		case unix.NHA_GROUP, unix.NHA_BLACKHOLE, unix.NHA_ENCAP, nhaFDB:
+			other = true
+		}
+	}
+	nh.gateway = oif && gw && !other
+	return nh, nh.id != 0
+}
+
+// nhaFDB is NHA_FDB (linux/nexthop.h): a nexthop for VXLAN FDB entries.
+const nhaFDB = 11
+
+// routeReplaceVia installs the unicast route to dst through nexthop id,
+// replacing any route to dst.
+// Equivalent to: ip route replace $dst nhid $id proto 98
+func (c *rtnl) routeReplaceVia(dst netip.Prefix, id uint32) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
+	m := nl.NewRtMsg()
+	m.Family, m.Dst_len, m.Protocol = family8(dst.Addr()), uint8(dst.Bits()), Proto
+	req.AddData(m)
+	req.AddData(nl.NewRtAttr(unix.RTA_DST, dst.Addr().AsSlice()))
+	req.AddData(nl.NewRtAttr(rtaNhID, nl.Uint32Attr(id)))
+	_, err := c.exec(req, 0)
+	return err
+}
+
+// routeDeleteVia deletes the route to dst through nexthop id; a route to
+// dst that does not use id stays (ESRCH).
+// Equivalent to: ip route del $dst nhid $id proto 98
+func (c *rtnl) routeDeleteVia(dst netip.Prefix, id uint32) error {
+	req := nl.NewNetlinkRequest(unix.RTM_DELROUTE, unix.NLM_F_ACK)
+	m := nl.NewRtDelMsg()
+	m.Family, m.Dst_len, m.Protocol = family8(dst.Addr()), uint8(dst.Bits()), Proto
+	req.AddData(m)
+	req.AddData(nl.NewRtAttr(unix.RTA_DST, dst.Addr().AsSlice()))
+	req.AddData(nl.NewRtAttr(rtaNhID, nl.Uint32Attr(id)))
+	_, err := c.exec(req, 0)
+	return err
+}
+
+func family8(a netip.Addr) uint8 {
+	if a.Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
