@@ -40,6 +40,7 @@ type loop struct {
 	// deleted (after the first full pass).
 	memberErr    string
 	staleChecked bool
+	firstDone    bool // a full pass succeeded
 	// memberBackoff and memberRetryAt pace the attempts after a member
 	// failed to start; exported are the types in flannel_peers_by_backend.
 	memberBackoff time.Duration

@@ -2,6 +2,7 @@ package network
 
 import (
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -13,6 +14,10 @@ import (
 // maxDrain bounds the batches folded into one reconcile, so a flood of
 // events cannot hold the loop (timers, renewals) for long.
 const maxDrain = 256
+
+// bigStart is the peer count from which the first pass's garbage is
+// returned to the OS at once.
+const bigStart = 1000
 
 // reconcileRetry is the wait before a failed pass is tried again.
 const reconcileRetry = time.Second
@@ -114,9 +119,18 @@ func (l *loop) reconcile() {
 	if e.cfg.BlackholeRoute {
 		e.syncBlackholes()
 	}
-	if err == nil && e.mux != nil && !l.staleChecked {
-		l.staleChecked = true
-		removeStaleDevices(&netlink.Handle{}, e.be, e.log)
+	if err == nil && !l.firstDone {
+		l.firstDone = true
+		if e.mux != nil {
+			l.staleChecked = true
+			removeStaleDevices(&netlink.Handle{}, e.be, e.log)
+		}
+		if len(peers) >= bigStart {
+			// The first pass built every part at once: most of what it
+			// allocated is garbage now, which the runtime would keep
+			// mapped for minutes. Hand it back (one GC, tens of ms).
+			debug.FreeOSMemory()
+		}
 	}
 	l.observe(start, ch, err, len(peers))
 	if err == nil {
