@@ -21,22 +21,11 @@ func checkKernel(ctx context.Context, h *testbed.Host, typ string, peers map[int
 			want[it] = true
 		}
 	}
-	have := map[item]bool{}
 	out, err := h.Exec(ctx, "ip", "route", "show", "proto", "98")
 	if err != nil {
 		return err
 	}
-	for line := range strings.Lines(out) {
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[1] == "nhid" { // a route through a nexthop object
-			f = append(f[:1], f[3:]...)
-		}
-		if len(f) >= 3 && f[1] == "via" {
-			have[item{"route", f[0], f[2]}] = true
-		} else if len(f) > 0 {
-			have[item{"route", f[0], ""}] = true
-		}
-	}
+	have := routeItems(out)
 	if typ == "vxlan" {
 		out, err := h.Exec(ctx, "ip", "neigh", "show", "dev", "flannel.1", "nud", "permanent")
 		if err != nil {
@@ -76,6 +65,23 @@ func checkKernel(ctx context.Context, h *testbed.Host, typ string, peers map[int
 			len(missing), first(missing), len(extra), first(extra))
 	}
 	return nil
+}
+
+// routeItems are the routes of ip route show output as items (dst, gw).
+func routeItems(out string) map[item]bool {
+	have := map[item]bool{}
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[1] == "nhid" { // a route through a nexthop object
+			f = append(f[:1], f[3:]...)
+		}
+		if len(f) >= 3 && f[1] == "via" {
+			have[item{"route", f[0], f[2]}] = true
+		} else if len(f) > 0 {
+			have[item{"route", f[0], ""}] = true
+		}
+	}
+	return have
 }
 
 func first(s []string) []string { return s[:min(3, len(s))] }
