@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"sync"
@@ -92,7 +93,7 @@ func (w *kernelWatch) line(at time.Time, s string) {
 	}
 	var kind, key, val string
 	switch {
-	case arg("proto") == "98" && arg("dev") != "": // a route of ours
+	case arg("dev") != "" && (arg("proto") == "98" || inScaleNet(f[0])): // a route of ours (upstream's carry no proto)
 		kind, key, val = "route", f[0], arg("via")
 		if !strings.Contains(key, "/") {
 			key += "/32"
@@ -162,4 +163,14 @@ func (w *kernelWatch) close() {
 	for _, c := range w.cmds {
 		c.Wait()
 	}
+}
+
+// scaleNet is the scale scenarios' Network; upstream flanneld, measured
+// with -flanneld, marks its routes with no protocol, so the routes into
+// it are taken as the daemon's whatever their protocol.
+var scaleNet = netip.MustParsePrefix("10.128.0.0/9")
+
+func inScaleNet(dst string) bool {
+	p, err := netip.ParsePrefix(dst)
+	return err == nil && scaleNet.Contains(p.Addr()) && p.Bits() > scaleNet.Bits()
 }
