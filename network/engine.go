@@ -224,7 +224,10 @@ func NewEngine(c Config, sm *etcd.Manager, netcfg *subnet.Config, ext *backend.E
 	}
 	h.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_watch_restarts_total",
 		Help: "Times the lease watch was re-established (compaction, broken stream, etcd outage)."},
-		func() float64 { return float64(sm.WatchRestarts()) }))
+		func() float64 { return float64(sm.WatchRestarts()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flannel_netconf_watch_restarts_total",
+			Help: "Times the watch of the net-conf key was re-established (compaction, broken stream, etcd outage)."},
+			func() float64 { return float64(sm.ConfigWatchRestarts()) }))
 	return e
 }
 

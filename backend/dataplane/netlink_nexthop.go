@@ -146,22 +146,19 @@ const nhaFDB = 11
 // replacing any route to dst.
 // Equivalent to: ip route replace $dst nhid $id proto 98
 func (c *rtnl) routeReplaceVia(dst netip.Prefix, id uint32) error {
-	req := nl.NewNetlinkRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
-	m := nl.NewRtMsg()
-	m.Family, m.Dst_len, m.Protocol = family8(dst.Addr()), uint8(dst.Bits()), Proto
-	req.AddData(m)
-	req.AddData(nl.NewRtAttr(unix.RTA_DST, dst.Addr().AsSlice()))
-	req.AddData(nl.NewRtAttr(rtaNhID, nl.Uint32Attr(id)))
-	_, err := c.exec(req, 0)
-	return err
+	return c.routeVia(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, nl.NewRtMsg(), dst, id)
 }
 
 // routeDeleteVia deletes the route to dst through nexthop id; a route to
 // dst that does not use id stays (ESRCH).
 // Equivalent to: ip route del $dst nhid $id proto 98
 func (c *rtnl) routeDeleteVia(dst netip.Prefix, id uint32) error {
-	req := nl.NewNetlinkRequest(unix.RTM_DELROUTE, unix.NLM_F_ACK)
-	m := nl.NewRtDelMsg()
+	return c.routeVia(unix.RTM_DELROUTE, 0, nl.NewRtDelMsg(), dst, id)
+}
+
+// routeVia sends one route message of ours to dst through nexthop id.
+func (c *rtnl) routeVia(typ, flags int, m *nl.RtMsg, dst netip.Prefix, id uint32) error {
+	req := nl.NewNetlinkRequest(typ, flags|unix.NLM_F_ACK)
 	m.Family, m.Dst_len, m.Protocol = family8(dst.Addr()), uint8(dst.Bits()), Proto
 	req.AddData(m)
 	req.AddData(nl.NewRtAttr(unix.RTA_DST, dst.Addr().AsSlice()))

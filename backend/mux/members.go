@@ -258,6 +258,3 @@ func sortedKeys(byType map[string]int) []string {
 	sort.Strings(out)
 	return out
 }
-
-// Attrs is what the primary publishes (its Prepare's).
-func (m *Mux) Attrs() subnet.LeaseAttrs { return m.primary.attrs }

@@ -170,14 +170,6 @@ func (m *Mux) Options(typ string) any {
 // every part must be computed again (a full pass).
 func (m *Mux) Changed() bool { return m.changed }
 
-// Member is the member backend of typ (nil: none), for tests and tools.
-func (m *Mux) Member(typ string) backend.PerPeer {
-	if mb := m.members[typ]; mb != nil {
-		return mb.be
-	}
-	return nil
-}
-
 // Prepare implements backend.Backend: the primary's.
 func (m *Mux) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	attrs, err := m.primary.be.Prepare(ctx)

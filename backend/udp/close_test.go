@@ -79,6 +79,20 @@ func waitRun(t *testing.T, done <-chan error) {
 	}
 }
 
+// startedBackend is a backend prepared and started for our lease
+// 10.244.1.0/24 at 192.168.77.1.
+func startedBackend(t *testing.T, ext *backend.ExternalInterface, logs *bytes.Buffer) *Backend {
+	t.Helper()
+	b := closeBackend(t, ext, logs)
+	if _, err := b.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Start(context.Background(), lease("10.244.1.0/24", "192.168.77.1", TypeName)); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestCloseFreesDeviceAndPort: a backend that ran with traffic and was
 // stopped (Run's context cancelled, then Close) leaves no flannel0 and a
 // free port, logged no error and re-created nothing; Close again does
@@ -88,13 +102,7 @@ func TestCloseFreesDeviceAndPort(t *testing.T) {
 	ext := closeExt(t)
 	ctx := context.Background()
 	var logs bytes.Buffer
-	b := closeBackend(t, ext, &logs)
-	if _, err := b.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Start(ctx, lease("10.244.1.0/24", "192.168.77.1", TypeName)); err != nil {
-		t.Fatal(err)
-	}
+	b := startedBackend(t, ext, &logs)
 	if _, err := backend.NewReconciler(b).Full(ctx, []subnet.Lease{lease("10.244.2.0/24", "192.168.77.2", TypeName)}); err != nil {
 		t.Fatal(err)
 	}
@@ -181,13 +189,7 @@ func TestDeviceDeletedWhileRunning(t *testing.T) {
 	ext := closeExt(t)
 	ctx := context.Background()
 	var logs bytes.Buffer
-	b := closeBackend(t, ext, &logs)
-	if _, err := b.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Start(ctx, lease("10.244.1.0/24", "192.168.77.1", TypeName)); err != nil {
-		t.Fatal(err)
-	}
+	b := startedBackend(t, ext, &logs)
 	r := backend.NewReconciler(b)
 	peers := []subnet.Lease{lease("10.244.2.0/24", "192.168.77.2", TypeName)}
 	if _, err := r.Full(ctx, peers); err != nil {

@@ -61,21 +61,16 @@ func (m *Manager) WatchConfig(ctx context.Context, from []byte, out chan<- Confi
 	outage := NewOutageLog(m.log, "watching the net-conf")
 	retry := backoff.New(500*time.Millisecond, 30*time.Second).WithJitter(0.25)
 	for {
-		rctx, cancel := context.WithTimeout(ctx, configReadTimeout)
-		resp, err := m.cli.Get(rctx, m.ConfigKey())
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			outage.Fail(err)
-			if retry.Wait(ctx) != nil {
-				return nil
-			}
-			continue
+		var resp *clientv3.GetResponse
+		if !readRetrying(ctx, outage, retry, func() error {
+			rctx, cancel := context.WithTimeout(ctx, configReadTimeout)
+			defer cancel()
+			var err error
+			resp, err = m.cli.Get(rctx, m.ConfigKey())
+			return err
+		}) {
+			return nil
 		}
-		outage.OK()
-		retry.Reset()
 		cur, rev := configState{}, resp.Header.Revision
 		if len(resp.Kvs) == 1 {
 			cur, rev = configState{present: true, raw: resp.Kvs[0].Value}, resp.Kvs[0].ModRevision

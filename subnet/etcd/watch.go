@@ -31,19 +31,10 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- []subnet.Event, re
 	retry := backoff.New(500*time.Millisecond, 30*time.Second).WithJitter(0.25)
 	first := true
 	for {
-		t, err := m.ListAll(ctx, false)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			outage.Fail(err)
-			if retry.Wait(ctx) != nil {
-				return nil
-			}
-			continue
+		var t Table
+		if !readRetrying(ctx, outage, retry, func() (err error) { t, err = m.ListAll(ctx, false); return err }) {
+			return nil
 		}
-		outage.OK()
-		retry.Reset()
 		for _, b := range t.Malformed {
 			bad.report(b, "")
 		}
@@ -135,5 +126,27 @@ func send(ctx context.Context, out chan<- []subnet.Event, batch []subnet.Event) 
 		return true
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// readRetrying runs read until it succeeds: while it fails, the outage is
+// logged once and the next try waits out the backoff. It reports false
+// when ctx is done first. Both watches re-read their keys this way after
+// a broken watch.
+func readRetrying(ctx context.Context, outage *OutageLog, retry *backoff.Backoff, read func() error) bool {
+	for {
+		err := read()
+		if err == nil {
+			outage.OK()
+			retry.Reset()
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		outage.Fail(err)
+		if retry.Wait(ctx) != nil {
+			return false
+		}
 	}
 }
