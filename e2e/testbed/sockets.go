@@ -12,24 +12,40 @@ import (
 
 // InNS runs fn on an OS thread in network namespace ns and returns its
 // error. Sockets fn opens belong to ns for their whole life, whatever
-// goroutine uses them afterwards. The thread is never handed back to the
-// scheduler (it exits with the goroutine), so no other goroutine runs in
-// ns by accident.
+// goroutine uses them afterwards. The thread goes back to this process's
+// namespace before it is handed back to the scheduler. It must: the
+// goroutine may run on the process's main thread, and a main thread left
+// in a pod's namespace puts the whole test process in that namespace's
+// "ip netns pids", whose removal kills them. A thread that cannot go back
+// stays locked and ends with the goroutine.
 func InNS(ns string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // not unlocked: the thread dies with the goroutine
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
 		f, err := os.Open(nsPath(ns))
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- err
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("entering netns %s: %w", ns, err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
