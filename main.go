@@ -135,7 +135,7 @@ func addDaemonFlags(fl *pflag.FlagSet, f *flags) {
 	fl.StringVar(&f.netConfPath, "net-config-path", "", "read the net-conf from this file instead of etcd (default: from etcd)")
 	fl.IntVar(&f.iptablesResync, "iptables-resync", 5, "seconds between checks of the iptables rules")
 	fl.BoolVar(&f.forwardRules, "iptables-forward-rules", true, "add FORWARD rules accepting traffic to and from the network")
-	fl.DurationVar(&f.reconcile, "reconcile-period", 10*time.Second, "how often the backend re-applies the whole desired data plane")
+	fl.DurationVar(&f.reconcile, "reconcile-period", 0, "how often the whole desired data plane is compared with the kernel (0: every 5m while the kernel's change notifications are watched, as for host-gw, vxlan and udp; else every 10s)")
 	fl.StringVar(&f.healthzIP, "healthz-ip", "0.0.0.0", "address the health endpoint listens on")
 	fl.IntVar(&f.healthzPort, "healthz-port", 0, "port of the health endpoint (0 disables it)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -82,6 +82,7 @@ type Reconciler struct {
 	t      *dataplane.Table
 	leases map[string]subnet.Lease // the lease each peer part was built from
 	skips  map[string][]Skip       // by lease key
+	owned  map[int]bool            // Links as of the last Full
 	dirty  bool
 }
 
@@ -106,6 +107,10 @@ func (r *Reconciler) Full(ctx context.Context, peers []subnet.Lease) (dataplane.
 	changed, err := r.b.Refresh(ctx)
 	if err != nil {
 		return dataplane.Changes{}, err
+	}
+	r.owned = map[int]bool{}
+	for _, l := range r.b.Links() {
+		r.owned[l] = true
 	}
 	host := r.b.HostState()
 	batch := map[string]*dataplane.State{hostPart: &host}
@@ -186,4 +191,26 @@ func (r *Reconciler) commit() {
 // sameLease reports whether two leases give the same part.
 func sameLease(a, b subnet.Lease) bool {
 	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet && a.Attrs.Equal(b.Attrs)
+}
+
+// Explains reports whether the kernel change c leaves the kernel holding
+// the desired state for what c is about (an echo of our own change, or
+// none of our business): dataplane.Table.Explains, with the backend's
+// links as of the last Full as the owned ones.
+func (r *Reconciler) Explains(c dataplane.Change) bool {
+	return r.t.Explains(c, func(link int) bool { return r.owned[link] })
+}
+
+// Confirms reports whether c is the kernel taking exactly the desired
+// entry (dataplane.Table.Confirms).
+func (r *Reconciler) Confirms(c dataplane.Change) bool { return r.t.Confirms(c) }
+
+// Owns reports whether link is one of the backend's devices, as of the
+// last Full.
+func (r *Reconciler) Owns(link int) bool { return r.owned[link] }
+
+// Watcher is the backend's kernel as a dataplane.Watcher, if it is one.
+func (r *Reconciler) Watcher() (dataplane.Watcher, bool) {
+	w, ok := r.b.Kernel().(dataplane.Watcher)
+	return w, ok
 }

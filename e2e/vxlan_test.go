@@ -21,29 +21,61 @@ func vxlanRoute(_ *testbed.Host, sn netip.Prefix) string {
 
 func TestVXLANMesh(t *testing.T) { meshSuite(t, vxlanBackend, vxlanRoute) }
 
-// TestVXLANSelfHealing: neighbour and FDB entries deleted by hand come back.
+// TestVXLANSelfHealing: neighbour, FDB entries and the route deleted or
+// changed by hand come back within two seconds, with the default
+// --reconcile-period: the kernel watch sees them go (the periodic full
+// comparison is then every 5 minutes).
 func TestVXLANSelfHealing(t *testing.T) {
 	requireTestbed(t)
 	ctx := ctxFor(t, 2*time.Minute)
-	tb := newCluster(t, ctx, vxlanBackend, 2, 1, testbed.Options{}, "--reconcile-period", "1s")
+	tb := newCluster(t, ctx, vxlanBackend, 2, 1, testbed.Options{}, "--healthz-port", "9100", "--healthz-ip", "127.0.0.1")
 	h1, h2 := tb.Hosts()[0], tb.Hosts()[1]
 	sn2 := leaseSubnet(t, ctx, h2)
 	mac2 := vtepMAC(t, ctx, tb, sn2)
 	if err := h1.Pods[0].WaitPing(ctx, h2.Pods[0].Addr); err != nil {
 		t.Fatal(err)
 	}
-	h1.Exec(ctx, "ip", "neigh", "del", sn2.Addr().String(), "dev", "flannel.1")
-	h1.Exec(ctx, "bridge", "fdb", "del", mac2, "dev", "flannel.1", "dst", h2.Addr.String())
-	waitFor(t, "neighbour and fdb restored", 5*time.Second, func() bool {
+	waitFor(t, "the kernel watched", 5*time.Second, func() bool {
+		return strings.Contains(h1.Log(), "watching the kernel's tables for changes to our entries")
+	})
+	restored := func() bool {
 		n, _ := h1.Exec(ctx, "ip", "neigh", "show", "dev", "flannel.1")
 		f, _ := h1.Exec(ctx, "bridge", "fdb", "show", "dev", "flannel.1")
 		return strings.Contains(n, sn2.Addr().String()+" lladdr "+mac2+" PERMANENT") &&
-			strings.Contains(f, mac2+" dst "+h2.Addr.String()+" self permanent")
-	})
+			strings.Contains(f, mac2+" dst "+h2.Addr.String()+" self permanent") &&
+			strings.Contains(routeTo(ctx, h1, sn2), vxlanRoute(h2, sn2))
+	}
+	for _, tamper := range [][]string{
+		{"ip", "neigh", "del", sn2.Addr().String(), "dev", "flannel.1"},
+		{"bridge", "fdb", "del", mac2, "dev", "flannel.1", "dst", h2.Addr.String()},
+		{"ip", "route", "del", sn2.String()},
+		{"ip", "route", "replace", sn2.String(), "dev", "lo"},
+		{"ip", "link", "set", "flannel.1", "down"},
+	} {
+		if out, err := h1.Exec(ctx, tamper...); err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(tamper, " "), err, out)
+		}
+		took := waitFor(t, "restored after "+strings.Join(tamper, " "), 2*time.Second, restored)
+		t.Logf("%s: restored in %v", strings.Join(tamper, " "), took.Round(time.Millisecond))
+		time.Sleep(driftGap) // one repair per second at most
+	}
 	if err := h1.Pods[0].Ping(ctx, h2.Pods[0].Addr, 3); err != nil {
 		t.Fatal(err)
 	}
+	_, metrics := get(ctx, h1, "/metrics")
+	for _, want := range []string{"flannel_kernel_watch_active 1", "flannel_kernel_drift_total 5"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics of h1 lacks %q", want)
+		}
+	}
+	if n := strings.Count(h1.Log(), "kernel entries of ours were changed by someone else"); n != 5 {
+		t.Errorf("%d drift lines in h1's log, want 5 (one per change by hand)", n)
+	}
 }
+
+// driftGap separates changes by hand in the self-healing tests: the daemon
+// repairs drift once a second at most.
+const driftGap = 1100 * time.Millisecond
 
 // vtepMAC reads a lease's VtepMAC from etcd with etcdctl.
 func vtepMAC(t *testing.T, ctx context.Context, tb *testbed.Testbed, sn netip.Prefix) string {

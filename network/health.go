@@ -141,6 +141,10 @@ type metrics struct {
 	peersByBackend *prometheus.GaugeVec
 	switches       *prometheus.CounterVec
 	switchSeconds  prometheus.Gauge
+	// kernelWatched is 1 while the kernel's tables are watched (drift.go);
+	// kernelDrift counts the full reconciles drift caused.
+	kernelWatched prometheus.Gauge
+	kernelDrift   prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -168,12 +172,16 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "Net-conf changes of Backend applied live (result ok) or refused (result refused, failed)."}, []string{"result"}),
 		switchSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flannel_backend_switch_duration_seconds",
 			Help: "How long the last live backend switch took on this host: from seeing the new net-conf to the lease re-published and the data plane programmed."}),
+		kernelWatched: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flannel_kernel_watch_active",
+			Help: "1 while the kernel's change notifications are watched for changes to our entries (host-gw, vxlan, udp), 0 otherwise."}),
+		kernelDrift: prometheus.NewCounter(prometheus.CounterOpts{Name: "flannel_kernel_drift_total",
+			Help: "Times the kernel watch saw entries of ours changed by someone else (or lost notifications) and the whole data plane was compared with the kernel."}),
 	}
 	for _, r := range Reasons {
 		m.leasesRejected.WithLabelValues(string(r)) // every reason is exported, at 0 until it happens
 	}
 	reg.MustRegister(m.leaseExpiry, m.peers, m.reconciles, m.reconcileErrors, m.reconcileDuration, m.etcdErrors, m.dataplaneChanges,
-		m.leasesRejected, m.peersByBackend, m.switches, m.switchSeconds)
+		m.leasesRejected, m.peersByBackend, m.switches, m.switchSeconds, m.kernelWatched, m.kernelDrift)
 	for _, r := range []string{"ok", "refused", "failed"} {
 		m.switches.WithLabelValues(r)
 	}

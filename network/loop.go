@@ -63,6 +63,8 @@ type loop struct {
 	failedConf  *etcd.ConfigChange
 	switchRetry *time.Timer
 	fatal       error
+	// drift is the kernel watch (drift.go).
+	drift *drift
 
 	tick, probe                *time.Ticker
 	renew, retry, debounce     *time.Timer
@@ -81,9 +83,9 @@ func newLoop(ctx context.Context, e *Engine, events <-chan []subnet.Event, netco
 		peers: NewPeerSet(e.net, e.ext.PublicIP), delta: map[string]*subnet.Lease{},
 		exported: map[string]bool{}, renewDone: make(chan leaseResult, 1), acquired: make(chan leaseResult, 1), probed: make(chan error, 1),
 		renewOutage: etcd.NewOutageLog(e.log, "renewing the lease"), etcdOutage: etcd.NewOutageLog(e.log, "checking etcd"),
-		reconcilePeriod: e.cfg.ReconcilePeriod, probeEach: e.cfg.ProbePeriod}
+		reconcilePeriod: e.cfg.ReconcilePeriod, probeEach: e.cfg.ProbePeriod, drift: newDrift()}
 	if l.reconcilePeriod <= 0 {
-		l.reconcilePeriod = 10 * time.Second
+		l.reconcilePeriod = unwatchedResync
 	}
 	if l.probeEach <= 0 {
 		l.probeEach = 5 * time.Second
@@ -116,6 +118,7 @@ func (l *loop) stop() {
 	l.retire.Stop()
 	l.republishRetry.Stop()
 	l.switchRetry.Stop()
+	l.drift.close()
 }
 
 // loop feeds lease events and timers to the backend and keeps the lease.
@@ -137,6 +140,10 @@ func (e *Engine) loop(ctx context.Context, events <-chan []subnet.Event, netconf
 			l.reconcile()
 		case <-l.tick.C:
 			l.reconcile()
+		case batch, ok := <-l.drift.ch:
+			l.onKernel(batch, ok)
+		case <-l.drift.settle.C:
+			l.checkDrift()
 		case <-l.retry.C:
 			l.reconcile()
 		case ch, ok := <-l.netconfs:

@@ -131,6 +131,7 @@ func (l *loop) reconcile() {
 			// mapped for minutes. Hand it back (one GC, tens of ms).
 			debug.FreeOSMemory()
 		}
+		l.startWatch()
 	}
 	l.observe(start, ch, err, len(peers))
 	if err == nil {

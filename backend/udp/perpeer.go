@@ -224,6 +224,14 @@ func (b *Backend) Refresh(context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", DeviceName, err)
 	}
+	if !link.Up {
+		// Set down by hand: the kernel dropped its routes, which the
+		// reconcile that follows puts back.
+		b.log.Warn("udp device was down; bringing it up", "device", DeviceName)
+		if err := b.k.LinkSetUp(link.Index); err != nil {
+			return false, fmt.Errorf("bringing %s up: %w", DeviceName, err)
+		}
+	}
 	changed := !b.refreshed || link.Index != b.index
 	b.index, b.refreshed = link.Index, true
 	return changed, nil

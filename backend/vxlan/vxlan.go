@@ -46,6 +46,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 
@@ -253,6 +254,15 @@ func (b *VXLAN) ensureDevices() error {
 	for _, f := range b.fams {
 		link, err := h.LinkByName(f.spec.name)
 		if err == nil && link.Attrs().Index == f.index && f.spec.incompatible(link) == "" {
+			if link.Attrs().Flags&net.FlagUp == 0 {
+				// Set down by hand: the kernel dropped its routes, which
+				// the reconcile that follows puts back.
+				// Equivalent to: ip link set $dev up
+				b.log.Warn("VXLAN device was down; bringing it up", "device", f.spec.name)
+				if err := h.LinkSetUp(link); err != nil {
+					return fmt.Errorf("bringing %s up: %w", f.spec.name, err)
+				}
+			}
 			continue
 		}
 		b.log.Warn("VXLAN device missing or changed; re-creating it", "device", f.spec.name)
