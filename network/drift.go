@@ -67,7 +67,9 @@ func (d *drift) note(j judge, extLink int, batch []dataplane.Change) {
 		case dataplane.LinkChanged:
 			// Down or gone: the kernel dropped the routes through it
 			// without a word for each. Up (our own bringing it up, a
-			// flag or carrier change) leaves our entries as they are.
+			// flag or carrier change) leaves our entries as they are;
+			// routes that could not go back while it was down are
+			// retried every second by the failed pass (reconcileRetry).
 			if (j.Owns(c.Link) || c.Link == extLink) && (c.Deleted || !c.Up) {
 				d.needWhole(c)
 			}
