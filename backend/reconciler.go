@@ -201,13 +201,21 @@ func (r *Reconciler) Explains(c dataplane.Change) bool {
 	return r.t.Explains(c, func(link int) bool { return r.owned[link] })
 }
 
-// Confirms reports whether c is the kernel taking exactly the desired
-// entry (dataplane.Table.Confirms).
-func (r *Reconciler) Confirms(c dataplane.Change) bool { return r.t.Confirms(c) }
-
 // Owns reports whether link is one of the backend's devices, as of the
 // last Full.
 func (r *Reconciler) Owns(link int) bool { return r.owned[link] }
+
+// OwnedLinks are the backend's devices as of the last Full.
+func (r *Reconciler) OwnedLinks() []int {
+	out := make([]int, 0, len(r.owned))
+	for l := range r.owned {
+		out = append(out, l)
+	}
+	return out
+}
+
+// Kernel is the backend's kernel.
+func (r *Reconciler) Kernel() dataplane.Kernel { return r.b.Kernel() }
 
 // Watcher is the backend's kernel as a dataplane.Watcher, if it is one.
 func (r *Reconciler) Watcher() (dataplane.Watcher, bool) {

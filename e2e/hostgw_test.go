@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"encoding/json"
 	"net/netip"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -209,5 +210,40 @@ func TestBadNetConf(t *testing.T) {
 	}
 	if code, _ := h.WaitDaemonExit(ctx); code == 0 || !strings.Contains(h.Log(), `unknown backend type "ipip"; known types: host-gw`) {
 		t.Errorf("exit %d, log:\n%s", code, h.Log())
+	}
+}
+
+// TestHostGWCarrierLoss: the external interface loses its carrier (the
+// switch port goes down) and the kernel takes the host-gw routes with it
+// without a notification per route; with the default --reconcile-period
+// (a full comparison every 5 minutes) the kernel watch sees the link and
+// the routes are back within seconds of the carrier's return.
+func TestHostGWCarrierLoss(t *testing.T) {
+	requireTestbed(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	tb := newCluster(t, ctx, hostGW, 2, 1, testbed.Options{})
+	h1, h2 := tb.Hosts()[0], tb.Hosts()[1]
+	sn2 := leaseSubnet(t, ctx, h2)
+	if err := h1.Pods[0].WaitPing(ctx, h2.Pods[0].Addr); err != nil {
+		t.Fatal(err)
+	}
+	port := func(state string) {
+		t.Helper()
+		if out, err := exec.CommandContext(ctx, "ip", "-n", tb.Prefix()+"-sw", "link", "set", h1.Name, state).CombinedOutput(); err != nil {
+			t.Fatalf("switch port %s %s: %v: %s", h1.Name, state, err, out)
+		}
+	}
+	port("down")
+	waitFor(t, "the kernel dropping h1's route to h2 without a carrier", 5*time.Second, func() bool {
+		return !strings.Contains(routeTo(ctx, h1, sn2), hostGWRoute(h2, sn2))
+	})
+	time.Sleep(500 * time.Millisecond)
+	port("up")
+	took := waitFor(t, "h1's route to h2 back after the carrier returned", 5*time.Second, func() bool {
+		return strings.Contains(routeTo(ctx, h1, sn2), hostGWRoute(h2, sn2))
+	})
+	t.Logf("route back %v after the carrier returned", took.Round(time.Millisecond))
+	if err := h1.Pods[0].Ping(ctx, h2.Pods[0].Addr, 3); err != nil {
+		t.Fatal(err)
 	}
 }

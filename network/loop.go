@@ -63,8 +63,10 @@ type loop struct {
 	failedConf  *etcd.ConfigChange
 	switchRetry *time.Timer
 	fatal       error
-	// drift is the kernel watch (drift.go).
-	drift *drift
+	// drift is the kernel watch (drift.go); watchFailed: starting it
+	// failed (logged once).
+	drift       *drift
+	watchFailed bool
 
 	tick, probe                *time.Ticker
 	renew, retry, debounce     *time.Timer

@@ -131,6 +131,8 @@ func (l *loop) reconcile() {
 			// mapped for minutes. Hand it back (one GC, tens of ms).
 			debug.FreeOSMemory()
 		}
+	}
+	if err == nil {
 		l.startWatch()
 	}
 	l.observe(start, ch, err, len(peers))

@@ -38,7 +38,12 @@ const (
 type Change struct {
 	Kind    ChangeKind
 	Deleted bool
+	// Route is a route of the main table; Metric is its priority as the
+	// kernel keeps it (with the destination, the slot a route replaces).
+	// A route of a type the reconciler does not make (unreachable,
+	// multipath, ...) has Type OtherRoute.
 	Route   Route
+	Metric  int
 	Neigh   Neigh
 	FDB     FDB
 	Addr    Addr
@@ -47,27 +52,28 @@ type Change struct {
 	Nexthop uint32
 }
 
-// ChangeKey names what a change is about, so that several changes of one
-// entry can be told apart from changes of different entries: a route's
-// destination, a neighbour's link and address, an FDB entry's link and MAC,
-// an address, a link, a nexthop.
+// ChangeKey names the kernel entry a change is about, so that the last
+// change of each entry tells its state: a route's destination and
+// priority (its slot in the table), a neighbour's link and address, an
+// FDB entry's link, MAC and remote, an address, a link, a nexthop.
 type ChangeKey struct {
-	kind ChangeKind
-	link int
-	pfx  netip.Prefix
-	mac  MAC
-	id   uint32
+	kind   ChangeKind
+	link   int
+	pfx    netip.Prefix
+	mac    MAC
+	remote netip.Addr
+	id     uint32
 }
 
 // Key is the key of what c changed.
 func (c Change) Key() ChangeKey {
 	switch c.Kind {
 	case RouteChanged:
-		return ChangeKey{kind: c.Kind, pfx: c.Route.Dst.Masked(), id: uint32(c.Route.Type)}
+		return ChangeKey{kind: c.Kind, pfx: c.Route.Dst.Masked(), id: uint32(c.Metric)}
 	case NeighChanged:
 		return ChangeKey{kind: c.Kind, link: c.Neigh.LinkIndex, pfx: netip.PrefixFrom(c.Neigh.IP, c.Neigh.IP.BitLen())}
 	case FDBChanged:
-		return ChangeKey{kind: c.Kind, link: c.FDB.LinkIndex, mac: c.FDB.MAC}
+		return ChangeKey{kind: c.Kind, link: c.FDB.LinkIndex, mac: c.FDB.MAC, remote: c.FDB.Dst}
 	case AddrChanged:
 		return ChangeKey{kind: c.Kind, link: c.Addr.LinkIndex, pfx: c.Addr.Prefix}
 	case LinkChanged:
@@ -123,28 +129,34 @@ type Watcher interface {
 // business. owned reports the links whose tables are ours (Apply's
 // links). A change it does not explain is drift: someone else changed
 // an entry of ours, or took one of ours away, or added one on a device of
-// ours. It answers for routes (unicast), neighbours, FDB entries and
-// addresses; other kinds are the caller's to judge.
+// ours. It answers for routes (blackholes of ours aside: ApplyBlackholes
+// keeps those), neighbours, FDB entries and addresses; other kinds are
+// the caller's to judge.
 //
 // Echoes of the table's own changes are explained once they reflect the
 // table; an echo that arrives after the table moved on is not, so a
-// caller should judge a change again a moment later (after the echo of
-// the newer change came) before it acts.
+// caller should judge the last change of each entry (ChangeKey) a moment
+// later, once the echo of any newer change of ours has come too.
 func (t *Table) Explains(c Change, owned func(link int) bool) bool {
 	switch c.Kind {
 	case RouteChanged:
 		r := c.Route
-		if r.Type != Unicast {
+		if r.Type == Blackhole && r.Proto == Proto {
 			return true
 		}
 		w, ok := t.routes.winner(r.Dst.Masked())
+		// Our routes take the kernel's default priority; a route at
+		// another one lies beside ours, as Apply leaves it.
+		ours := c.Metric == defaultMetric(r.Dst)
 		switch {
 		case c.Deleted:
-			return !ok || w != r
-		case ok:
+			return !ok || !ours || w != r
+		case ok && ours:
 			return w == r
+		case ok:
+			return true
 		}
-		return r.Proto != Proto
+		return r.Proto != Proto || r.Type != Unicast
 	case NeighChanged:
 		n := c.Neigh
 		w, ok := t.neighs.winner(neighKey{n.LinkIndex, n.IP})
@@ -179,28 +191,13 @@ func (t *Table) Explains(c Change, owned func(link int) bool) bool {
 	return true
 }
 
-// Confirms reports whether c is the kernel taking exactly the table's
-// entry for what c is about: after it, an earlier change of that entry
-// no longer matters.
-func (t *Table) Confirms(c Change) bool {
-	if c.Deleted {
-		return false
+// defaultMetric is the priority the kernel gives a route added without
+// one: 0 for IPv4, 1024 for IPv6.
+func defaultMetric(dst netip.Prefix) int {
+	if dst.Addr().Is6() {
+		return 1024
 	}
-	switch c.Kind {
-	case RouteChanged:
-		w, ok := t.routes.winner(c.Route.Dst.Masked())
-		return ok && c.Route.Type == Unicast && w == c.Route
-	case NeighChanged:
-		w, ok := t.neighs.winner(neighKey{c.Neigh.LinkIndex, c.Neigh.IP})
-		return ok && w == c.Neigh
-	case FDBChanged:
-		w, ok := t.fdbs.winner(fdbKey{c.FDB.LinkIndex, c.FDB.MAC})
-		return ok && w == c.FDB
-	case AddrChanged:
-		_, ok := t.addrs.winner(c.Addr)
-		return ok
-	}
-	return false
+	return 0
 }
 
 func (c *column[K, V]) winner(k K) (V, bool) {

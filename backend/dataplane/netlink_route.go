@@ -248,20 +248,37 @@ func (c *rtnl) routeDump() ([]dumpedRoute, error) {
 }
 
 func parseRoute(m []byte) (dumpedRoute, bool) {
-	if len(m) < unix.SizeofRtMsg {
+	d, ok := decodeRoute(m)
+	if !ok || d.r.Type == OtherRoute {
 		return dumpedRoute{}, false
 	}
+	return d.r, true
+}
+
+// decodedRoute is a route message of the main table: the route (Type
+// OtherRoute for a kind we never make, and for multipath routes), with
+// its priority.
+type decodedRoute struct {
+	r      dumpedRoute
+	metric int
+}
+
+// decodeRoute reads a route message of the main table; cached routes and
+// other families are left out.
+func decodeRoute(m []byte) (decodedRoute, bool) {
+	if len(m) < unix.SizeofRtMsg {
+		return decodedRoute{}, false
+	}
 	msg := nl.DeserializeRtMsg(m)
-	if msg.Family != unix.AF_INET && msg.Family != unix.AF_INET6 || msg.Flags&unix.RTM_F_CLONED != 0 ||
-		msg.Type != unix.RTN_UNICAST && msg.Type != unix.RTN_BLACKHOLE {
-		return dumpedRoute{}, false
+	if msg.Family != unix.AF_INET && msg.Family != unix.AF_INET6 || msg.Flags&unix.RTM_F_CLONED != 0 {
+		return decodedRoute{}, false
 	}
 	attrs, err := nl.ParseRouteAttr(m[msg.Len():])
 	if err != nil {
-		return dumpedRoute{}, false
+		return decodedRoute{}, false
 	}
 	r := dumpedRoute{Route: Route{OnLink: msg.Flags&unix.RTNH_F_ONLINK != 0, Proto: int(msg.Protocol)}}
-	dst, table, metric := netip.IPv4Unspecified(), uint32(msg.Table), 0
+	dst, table, metric, multipath := netip.IPv4Unspecified(), uint32(msg.Table), 0, false
 	if msg.Family == unix.AF_INET6 {
 		dst = netip.IPv6Unspecified()
 	}
@@ -281,18 +298,21 @@ func parseRoute(m []byte) (dumpedRoute, bool) {
 		case rtaNhID:
 			r.nhid = native.Uint32(a.Value)
 		case unix.RTA_MULTIPATH:
-			return dumpedRoute{}, false
+			multipath = true
 		}
 	}
 	if table != unix.RT_TABLE_MAIN {
-		return dumpedRoute{}, false
+		return decodedRoute{}, false
 	}
 	r.Dst = netip.PrefixFrom(dst, int(msg.Dst_len))
-	if msg.Type == unix.RTN_BLACKHOLE {
+	switch {
+	case multipath || msg.Type != unix.RTN_UNICAST && msg.Type != unix.RTN_BLACKHOLE:
+		r.Type = OtherRoute
+	case msg.Type == unix.RTN_BLACKHOLE:
 		// The kernel shows IPv6 blackholes on lo; a blackhole has no link.
 		r.LinkIndex, r.Type, r.Metric = 0, Blackhole, metric
 	}
-	return r, true
+	return decodedRoute{r, metric}, true
 }
 
 func toNetlinkRoute(r Route) *netlink.Route {

@@ -91,17 +91,18 @@ func (n *Netlink) changes(msgs []syscall.NetlinkMessage) []Change {
 func (n *Netlink) change(typ uint16, m []byte) (Change, bool) {
 	switch typ {
 	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
-		r, ok := parseRoute(m)
+		d, ok := decodeRoute(m)
 		if !ok {
 			return Change{}, false
 		}
+		r := d.r
 		t := n.nh
 		t.mu.Lock()
-		if k, ours := t.keys[r.nhid]; ours && r.nhid != 0 {
+		if k, ours := t.keys[r.nhid]; ours && r.nhid != 0 && r.Type == Unicast {
 			r.Gw, r.LinkIndex, r.OnLink = k.gw, k.link, k.onlink
 		}
 		t.mu.Unlock()
-		return Change{Kind: RouteChanged, Deleted: typ == unix.RTM_DELROUTE, Route: r.Route}, true
+		return Change{Kind: RouteChanged, Deleted: typ == unix.RTM_DELROUTE, Route: r.Route, Metric: d.metric}, true
 	case unix.RTM_NEWNEIGH, unix.RTM_DELNEIGH:
 		return neighChange(typ == unix.RTM_DELNEIGH, m)
 	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
@@ -112,7 +113,11 @@ func (n *Netlink) change(typ uint16, m []byte) (Change, bool) {
 			return Change{}, false
 		}
 		info := nl.DeserializeIfInfomsg(m)
-		return Change{Kind: LinkChanged, Deleted: typ == unix.RTM_DELLINK, Link: int(info.Index), Up: info.Flags&unix.IFF_UP != 0}, true
+		// Up is usable: administratively up with a carrier. Losing the
+		// carrier takes the IPv4 routes through the device away as
+		// silently as setting it down.
+		up := info.Flags&unix.IFF_UP != 0 && info.Flags&unix.IFF_LOWER_UP != 0
+		return Change{Kind: LinkChanged, Deleted: typ == unix.RTM_DELLINK, Link: int(info.Index), Up: up}, true
 	case unix.RTM_DELNEXTHOP:
 		nh, ok := parseNexthop(m)
 		if !ok || nh.proto != Proto {

@@ -77,6 +77,14 @@ func TestNetlinkWatch(t *testing.T) {
 	ip(t, "nexthop", "del", "id", id[1])
 	expect("a nexthop of ours in use deleted by hand", Change{Kind: NexthopChanged, Deleted: true, Nexthop: mustAtoi(t, id[1])})
 
+	ip(t, "route", "replace", "unreachable", "10.244.2.0/24")
+	expect("an unreachable route in our route's place", Change{Kind: RouteChanged, Route: Route{Dst: pfx("10.244.2.0/24"), Type: OtherRoute, Proto: 3}})
+	ip(t, "-6", "route", "add", "fd00:10:244:9::/64", "via", "fd00:50::14", "dev", "ul0")
+	expect("an IPv6 route at the kernel's default metric", Change{Kind: RouteChanged,
+		Route: Route{Dst: pfx("fd00:10:244:9::/64"), Gw: ip4("fd00:50::14"), LinkIndex: b.ul, Proto: 3}, Metric: 1024})
+
+	ip(t, "link", "set", "ul0p", "down")
+	expect("the underlay without a carrier", Change{Kind: LinkChanged, Link: b.ul})
 	ip(t, "link", "set", "vx0", "down")
 	expect("our device down", Change{Kind: LinkChanged, Link: b.vx})
 	ip(t, "link", "set", "vx0", "up")

@@ -21,6 +21,10 @@ const (
 	Unicast RouteType = iota
 	// Blackhole routes drop silently what no more specific route takes.
 	Blackhole
+	// OtherRoute is a route of a kind the reconciler never makes
+	// (unreachable, prohibit, multipath, ...); only the kernel watch
+	// reports such routes, since one can take the place of ours.
+	OtherRoute
 )
 
 // BlackholeMetric is the metric of our blackhole routes: above every
