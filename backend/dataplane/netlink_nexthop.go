@@ -102,13 +102,12 @@ type nexthop struct {
 func (c *rtnl) nexthopDump() ([]nexthop, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETNEXTHOP, unix.NLM_F_DUMP)
 	req.AddData(nhMsg{})
-	msgs, err := c.exec(req, unix.RTM_NEWNEXTHOP)
-	out := make([]nexthop, 0, len(msgs))
-	for _, m := range msgs {
+	var out []nexthop
+	err := dumpEach(req, unix.RTM_NEWNEXTHOP, func(m []byte) {
 		if nh, ok := parseNexthop(m); ok {
 			out = append(out, nh)
 		}
-	}
+	})
 	return out, err
 }
 
@@ -116,27 +115,24 @@ func parseNexthop(m []byte) (nexthop, bool) {
 	if len(m) < unix.SizeofNhmsg {
 		return nexthop{}, false
 	}
-	attrs, err := nl.ParseRouteAttr(m[unix.SizeofNhmsg:])
-	if err != nil {
-		return nexthop{}, false
-	}
+	native := nl.NativeEndian()
 	nh := nexthop{proto: m[2]}
-	nh.key.onlink = nl.NativeEndian().Uint32(m[4:])&unix.RTNH_F_ONLINK != 0
+	nh.key.onlink = native.Uint32(m[4:])&unix.RTNH_F_ONLINK != 0
 	var oif, gw, other bool
-	for _, a := range attrs {
-		switch a.Attr.Type {
+	ok := eachAttr(m[unix.SizeofNhmsg:], func(typ uint16, v []byte) {
+		switch typ {
 		case unix.NHA_ID:
-			nh.id = nl.NativeEndian().Uint32(a.Value)
+			nh.id = native.Uint32(v)
 		case unix.NHA_OIF:
-			nh.key.link, oif = int(nl.NativeEndian().Uint32(a.Value)), true
+			nh.key.link, oif = int(native.Uint32(v)), true
 		case unix.NHA_GATEWAY:
-			nh.key.gw, gw = netip.AddrFromSlice(a.Value)
+			nh.key.gw, gw = netip.AddrFromSlice(v)
 		case unix.NHA_GROUP, unix.NHA_BLACKHOLE, unix.NHA_ENCAP, nhaFDB:
 			other = true
 		}
-	}
+	})
 	nh.gateway = oif && gw && !other
-	return nh, nh.id != 0
+	return nh, ok && nh.id != 0
 }
 
 // nhaFDB is NHA_FDB (linux/nexthop.h): a nexthop for VXLAN FDB entries.
