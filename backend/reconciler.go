@@ -109,6 +109,12 @@ func (r *Reconciler) Full(ctx context.Context, peers []subnet.Lease) (dataplane.
 	}
 	host := r.b.HostState()
 	batch := map[string]*dataplane.State{hostPart: &host}
+	if len(r.leases) == 0 {
+		// The first pass: every peer is new.
+		batch = make(map[string]*dataplane.State, len(peers)+1)
+		batch[hostPart] = &host
+		r.leases = make(map[string]subnet.Lease, len(peers))
+	}
 	seen := make(map[string]bool, len(peers))
 	for _, p := range peers {
 		key := p.Key()
