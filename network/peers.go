@@ -139,7 +139,7 @@ func (s *PeerSet) Reacquiring() {
 
 // recompute re-evaluates every lease, after a change of our own facts.
 func (s *PeerSet) recompute() Fold {
-	w := s.newWork()
+	w := s.newWork(0)
 	for _, e := range s.entries {
 		w.queue(e)
 	}
@@ -200,7 +200,12 @@ func (s *PeerSet) evaluate(e *entry) (Reason, *entry) {
 // Apply folds one batch of events into the set.
 func (s *PeerSet) Apply(batch []subnet.Event) Fold {
 	var f Fold
-	w := s.newWork()
+	w := s.newWork(len(batch))
+	if len(s.entries) == 0 && len(batch) > 1024 {
+		// The first list: the maps at their size at once, rather than
+		// grown (and copied) step by step.
+		s.entries, s.buckets = make(map[string]*entry, len(batch)), make(map[bucketKey]*bucket, len(batch))
+	}
 	for _, ev := range batch {
 		key := ev.Lease.Key()
 		if key == s.ownKey && ev.Type == subnet.EventRemoved {
@@ -222,7 +227,9 @@ func (s *PeerSet) Apply(batch []subnet.Event) Fold {
 		e := &entry{l: ev.Lease, key: key, why: reasonPending}
 		e.static, e.mac4, e.mac6 = s.r.static(ev.Lease)
 		if e.static == "" && BackendType(ev.Lease) == wireguard.TypeName {
-			e.wgKey, _ = leaseWGKey(ev.Lease)
+			if k, _ := leaseWGKey(ev.Lease); k != (wgKey{}) {
+				e.wgKey = &k
+			}
 		}
 		s.entries[key] = e
 		s.index(e)
