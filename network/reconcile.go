@@ -35,15 +35,20 @@ const reconcileRetry = time.Second
 // later ones wait out the rest of the window.
 
 // noteFold records what a fold changed for the next incremental pass.
+// When the next pass is a full one (the first batch: every lease), it
+// takes the whole peer set and the delta would be cleared unread. The
+// delta points into the Fold's slices rather than at copies.
 func (l *loop) noteFold(f Fold) {
-	if l.rec == nil {
+	if l.rec == nil || l.needFull || l.rec.NeedsFull() {
 		return
 	}
 	for _, p := range f.Left {
 		l.delta[p.Key()] = nil
 	}
-	for _, p := range append(f.Joined, f.Updated...) {
-		l.delta[p.Key()] = &p
+	for _, ps := range [][]subnet.Lease{f.Joined, f.Updated} {
+		for i := range ps {
+			l.delta[ps[i].Key()] = &ps[i]
+		}
 	}
 }
 
