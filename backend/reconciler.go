@@ -3,6 +3,8 @@ package backend
 import (
 	"context"
 	"fmt"
+	"iter"
+	"slices"
 
 	"github.com/flanneld-go/flannel/backend/dataplane"
 	"github.com/flanneld-go/flannel/subnet"
@@ -78,16 +80,18 @@ const hostPart = ""
 //
 // It is not safe for concurrent use: the engine's loop owns it.
 type Reconciler struct {
-	b      PerPeer
-	t      *dataplane.Table
-	leases map[string]subnet.Lease // the lease each peer part was built from
-	skips  map[string][]Skip       // by lease key
-	dirty  bool
+	b PerPeer
+	t *dataplane.Table
+	// attrs are those of the lease each peer part was built from, by
+	// lease key (which names the subnets: equal keys, equal subnets).
+	attrs map[string]subnet.LeaseAttrs
+	skips map[string][]Skip // by lease key
+	dirty bool
 }
 
 // NewReconciler returns a reconciler whose first pass must be Full.
 func NewReconciler(b PerPeer) *Reconciler {
-	return &Reconciler{b: b, t: dataplane.NewTable(), leases: map[string]subnet.Lease{}, skips: map[string][]Skip{}, dirty: true}
+	return &Reconciler{b: b, t: dataplane.NewTable(), attrs: map[string]subnet.LeaseAttrs{}, skips: map[string][]Skip{}, dirty: true}
 }
 
 // NeedsFull reports whether the next pass must be Full: none ran yet, or
@@ -95,13 +99,19 @@ func NewReconciler(b PerPeer) *Reconciler {
 func (r *Reconciler) NeedsFull() bool { return r.dirty }
 
 // Peers is the number of peers with a part.
-func (r *Reconciler) Peers() int { return len(r.leases) }
+func (r *Reconciler) Peers() int { return len(r.attrs) }
 
 // Full makes the parts match peers (the whole peer set) and the kernel
 // match the whole state: Refresh, the host part, the parts of peers that
 // changed, came or went (every peer's if the host facts changed), then one
 // dataplane.Apply.
 func (r *Reconciler) Full(ctx context.Context, peers []subnet.Lease) (dataplane.Changes, error) {
+	return r.FullSeq(ctx, slices.Values(peers), len(peers))
+}
+
+// FullSeq is Full with the peers as a sequence of n, so the engine hands
+// over its peer set without a copy of every lease.
+func (r *Reconciler) FullSeq(ctx context.Context, peers iter.Seq[subnet.Lease], n int) (dataplane.Changes, error) {
 	r.dirty = true
 	changed, err := r.b.Refresh(ctx)
 	if err != nil {
@@ -109,22 +119,22 @@ func (r *Reconciler) Full(ctx context.Context, peers []subnet.Lease) (dataplane.
 	}
 	host := r.b.HostState()
 	batch := map[string]*dataplane.State{hostPart: &host}
-	if len(r.leases) == 0 {
+	if len(r.attrs) == 0 {
 		// The first pass: every peer is new.
-		batch = make(map[string]*dataplane.State, len(peers)+1)
+		batch = make(map[string]*dataplane.State, n+1)
 		batch[hostPart] = &host
-		r.leases = make(map[string]subnet.Lease, len(peers))
+		r.attrs = make(map[string]subnet.LeaseAttrs, n)
 	}
-	seen := make(map[string]bool, len(peers))
-	for _, p := range peers {
+	seen := make(map[string]bool, n)
+	for p := range peers {
 		key := p.Key()
 		seen[key] = true
-		if old, ok := r.leases[key]; ok && !changed && sameLease(old, p) {
+		if old, ok := r.attrs[key]; ok && !changed && old.Equal(p.Attrs) {
 			continue
 		}
 		r.set(batch, p)
 	}
-	for key := range r.leases {
+	for key := range r.attrs {
 		if !seen[key] {
 			r.drop(batch, key)
 		}
@@ -158,7 +168,7 @@ func (r *Reconciler) set(batch map[string]*dataplane.State, p subnet.Lease) {
 	key := p.Key()
 	s, skips := r.b.PeerState(p)
 	batch[key] = &s
-	r.leases[key] = p
+	r.attrs[key] = p.Attrs
 	if t, ok := r.b.(Tracker); ok {
 		t.Track(p)
 	}
@@ -171,11 +181,11 @@ func (r *Reconciler) set(batch map[string]*dataplane.State, p subnet.Lease) {
 }
 
 func (r *Reconciler) drop(batch map[string]*dataplane.State, key string) {
-	if _, ok := r.leases[key]; !ok {
+	if _, ok := r.attrs[key]; !ok {
 		return
 	}
 	batch[key] = nil
-	delete(r.leases, key)
+	delete(r.attrs, key)
 	if t, ok := r.b.(Tracker); ok {
 		t.Forget(key)
 	}
@@ -187,9 +197,4 @@ func (r *Reconciler) commit() {
 	if t, ok := r.b.(Tracker); ok {
 		t.Commit()
 	}
-}
-
-// sameLease reports whether two leases give the same part.
-func sameLease(a, b subnet.Lease) bool {
-	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet && a.Attrs.Equal(b.Attrs)
 }

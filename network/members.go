@@ -110,7 +110,8 @@ func (l *loop) members() {
 
 // samplePeer is a peer of typ (zero: none), for a member's options.
 func (l *loop) samplePeer(typ string) subnet.Lease {
-	for _, p := range l.peers.Peers() {
+	peers, _ := l.peers.All()
+	for p := range peers {
 		if mux.LeaseType(p) == typ {
 			return p
 		}

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"iter"
 	"net/netip"
 	"slices"
 
@@ -262,6 +263,32 @@ func (s *PeerSet) Peers() []subnet.Lease {
 		slices.SortFunc(s.peers, byAddr)
 	}
 	return s.peers
+}
+
+// All yields the current peers in Peers' order, and says how many there
+// are. Unlike Peers it makes no copy of their leases (2.4 MiB at 10,000
+// peers, kept until the set changes) unless a snapshot is there already:
+// a per-peer reconcile reads each lease once. The sequence is valid until
+// the set changes.
+func (s *PeerSet) All() (iter.Seq[subnet.Lease], int) {
+	if s.peers != nil {
+		ps := s.Peers()
+		return slices.Values(ps), len(ps)
+	}
+	es := make([]*entry, 0, len(s.entries))
+	for _, e := range s.entries {
+		if e.why == "" {
+			es = append(es, e)
+		}
+	}
+	slices.SortFunc(es, func(a, b *entry) int { return byAddr(a.l, b.l) })
+	return func(yield func(subnet.Lease) bool) {
+		for _, e := range es {
+			if !yield(e.l) {
+				return
+			}
+		}
+	}, len(es)
 }
 
 // Len is the number of leases known besides ours, peers or not.

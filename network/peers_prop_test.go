@@ -329,3 +329,34 @@ func mustConfig(t testing.TB, netconf string) *subnet.Config {
 	}
 	return cfg
 }
+
+// All yields what Peers returns, in the same order, with a snapshot and
+// without one (the per-peer reconcile takes the peers from All).
+func TestPeerSetAllIsPeers(t *testing.T) {
+	for seed := range uint64(100) {
+		rng := rand.New(rand.NewPCG(seed, 2))
+		s := newSet(t, []string{netconf4, netconf46}[seed%2])
+		for range 1 + rng.IntN(4) {
+			var ls []subnet.Lease
+			for range 1 + rng.IntN(12) {
+				ls = append(ls, genLease(byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32())))
+			}
+			s.Apply(add(ls...))
+		}
+		fresh, n := s.All()
+		got := slices.Collect(fresh)
+		want := s.Peers()
+		snap, m := s.All()
+		if !slices.Equal(keyList(got), keyList(want)) || n != len(want) || !slices.Equal(keyList(slices.Collect(snap)), keyList(want)) || m != len(want) {
+			t.Fatalf("seed %d: All gave %v (%d), Peers %v", seed, keyList(got), n, keyList(want))
+		}
+	}
+}
+
+func keyList(ls []subnet.Lease) []string {
+	var out []string
+	for _, l := range ls {
+		out = append(out, l.Key())
+	}
+	return out
+}

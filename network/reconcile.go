@@ -2,6 +2,7 @@ package network
 
 import (
 	"fmt"
+	"iter"
 	"runtime/debug"
 	"time"
 
@@ -110,15 +111,19 @@ func (l *loop) reconcile() {
 	}
 	e := l.e
 	l.members()
-	peers := l.peers.Peers()
 	clear(l.delta)
 	l.needFull = false
 	start := time.Now()
 	var ch dataplane.Changes
 	var err error
+	var n int // peers
 	if l.rec != nil {
-		ch, err = l.rec.Full(l.ctx, peers)
+		var peers iter.Seq[subnet.Lease]
+		peers, n = l.peers.All()
+		ch, err = l.rec.FullSeq(l.ctx, peers, n)
 	} else {
+		peers := l.peers.Peers()
+		n = len(peers)
 		ch, err = e.be.Reconcile(l.ctx, peers)
 	}
 	if e.cfg.BlackholeRoute {
@@ -130,14 +135,14 @@ func (l *loop) reconcile() {
 			l.staleChecked = true
 			removeStaleDevices(&netlink.Handle{}, e.be, e.log)
 		}
-		if len(peers) >= bigStart {
+		if n >= bigStart {
 			// The first pass built every part at once: most of what it
 			// allocated is garbage now, which the runtime would keep
 			// mapped for minutes. Hand it back (one GC, tens of ms).
 			debug.FreeOSMemory()
 		}
 	}
-	l.observe(start, ch, err, len(peers))
+	l.observe(start, ch, err, n)
 	if err == nil {
 		l.startRepublish() // a switch waiting for its first good pass
 	}
