@@ -80,8 +80,10 @@ const (
 	bucketWGKey
 )
 
+// bucket is the leases under one bucketKey. It does not hold its key
+// (33 bytes, in a bucket of 48): a member's keysOf gives it, in the
+// order of the member's buckets.
 type bucket struct {
-	key     bucketKey
 	members []*entry
 	holders []*entry // at most one once settled
 }
@@ -114,7 +116,7 @@ func (s *PeerSet) index(e *entry) {
 	for _, k := range keys[:n] {
 		b := s.buckets[k]
 		if b == nil {
-			b = &bucket{key: k}
+			b = &bucket{}
 			s.buckets[k] = b
 		}
 		e.buckets[e.nb], e.pos[e.nb] = b, int32(len(b.members))
@@ -129,6 +131,7 @@ func (s *PeerSet) unindex(e *entry, w *work) {
 	if e.why.holds() {
 		s.queueYounger(e, w)
 	}
+	keys, _ := s.keysOf(e)
 	for j, b := range e.bs() {
 		// Swap-remove in O(1): the last member takes e's place.
 		i, last := e.pos[j], b.members[len(b.members)-1]
@@ -142,7 +145,7 @@ func (s *PeerSet) unindex(e *entry, w *work) {
 		b.members = b.members[:len(b.members)-1]
 		b.holders = deleteEntry(b.holders, e)
 		if len(b.members) == 0 {
-			delete(s.buckets, b.key)
+			delete(s.buckets, keys[j])
 		}
 	}
 	e.buckets, e.nb = [5]*bucket{}, 0
@@ -169,11 +172,12 @@ func deleteEntry(es []*entry, e *entry) []*entry {
 
 // conflict returns the older holder of one of e's buckets, subnets
 // first, and the reason it wins.
-func conflict(e *entry) (*entry, Reason) {
+func (s *PeerSet) conflict(e *entry) (*entry, Reason) {
 	var win *entry
 	var why Reason
-	for _, b := range e.bs() {
-		r := reasonFor(b)
+	keys, _ := s.keysOf(e)
+	for j, b := range e.bs() {
+		r := reasonFor(keys[j].kind)
 		for _, h := range b.holders {
 			if h == e || !h.older(e) {
 				continue // younger holders are not settled yet, and lose to e anyway
@@ -186,8 +190,8 @@ func conflict(e *entry) (*entry, Reason) {
 	return win, why
 }
 
-func reasonFor(b *bucket) Reason {
-	switch b.key.kind {
+func reasonFor(kind uint8) Reason {
+	switch kind {
 	case bucketSubnet4, bucketSubnet6:
 		return ReasonOverlapsLease
 	case bucketWGKey:

@@ -189,7 +189,7 @@ func (s *PeerSet) evaluate(e *entry) (Reason, *entry) {
 	if why := s.r.own(e, s.own); why != "" {
 		return why, nil
 	}
-	if win, why := conflict(e); win != nil {
+	if win, why := s.conflict(e); win != nil {
 		return why, win
 	}
 	if !slices.Contains(s.r.serves, BackendType(l)) {
