@@ -157,11 +157,13 @@ func planOnLinks[K comparable, V comparable](links []int, want []V, key func(V) 
 	}
 	have := make([]bool, len(want))
 	count := make([]int32, len(want)) // under the key, on the link being read
+	var nread int
 	for _, l := range read {
 		cur, err := list(l)
 		if err != nil {
 			return nil, nil, err
 		}
+		nread += len(cur)
 		for _, c := range cur {
 			if i, ok := wanted[key(c)]; ok {
 				count[i]++
@@ -183,6 +185,9 @@ func planOnLinks[K comparable, V comparable](links []int, want []V, key func(V) 
 			}
 		}
 	}
+	// Room for what is wanted beyond what was read (a hint: all of it on
+	// the first pass, rather than a slice grown step by step).
+	set = make([]V, 0, max(0, len(want)-nread))
 	for i, w := range want { // in want's order: logs and tests stay reproducible
 		if j := wanted[key(w)]; !have[j] && (j == int32(i) || want[j] == w) {
 			set = append(set, w)
@@ -261,6 +266,7 @@ func (p *applyPlan) planRoutes(k Kernel, typ RouteType, want []Route) error {
 		}
 		dsts[current[i].Dst] = dstInfo{first: int32(i)}
 	}
+	p.routeSet = make([]Route, 0, max(0, len(want)-len(current))) // a hint, as in planOnLinks
 	for _, w := range want {
 		d, ok := dsts[w.Dst]
 		if w.Type != typ || d.wanted {
@@ -295,39 +301,30 @@ func sortAddrs(a []Addr) { copy(a, State{Addrs: a}.Sorted().Addrs) }
 func (p *applyPlan) run(k Kernel) (Changes, error) {
 	var ch Changes
 	var errs []error
-	do := func(n *int, err error, what string) {
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", what, err))
-			return
-		}
-		*n++
-	}
-	for _, a := range p.addrAdd {
-		do(&ch.AddrsAdded, k.AddrAdd(a), "ip addr add "+a.String())
-	}
-	for _, n := range p.neighSet {
-		do(&ch.NeighsSet, k.NeighReplace(n), "ip neigh replace "+n.String())
-	}
-	for _, f := range p.fdbSet {
-		do(&ch.FDBsSet, k.FDBReplace(f), "bridge fdb replace "+f.String())
-	}
-	for _, r := range p.routeSet {
-		do(&ch.RoutesSet, k.RouteReplace(r), "ip route replace "+r.String())
-	}
+	each(p.addrAdd, k.AddrAdd, "ip addr add", &ch.AddrsAdded, &errs)
+	each(p.neighSet, k.NeighReplace, "ip neigh replace", &ch.NeighsSet, &errs)
+	each(p.fdbSet, k.FDBReplace, "bridge fdb replace", &ch.FDBsSet, &errs)
+	each(p.routeSet, k.RouteReplace, "ip route replace", &ch.RoutesSet, &errs)
 	if p.between != nil {
 		p.between()
 	}
-	for _, r := range p.routeDel {
-		do(&ch.RoutesDeleted, k.RouteDelete(r), "ip route del "+r.String())
-	}
-	for _, f := range p.fdbDel {
-		do(&ch.FDBsDeleted, k.FDBDelete(f), "bridge fdb del "+f.String())
-	}
-	for _, n := range p.neighDel {
-		do(&ch.NeighsDeleted, k.NeighDelete(n), "ip neigh del "+n.String())
-	}
-	for _, a := range p.addrDel {
-		do(&ch.AddrsDeleted, k.AddrDelete(a), "ip addr del "+a.String())
-	}
+	each(p.routeDel, k.RouteDelete, "ip route del", &ch.RoutesDeleted, &errs)
+	each(p.fdbDel, k.FDBDelete, "bridge fdb del", &ch.FDBsDeleted, &errs)
+	each(p.neighDel, k.NeighDelete, "ip neigh del", &ch.NeighsDeleted, &errs)
+	each(p.addrDel, k.AddrDelete, "ip addr del", &ch.AddrsDeleted, &errs)
 	return ch, errors.Join(errs...)
+}
+
+// each runs op on every entry, counting the successes in n and
+// collecting the failures as "<what> <entry>: <error>". The entry is
+// formatted only when it fails: 30,000 operations succeed when 10,000
+// vxlan peers are programmed.
+func each[V fmt.Stringer](vs []V, op func(V) error, what string, n *int, errs *[]error) {
+	for _, v := range vs {
+		if err := op(v); err != nil {
+			*errs = append(*errs, fmt.Errorf("%s %s: %w", what, v.String(), err))
+			continue
+		}
+		*n++
+	}
 }

@@ -123,6 +123,8 @@ func (t *Table) reserve(batch map[string]*State) {
 	if len(t.names) == 0 && n > 1024 {
 		t.names = make(map[string]int32, n)
 		t.routes.first, t.neighs.first, t.fdbs.first = make(map[netip.Prefix]int32, n), make(map[neighKey]int32, n), make(map[fdbKey]int32, n)
+		t.routes.before, t.neighs.before, t.fdbs.before = make(map[netip.Prefix]int32, n), make(map[neighKey]int32, n), make(map[fdbKey]int32, n)
+		t.routes.order, t.neighs.order, t.fdbs.order = make([]netip.Prefix, 0, n), make([]neighKey, 0, n), make([]fdbKey, 0, n)
 	}
 }
 
@@ -284,6 +286,20 @@ func (c *column[K, V]) setMore(k K, m []int32) {
 // flush ends a batch: the entries whose winner changed are set, those
 // with no owner left deleted.
 func (c *column[K, V]) flush() (set, del []V) {
+	if len(c.order) > 1024 {
+		// A big batch (the first: every entry new) gets its slices at
+		// their size rather than grown step by step.
+		var ns, nd int
+		for _, k := range c.order {
+			_, ok := c.first[k]
+			if ok {
+				ns++
+			} else if c.before[k] >= 0 {
+				nd++
+			}
+		}
+		set, del = make([]V, 0, ns), make([]V, 0, nd)
+	}
 	for _, k := range c.order {
 		b := c.before[k]
 		f, ok := c.first[k]
