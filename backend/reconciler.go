@@ -82,16 +82,17 @@ const hostPart = ""
 type Reconciler struct {
 	b PerPeer
 	t *dataplane.Table
-	// attrs are those of the lease each peer part was built from, by
-	// lease key (which names the subnets: equal keys, equal subnets).
-	attrs map[string]subnet.LeaseAttrs
-	skips map[string][]Skip // by lease key
-	dirty bool
+	// leases are the leases the peer parts were built from, by key: the
+	// caller's own for FullSeq (a pointer rather than a copy of each),
+	// copies of Full's and Update's.
+	leases map[string]*subnet.Lease
+	skips  map[string][]Skip // by lease key
+	dirty  bool
 }
 
 // NewReconciler returns a reconciler whose first pass must be Full.
 func NewReconciler(b PerPeer) *Reconciler {
-	return &Reconciler{b: b, t: dataplane.NewTable(), attrs: map[string]subnet.LeaseAttrs{}, skips: map[string][]Skip{}, dirty: true}
+	return &Reconciler{b: b, t: dataplane.NewTable(), leases: map[string]*subnet.Lease{}, skips: map[string][]Skip{}, dirty: true}
 }
 
 // NeedsFull reports whether the next pass must be Full: none ran yet, or
@@ -99,19 +100,29 @@ func NewReconciler(b PerPeer) *Reconciler {
 func (r *Reconciler) NeedsFull() bool { return r.dirty }
 
 // Peers is the number of peers with a part.
-func (r *Reconciler) Peers() int { return len(r.attrs) }
+func (r *Reconciler) Peers() int { return len(r.leases) }
 
 // Full makes the parts match peers (the whole peer set) and the kernel
 // match the whole state: Refresh, the host part, the parts of peers that
 // changed, came or went (every peer's if the host facts changed), then one
 // dataplane.Apply.
 func (r *Reconciler) Full(ctx context.Context, peers []subnet.Lease) (dataplane.Changes, error) {
-	return r.FullSeq(ctx, slices.Values(peers), len(peers))
+	own := slices.Clone(peers)
+	return r.FullSeq(ctx, func(yield func(*subnet.Lease) bool) {
+		for i := range own {
+			if !yield(&own[i]) {
+				return
+			}
+		}
+	}, len(own))
 }
 
-// FullSeq is Full with the peers as a sequence of n, so the engine hands
-// over its peer set without a copy of every lease.
-func (r *Reconciler) FullSeq(ctx context.Context, peers iter.Seq[subnet.Lease], n int) (dataplane.Changes, error) {
+// FullSeq is Full with the peers as a sequence of n leases that the
+// Reconciler keeps, by pointer, until a later pass replaces them: they
+// must never change (the engine's peer set hands out its own leases,
+// which it never modifies; a changed lease is a new one). At 10,000
+// peers that is 10,000 pointers rather than a copy of every lease.
+func (r *Reconciler) FullSeq(ctx context.Context, peers iter.Seq[*subnet.Lease], n int) (dataplane.Changes, error) {
 	r.dirty = true
 	changed, err := r.b.Refresh(ctx)
 	if err != nil {
@@ -119,22 +130,35 @@ func (r *Reconciler) FullSeq(ctx context.Context, peers iter.Seq[subnet.Lease], 
 	}
 	host := r.b.HostState()
 	batch := map[string]*dataplane.State{hostPart: &host}
-	if len(r.attrs) == 0 {
-		// The first pass: every peer is new.
+	first := len(r.leases) == 0
+	var seen map[string]bool
+	if first {
+		// Every peer is new (the first pass): no part can be gone, and the
+		// maps get their size at once.
 		batch = make(map[string]*dataplane.State, n+1)
 		batch[hostPart] = &host
-		r.attrs = make(map[string]subnet.LeaseAttrs, n)
+		r.leases = make(map[string]*subnet.Lease, n)
+	} else {
+		seen = make(map[string]bool, n)
 	}
-	seen := make(map[string]bool, n)
 	for p := range peers {
 		key := p.Key()
-		seen[key] = true
-		if old, ok := r.attrs[key]; ok && !changed && old.Equal(p.Attrs) {
+		if !first {
+			seen[key] = true
+		}
+		// The key names the subnets: the same key and attributes, the
+		// same part. The lease kept becomes the caller's, so a copy made
+		// by Update, or a lease the caller has replaced, can go.
+		if old, ok := r.leases[key]; ok && !changed && old.Attrs.Equal(p.Attrs) {
+			r.leases[key] = p
 			continue
 		}
 		r.set(batch, p)
 	}
-	for key := range r.attrs {
+	for key := range r.leases {
+		if first {
+			break
+		}
 		if !seen[key] {
 			r.drop(batch, key)
 		}
@@ -156,21 +180,22 @@ func (r *Reconciler) Update(set []subnet.Lease, gone []string) (dataplane.Change
 	for _, key := range gone {
 		r.drop(batch, key)
 	}
-	for _, p := range set {
-		r.set(batch, p)
+	own := slices.Clone(set)
+	for i := range own {
+		r.set(batch, &own[i])
 	}
 	ch, err := dataplane.ApplyDiffBetween(r.b.Kernel(), r.t.Update(batch), r.commit)
 	r.dirty = err != nil
 	return ch, err
 }
 
-func (r *Reconciler) set(batch map[string]*dataplane.State, p subnet.Lease) {
+func (r *Reconciler) set(batch map[string]*dataplane.State, p *subnet.Lease) {
 	key := p.Key()
-	s, skips := r.b.PeerState(p)
+	s, skips := r.b.PeerState(*p)
 	batch[key] = &s
-	r.attrs[key] = p.Attrs
+	r.leases[key] = p
 	if t, ok := r.b.(Tracker); ok {
-		t.Track(p)
+		t.Track(*p)
 	}
 	r.b.PeerLog().ReportPeer(r.skips[key], skips)
 	if len(skips) == 0 {
@@ -181,11 +206,11 @@ func (r *Reconciler) set(batch map[string]*dataplane.State, p subnet.Lease) {
 }
 
 func (r *Reconciler) drop(batch map[string]*dataplane.State, key string) {
-	if _, ok := r.attrs[key]; !ok {
+	if _, ok := r.leases[key]; !ok {
 		return
 	}
 	batch[key] = nil
-	delete(r.attrs, key)
+	delete(r.leases, key)
 	if t, ok := r.b.(Tracker); ok {
 		t.Forget(key)
 	}

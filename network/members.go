@@ -112,8 +112,8 @@ func (l *loop) members() {
 func (l *loop) samplePeer(typ string) subnet.Lease {
 	peers, _ := l.peers.All()
 	for p := range peers {
-		if mux.LeaseType(p) == typ {
-			return p
+		if mux.LeaseType(*p) == typ {
+			return *p
 		}
 	}
 	return subnet.Lease{}

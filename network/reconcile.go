@@ -118,7 +118,7 @@ func (l *loop) reconcile() {
 	var err error
 	var n int // peers
 	if l.rec != nil {
-		var peers iter.Seq[subnet.Lease]
+		var peers iter.Seq[*subnet.Lease]
 		peers, n = l.peers.All()
 		ch, err = l.rec.FullSeq(l.ctx, peers, n)
 	} else {
