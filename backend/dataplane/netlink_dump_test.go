@@ -293,20 +293,23 @@ func libParseNexthop(m []byte) (nexthop, bool) {
 		return nexthop{}, false
 	}
 	nh := nexthop{proto: m[2]}
-	nh.key.onlink = nl.NativeEndian().Uint32(m[4:])&unix.RTNH_F_ONLINK != 0
+	onlink := nl.NativeEndian().Uint32(m[4:])&unix.RTNH_F_ONLINK != 0
+	var link int
+	var addr netip.Addr
 	var oif, gw, other bool
 	for _, a := range attrs {
 		switch a.Attr.Type {
 		case unix.NHA_ID:
 			nh.id = nl.NativeEndian().Uint32(a.Value)
 		case unix.NHA_OIF:
-			nh.key.link, oif = int(nl.NativeEndian().Uint32(a.Value)), true
+			link, oif = int(nl.NativeEndian().Uint32(a.Value)), true
 		case unix.NHA_GATEWAY:
-			nh.key.gw, gw = netip.AddrFromSlice(a.Value)
+			addr, gw = netip.AddrFromSlice(a.Value)
 		case unix.NHA_GROUP, unix.NHA_BLACKHOLE, unix.NHA_ENCAP, nhaFDB:
 			other = true
 		}
 	}
+	nh.key = newNHKey(addr, link, onlink)
 	nh.gateway = oif && gw && !other
 	return nh, nh.id != 0
 }

@@ -28,7 +28,7 @@ func (n *Netlink) RouteList() ([]Route, error) {
 	out := make([]Route, 0, len(rs))
 	for _, r := range rs {
 		if k, ours := t.keys[r.nhid]; ours && r.nhid != 0 {
-			r.Gw, r.LinkIndex, r.OnLink = k.gw, k.link, k.onlink
+			r.Gw, r.LinkIndex, r.OnLink = k.addr(), int(k.link), k.onlink
 		}
 		out = append(out, r.Route)
 	}
