@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/flanneld-go/flannel/backend/udp"
+	"github.com/flanneld-go/flannel/internal/memlimit"
 	"github.com/flanneld-go/flannel/network"
 	"github.com/flanneld-go/flannel/subnet/etcd"
 )
@@ -219,6 +220,9 @@ func runDaemon(ctx context.Context, f flags, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if os.Getenv("GOMEMLIMIT") == "" { // an operator's limit wins
+		defer memlimit.Start(memlimit.Floor, memlimit.Room)()
+	}
 	if f.healthzPort < 0 || f.healthzPort > 65535 {
 		return fmt.Errorf("--healthz-port %d: must be a TCP port, or 0 to disable the health endpoint", f.healthzPort)
 	}

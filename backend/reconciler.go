@@ -3,6 +3,8 @@ package backend
 import (
 	"context"
 	"fmt"
+	"iter"
+	"slices"
 
 	"github.com/flanneld-go/flannel/backend/dataplane"
 	"github.com/flanneld-go/flannel/subnet"
@@ -78,17 +80,20 @@ const hostPart = ""
 //
 // It is not safe for concurrent use: the engine's loop owns it.
 type Reconciler struct {
-	b      PerPeer
-	t      *dataplane.Table
-	leases map[string]subnet.Lease // the lease each peer part was built from
-	skips  map[string][]Skip       // by lease key
-	owned  map[int]bool            // Links as of the last Full
+	b PerPeer
+	t *dataplane.Table
+	// leases are the leases the peer parts were built from, by key: the
+	// caller's own for FullSeq (a pointer rather than a copy of each),
+	// copies of Full's and Update's.
+	leases map[string]*subnet.Lease
+	skips  map[string][]Skip // by lease key
+	owned  map[int]bool      // Links as of the last Full
 	dirty  bool
 }
 
 // NewReconciler returns a reconciler whose first pass must be Full.
 func NewReconciler(b PerPeer) *Reconciler {
-	return &Reconciler{b: b, t: dataplane.NewTable(), leases: map[string]subnet.Lease{}, skips: map[string][]Skip{}, dirty: true}
+	return &Reconciler{b: b, t: dataplane.NewTable(), leases: map[string]*subnet.Lease{}, skips: map[string][]Skip{}, dirty: true}
 }
 
 // NeedsFull reports whether the next pass must be Full: none ran yet, or
@@ -103,6 +108,22 @@ func (r *Reconciler) Peers() int { return len(r.leases) }
 // changed, came or went (every peer's if the host facts changed), then one
 // dataplane.Apply.
 func (r *Reconciler) Full(ctx context.Context, peers []subnet.Lease) (dataplane.Changes, error) {
+	own := slices.Clone(peers)
+	return r.FullSeq(ctx, func(yield func(*subnet.Lease) bool) {
+		for i := range own {
+			if !yield(&own[i]) {
+				return
+			}
+		}
+	}, len(own))
+}
+
+// FullSeq is Full with the peers as a sequence of n leases that the
+// Reconciler keeps, by pointer, until a later pass replaces them: they
+// must never change (the engine's peer set hands out its own leases,
+// which it never modifies; a changed lease is a new one). At 10,000
+// peers that is 10,000 pointers rather than a copy of every lease.
+func (r *Reconciler) FullSeq(ctx context.Context, peers iter.Seq[*subnet.Lease], n int) (dataplane.Changes, error) {
 	r.dirty = true
 	changed, err := r.b.Refresh(ctx)
 	if err != nil {
@@ -114,16 +135,35 @@ func (r *Reconciler) Full(ctx context.Context, peers []subnet.Lease) (dataplane.
 	}
 	host := r.b.HostState()
 	batch := map[string]*dataplane.State{hostPart: &host}
-	seen := make(map[string]bool, len(peers))
-	for _, p := range peers {
+	first := len(r.leases) == 0
+	var seen map[string]bool
+	if first {
+		// Every peer is new (the first pass): no part can be gone, and the
+		// maps get their size at once.
+		batch = make(map[string]*dataplane.State, n+1)
+		batch[hostPart] = &host
+		r.leases = make(map[string]*subnet.Lease, n)
+	} else {
+		seen = make(map[string]bool, n)
+	}
+	for p := range peers {
 		key := p.Key()
-		seen[key] = true
-		if old, ok := r.leases[key]; ok && !changed && sameLease(old, p) {
+		if !first {
+			seen[key] = true
+		}
+		// The key names the subnets: the same key and attributes, the
+		// same part. The lease kept becomes the caller's, so a copy made
+		// by Update, or a lease the caller has replaced, can go.
+		if old, ok := r.leases[key]; ok && !changed && old.Attrs.Equal(p.Attrs) {
+			r.leases[key] = p
 			continue
 		}
 		r.set(batch, p)
 	}
 	for key := range r.leases {
+		if first {
+			break
+		}
 		if !seen[key] {
 			r.drop(batch, key)
 		}
@@ -145,21 +185,22 @@ func (r *Reconciler) Update(set []subnet.Lease, gone []string) (dataplane.Change
 	for _, key := range gone {
 		r.drop(batch, key)
 	}
-	for _, p := range set {
-		r.set(batch, p)
+	own := slices.Clone(set)
+	for i := range own {
+		r.set(batch, &own[i])
 	}
 	ch, err := dataplane.ApplyDiffBetween(r.b.Kernel(), r.t.Update(batch), r.commit)
 	r.dirty = err != nil
 	return ch, err
 }
 
-func (r *Reconciler) set(batch map[string]*dataplane.State, p subnet.Lease) {
+func (r *Reconciler) set(batch map[string]*dataplane.State, p *subnet.Lease) {
 	key := p.Key()
-	s, skips := r.b.PeerState(p)
+	s, skips := r.b.PeerState(*p)
 	batch[key] = &s
 	r.leases[key] = p
 	if t, ok := r.b.(Tracker); ok {
-		t.Track(p)
+		t.Track(*p)
 	}
 	r.b.PeerLog().ReportPeer(r.skips[key], skips)
 	if len(skips) == 0 {
@@ -186,11 +227,6 @@ func (r *Reconciler) commit() {
 	if t, ok := r.b.(Tracker); ok {
 		t.Commit()
 	}
-}
-
-// sameLease reports whether two leases give the same part.
-func sameLease(a, b subnet.Lease) bool {
-	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet && a.Attrs.Equal(b.Attrs)
 }
 
 // Explains reports whether the kernel change c leaves the kernel holding

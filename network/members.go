@@ -110,9 +110,10 @@ func (l *loop) members() {
 
 // samplePeer is a peer of typ (zero: none), for a member's options.
 func (l *loop) samplePeer(typ string) subnet.Lease {
-	for _, p := range l.peers.Peers() {
-		if mux.LeaseType(p) == typ {
-			return p
+	peers, _ := l.peers.All()
+	for p := range peers {
+		if mux.LeaseType(*p) == typ {
+			return *p
 		}
 	}
 	return subnet.Lease{}

@@ -33,13 +33,13 @@ type entry struct {
 	key        string
 	static     Reason        // what the lease alone fails ("" if nothing)
 	mac4, mac6 dataplane.MAC // zero when none
-	wgKey      wgKey         // a wireguard lease's public key; zero when none
+	nb         uint8         // buckets used
+	wgKey      *wgKey        // a wireguard lease's public key; nil when none
 	why        Reason        // verdict: "" for a peer
 	winner     *entry        // the older lease it conflicts with
 	buckets    [5]*bucket    // only for statically valid leases; nb used
-	pos        [5]int        // e's index in each bucket's members
-	nb         int
-	queued     uint64 // the settle round it is queued in
+	pos        [5]int32      // e's index in each bucket's members
+	queued     uint64        // the settle round it is queued in
 }
 
 func (e *entry) older(o *entry) bool {
@@ -49,12 +49,27 @@ func (e *entry) older(o *entry) bool {
 	return e.key < o.key
 }
 
-// bucketKey names one subnet or MAC leases can share.
+// bucketKey names one subnet, MAC or public key leases can share: the
+// kind, then the subnet's address (16 bytes, IPv4 mapped) and length, the
+// MAC, or the key. A key of 33 bytes rather than a struct of each (80)
+// keeps the two buckets of each of 10,000 leases small.
 type bucketKey struct {
 	kind uint8 // bucketSubnet4 ...
-	p    netip.Prefix
-	mac  dataplane.MAC
-	key  wgKey
+	b    [32]byte
+}
+
+func subnetBucket(kind uint8, p netip.Prefix) bucketKey {
+	k := bucketKey{kind: kind}
+	a := p.Addr().As16()
+	copy(k.b[:], a[:])
+	k.b[16] = byte(p.Bits())
+	return k
+}
+
+func macBucket(kind uint8, m dataplane.MAC) bucketKey {
+	k := bucketKey{kind: kind}
+	copy(k.b[:], m[:])
+	return k
 }
 
 const (
@@ -65,8 +80,10 @@ const (
 	bucketWGKey
 )
 
+// bucket is the leases under one bucketKey. It does not hold its key
+// (33 bytes, in a bucket of 48): a member's keysOf gives it, in the
+// order of the member's buckets.
 type bucket struct {
-	key     bucketKey
 	members []*entry
 	holders []*entry // at most one once settled
 }
@@ -75,18 +92,18 @@ func (e *entry) bs() []*bucket { return e.buckets[:e.nb] }
 
 // keysOf are the buckets of a statically valid lease (the first n).
 func (s *PeerSet) keysOf(e *entry) (out [5]bucketKey, n int) {
-	out[0], n = bucketKey{kind: bucketSubnet4, p: e.l.Subnet}, 1
+	out[0], n = subnetBucket(bucketSubnet4, e.l.Subnet), 1
 	if s.r.ipv6() && e.l.IPv6Subnet.IsValid() {
-		out[n], n = bucketKey{kind: bucketSubnet6, p: e.l.IPv6Subnet}, n+1
+		out[n], n = subnetBucket(bucketSubnet6, e.l.IPv6Subnet), n+1
 	}
 	if e.mac4 != (dataplane.MAC{}) {
-		out[n], n = bucketKey{kind: bucketMAC4, mac: e.mac4}, n+1
+		out[n], n = macBucket(bucketMAC4, e.mac4), n+1
 	}
 	if e.mac6 != (dataplane.MAC{}) {
-		out[n], n = bucketKey{kind: bucketMAC6, mac: e.mac6}, n+1
+		out[n], n = macBucket(bucketMAC6, e.mac6), n+1
 	}
-	if e.wgKey != (wgKey{}) {
-		out[n], n = bucketKey{kind: bucketWGKey, key: e.wgKey}, n+1
+	if e.wgKey != nil {
+		out[n], n = bucketKey{kind: bucketWGKey, b: *e.wgKey}, n+1
 	}
 	return out, n
 }
@@ -99,10 +116,10 @@ func (s *PeerSet) index(e *entry) {
 	for _, k := range keys[:n] {
 		b := s.buckets[k]
 		if b == nil {
-			b = &bucket{key: k}
+			b = &bucket{}
 			s.buckets[k] = b
 		}
-		e.buckets[e.nb], e.pos[e.nb] = b, len(b.members)
+		e.buckets[e.nb], e.pos[e.nb] = b, int32(len(b.members))
 		e.nb++
 		b.members = append(b.members, e)
 	}
@@ -114,6 +131,7 @@ func (s *PeerSet) unindex(e *entry, w *work) {
 	if e.why.holds() {
 		s.queueYounger(e, w)
 	}
+	keys, _ := s.keysOf(e)
 	for j, b := range e.bs() {
 		// Swap-remove in O(1): the last member takes e's place.
 		i, last := e.pos[j], b.members[len(b.members)-1]
@@ -127,7 +145,7 @@ func (s *PeerSet) unindex(e *entry, w *work) {
 		b.members = b.members[:len(b.members)-1]
 		b.holders = deleteEntry(b.holders, e)
 		if len(b.members) == 0 {
-			delete(s.buckets, b.key)
+			delete(s.buckets, keys[j])
 		}
 	}
 	e.buckets, e.nb = [5]*bucket{}, 0
@@ -154,11 +172,12 @@ func deleteEntry(es []*entry, e *entry) []*entry {
 
 // conflict returns the older holder of one of e's buckets, subnets
 // first, and the reason it wins.
-func conflict(e *entry) (*entry, Reason) {
+func (s *PeerSet) conflict(e *entry) (*entry, Reason) {
 	var win *entry
 	var why Reason
-	for _, b := range e.bs() {
-		r := reasonFor(b)
+	keys, _ := s.keysOf(e)
+	for j, b := range e.bs() {
+		r := reasonFor(keys[j].kind)
 		for _, h := range b.holders {
 			if h == e || !h.older(e) {
 				continue // younger holders are not settled yet, and lose to e anyway
@@ -171,8 +190,8 @@ func conflict(e *entry) (*entry, Reason) {
 	return win, why
 }
 
-func reasonFor(b *bucket) Reason {
-	switch b.key.kind {
+func reasonFor(kind uint8) Reason {
+	switch kind {
 	case bucketSubnet4, bucketSubnet6:
 		return ReasonOverlapsLease
 	case bucketWGKey:
@@ -196,9 +215,10 @@ type work struct {
 	touched map[string]before
 }
 
-func (s *PeerSet) newWork() *work {
+// newWork starts a round that will touch about n leases.
+func (s *PeerSet) newWork(n int) *work {
 	s.round++
-	return &work{round: s.round, touched: map[string]before{}}
+	return &work{round: s.round, touched: make(map[string]before, n)}
 }
 
 func (w *work) queue(e *entry) {

@@ -177,7 +177,7 @@ func (r *rules) own(e *entry, own subnet.Lease) Reason {
 		return ReasonPublicIPOwn
 	case e.mac4 != (dataplane.MAC{}) && e.mac4 == r.mac4, e.mac6 != (dataplane.MAC{}) && e.mac6 == r.mac6:
 		return ReasonVtepMACOwn
-	case e.wgKey != (wgKey{}) && e.wgKey == r.wgKey:
+	case e.wgKey != nil && *e.wgKey == r.wgKey:
 		return ReasonPublicKeyOwn
 	}
 	return ""

@@ -329,3 +329,35 @@ func mustConfig(t testing.TB, netconf string) *subnet.Config {
 	}
 	return cfg
 }
+
+// All yields what Peers returns, in the same order (the per-peer
+// reconcile takes the peers from All).
+func TestPeerSetAllIsPeers(t *testing.T) {
+	for seed := range uint64(100) {
+		rng := rand.New(rand.NewPCG(seed, 2))
+		s := newSet(t, []string{netconf4, netconf46}[seed%2])
+		for range 1 + rng.IntN(4) {
+			var ls []subnet.Lease
+			for range 1 + rng.IntN(12) {
+				ls = append(ls, genLease(byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32())))
+			}
+			s.Apply(add(ls...))
+		}
+		seq, n := s.All()
+		var got []subnet.Lease
+		for p := range seq {
+			got = append(got, *p)
+		}
+		if want := s.Peers(); !slices.EqualFunc(got, want, func(a, b subnet.Lease) bool { return a.Key() == b.Key() && a.Attrs.Equal(b.Attrs) }) || n != len(want) {
+			t.Fatalf("seed %d: All gave %v (%d), Peers %v", seed, keyList(got), n, keyList(want))
+		}
+	}
+}
+
+func keyList(ls []subnet.Lease) []string {
+	var out []string
+	for _, l := range ls {
+		out = append(out, l.Key())
+	}
+	return out
+}

@@ -2,6 +2,7 @@ package network
 
 import (
 	"fmt"
+	"iter"
 	"runtime/debug"
 	"time"
 
@@ -35,15 +36,20 @@ const reconcileRetry = time.Second
 // later ones wait out the rest of the window.
 
 // noteFold records what a fold changed for the next incremental pass.
+// When the next pass is a full one (the first batch: every lease), it
+// takes the whole peer set and the delta would be cleared unread. The
+// delta points into the Fold's slices rather than at copies.
 func (l *loop) noteFold(f Fold) {
-	if l.rec == nil {
+	if l.rec == nil || l.needFull || l.rec.NeedsFull() {
 		return
 	}
 	for _, p := range f.Left {
 		l.delta[p.Key()] = nil
 	}
-	for _, p := range append(f.Joined, f.Updated...) {
-		l.delta[p.Key()] = &p
+	for _, ps := range [][]subnet.Lease{f.Joined, f.Updated} {
+		for i := range ps {
+			l.delta[ps[i].Key()] = &ps[i]
+		}
 	}
 }
 
@@ -105,15 +111,19 @@ func (l *loop) reconcile() {
 	}
 	e := l.e
 	l.members()
-	peers := l.peers.Peers()
 	clear(l.delta)
 	l.needFull = false
 	start := time.Now()
 	var ch dataplane.Changes
 	var err error
+	var n int // peers
 	if l.rec != nil {
-		ch, err = l.rec.Full(l.ctx, peers)
+		var peers iter.Seq[*subnet.Lease]
+		peers, n = l.peers.All()
+		ch, err = l.rec.FullSeq(l.ctx, peers, n)
 	} else {
+		peers := l.peers.Peers()
+		n = len(peers)
 		ch, err = e.be.Reconcile(l.ctx, peers)
 	}
 	if e.cfg.BlackholeRoute {
@@ -125,7 +135,7 @@ func (l *loop) reconcile() {
 			l.staleChecked = true
 			removeStaleDevices(&netlink.Handle{}, e.be, e.log)
 		}
-		if len(peers) >= bigStart {
+		if n >= bigStart {
 			// The first pass built every part at once: most of what it
 			// allocated is garbage now, which the runtime would keep
 			// mapped for minutes. Hand it back (one GC, tens of ms).
@@ -135,7 +145,7 @@ func (l *loop) reconcile() {
 	if err == nil {
 		l.startWatch()
 	}
-	l.observe(start, ch, err, len(peers))
+	l.observe(start, ch, err, n)
 	if err == nil {
 		l.startRepublish() // a switch waiting for its first good pass
 	}

@@ -28,17 +28,31 @@ type Event struct {
 // new or changed (attributes or etcd lease), EventRemoved for one that is
 // gone.
 func DiffLeases(known map[string]Lease, leases []Lease) []Event {
+	// Against nothing known (the first list) no lease can be gone, and
+	// the batch holds every one: no set of the keys seen, and the batch
+	// allocated once.
+	first := len(known) == 0
 	var batch []Event
-	seen := make(map[string]bool, len(leases))
+	var seen map[string]bool
+	if first && len(leases) > 0 {
+		batch = make([]Event, 0, len(leases))
+	} else if !first {
+		seen = make(map[string]bool, len(leases))
+	}
 	for _, l := range leases {
 		key := l.Key()
-		seen[key] = true
+		if !first {
+			seen[key] = true
+		}
 		old, ok := known[key]
 		if ok && old.Attrs.Equal(l.Attrs) && old.EtcdLeaseID == l.EtcdLeaseID {
 			continue
 		}
 		known[key] = l
 		batch = append(batch, Event{Type: EventAdded, Lease: l})
+	}
+	if first {
+		return batch
 	}
 	for key, old := range known {
 		if !seen[key] {

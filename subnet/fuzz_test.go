@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"reflect"
 	"testing"
 )
 
@@ -165,4 +166,30 @@ func sameConfig(a, b *Config) bool {
 		a.Network == b.Network && a.SubnetLen == b.SubnetLen && a.SubnetMin == b.SubnetMin && a.SubnetMax == b.SubnetMax &&
 		a.IPv6Network == b.IPv6Network && a.IPv6SubnetLen == b.IPv6SubnetLen && a.IPv6SubnetMin == b.IPv6SubnetMin && a.IPv6SubnetMax == b.IPv6SubnetMax &&
 		a.BackendType == b.BackendType && jsonEqual(a.Backend, b.Backend)
+}
+
+// FuzzLeaseAttrsPlain: whatever readPlain reads, encoding/json reads the
+// same (it falls back to encoding/json for anything else).
+func FuzzLeaseAttrsPlain(f *testing.F) {
+	for _, v := range []string{
+		`{"PublicIP":"192.168.50.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:58:0a:f4:03:00"}}`,
+		`{"PublicIP":"192.168.50.11","PublicIPv6":"fd00:50::11","BackendType":"vxlan","BackendData":{"VNI":1},"BackendV6Data":null,"HostID":"h"}`,
+		`{"PublicIP":"1.2.3.4","PublicIP":"5.6.7.8","BackendData":[1, 2],"BackendData":"x"}`,
+		`{"publicip":"192.168.50.99"}`,
+	} {
+		f.Add([]byte(v))
+	}
+	f.Fuzz(func(t *testing.T, value []byte) {
+		var got wireAttrs
+		if !got.readPlain(value) {
+			return
+		}
+		var want wireAttrs
+		if err := json.Unmarshal(value, &want); err != nil {
+			t.Fatalf("readPlain read %q, encoding/json refuses it: %v", value, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: readPlain %+v, encoding/json %+v", value, got, want)
+		}
+	})
 }

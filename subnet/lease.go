@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/flanneld-go/flannel/internal/jsonobj"
 )
 
 // LeaseAttrs is the value stored under a subnet key, in upstream flannel's
@@ -41,6 +43,36 @@ type wireAttrs struct {
 	HostID        string          `json:",omitempty"`
 }
 
+// readPlain reads b as encoding/json would into w when every member is
+// one of w's fields by its exact name with a plain value (see jsonobj):
+// the form every writer of leases uses, read without reflection.
+func (w *wireAttrs) readPlain(b []byte) bool {
+	return jsonobj.Members(b, func(key, val []byte) bool {
+		var ok bool
+		switch string(key) {
+		case "PublicIP":
+			w.PublicIP, ok = jsonobj.String(val)
+		case "PublicIPv6":
+			if jsonobj.IsNull(val) {
+				w.PublicIPv6, ok = nil, true
+			} else {
+				var s string
+				s, ok = jsonobj.String(val)
+				w.PublicIPv6 = &s
+			}
+		case "BackendType":
+			w.BackendType, ok = jsonobj.String(val)
+		case "BackendData":
+			w.BackendData, ok = append(json.RawMessage(nil), val...), true
+		case "BackendV6Data":
+			w.BackendV6Data, ok = append(json.RawMessage(nil), val...), true
+		case "HostID":
+			w.HostID, ok = jsonobj.String(val)
+		}
+		return ok
+	})
+}
+
 // MarshalJSON writes the upstream-compatible form.
 func (a LeaseAttrs) MarshalJSON() ([]byte, error) {
 	w := wireAttrs{BackendType: a.BackendType, BackendData: a.BackendData, BackendV6Data: a.BackendV6Data, HostID: a.HostID}
@@ -58,8 +90,11 @@ func (a LeaseAttrs) MarshalJSON() ([]byte, error) {
 // UnmarshalJSON reads the upstream form and checks the addresses.
 func (a *LeaseAttrs) UnmarshalJSON(b []byte) error {
 	var w wireAttrs
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
+	if !w.readPlain(b) {
+		w = wireAttrs{}
+		if err := json.Unmarshal(b, &w); err != nil {
+			return err
+		}
 	}
 	var out LeaseAttrs
 	ip, err := netip.ParseAddr(w.PublicIP)
@@ -101,6 +136,12 @@ func (a LeaseAttrs) Equal(b LeaseAttrs) bool {
 func jsonEqual(a, b json.RawMessage) bool {
 	if len(a) == 0 || len(b) == 0 {
 		return len(a) == len(b)
+	}
+	if bytes.Equal(a, b) {
+		// The usual case (a lease compared with itself, read again), and
+		// the comparison of every peer in each full reconcile: without
+		// the four buffers below.
+		return true
 	}
 	var ca, cb bytes.Buffer
 	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
@@ -194,8 +235,10 @@ func DecodeLease(key string, value []byte, etcdLeaseID, modRevision int64) (Leas
 	if err != nil {
 		return Lease{}, err
 	}
+	// UnmarshalJSON directly: json.Unmarshal would validate the value,
+	// allocate a decoder state and call it with the same bytes.
 	var attrs LeaseAttrs
-	if err := json.Unmarshal(value, &attrs); err != nil {
+	if err := attrs.UnmarshalJSON(value); err != nil {
 		return Lease{}, fmt.Errorf("value is not lease JSON: %w", err)
 	}
 	return Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs, EtcdLeaseID: etcdLeaseID, ModRevision: modRevision}, nil

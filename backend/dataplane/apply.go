@@ -140,46 +140,58 @@ func plan(k Kernel, links []int, want State) (*applyPlan, error) {
 // there is deleted.
 func planOnLinks[K comparable, V comparable](links []int, want []V, key func(V) K, link func(V) int,
 	list func(int) ([]V, error)) (set, del []V, err error) {
-	wanted := make(map[K]V, len(want))
-	for _, w := range want {
+	// wanted is the index in want of the first entry under each key; have
+	// and count are by that index (a plan at 10,000 peers keeps one small
+	// map, not one per question).
+	wanted := make(map[K]int32, len(want))
+	for i, w := range want {
 		if _, dup := wanted[key(w)]; !dup {
-			wanted[key(w)] = w
+			wanted[key(w)] = int32(i)
 		}
-	}
-	owned := map[int]bool{}
-	for _, l := range links {
-		owned[l] = true
 	}
 	read := slices.Clone(links)
 	for _, w := range want {
-		if l := link(w); !owned[l] && !slices.Contains(read, l) {
+		if l := link(w); !slices.Contains(read, l) {
 			read = append(read, l)
 		}
 	}
-	have := map[V]bool{}
+	have := make([]bool, len(want))
+	count := make([]int32, len(want)) // under the key, on the link being read
+	var nread int
 	for _, l := range read {
 		cur, err := list(l)
 		if err != nil {
 			return nil, nil, err
 		}
-		count := map[K]int{}
+		nread += len(cur)
 		for _, c := range cur {
-			count[key(c)]++
+			if i, ok := wanted[key(c)]; ok {
+				count[i]++
+			}
 		}
+		owned := slices.Contains(links, l)
 		for _, c := range cur {
-			w, ok := wanted[key(c)]
+			i, ok := wanted[key(c)]
 			switch {
-			case ok && w == c:
-				have[w] = true
-			case owned[l] && (!ok || count[key(c)] > 1):
+			case ok && want[i] == c:
+				have[i] = true
+			case owned && (!ok || count[i] > 1):
 				del = append(del, c)
 			}
 		}
+		for _, c := range cur {
+			if i, ok := wanted[key(c)]; ok {
+				count[i] = 0
+			}
+		}
 	}
-	for _, w := range want { // in want's order: logs and tests stay reproducible
-		if wanted[key(w)] == w && !have[w] {
+	// Room for what is wanted beyond what was read (a hint: all of it on
+	// the first pass, rather than a slice grown step by step).
+	set = make([]V, 0, max(0, len(want)-nread))
+	for i, w := range want { // in want's order: logs and tests stay reproducible
+		if j := wanted[key(w)]; !have[j] && (j == int32(i) || want[j] == w) {
 			set = append(set, w)
-			have[w] = true
+			have[j] = true
 		}
 	}
 	return set, del, nil
@@ -238,22 +250,43 @@ func (p *applyPlan) planRoutes(k Kernel, typ RouteType, want []Route) error {
 		return fmt.Errorf("listing routes: %w", err)
 	}
 	current := slices.DeleteFunc(all, func(r Route) bool { return r.Type != typ })
-	byDst := make(map[netip.Prefix][]Route, len(current))
-	for _, r := range current {
-		byDst[r.Dst] = append(byDst[r.Dst], r)
+	// The routes to each destination: the first in dsts, the others
+	// chained through next (a destination rarely has two).
+	type dstInfo struct {
+		first  int32 // in current; -1 for none
+		wanted bool
 	}
-	wanted := make(map[netip.Prefix]bool, len(want))
+	dsts := make(map[netip.Prefix]dstInfo, max(len(current), len(want)))
+	next := make([]int32, len(current))
+	for i := len(current) - 1; i >= 0; i-- {
+		d, ok := dsts[current[i].Dst]
+		next[i] = -1
+		if ok {
+			next[i] = d.first
+		}
+		dsts[current[i].Dst] = dstInfo{first: int32(i)}
+	}
+	p.routeSet = make([]Route, 0, max(0, len(want)-len(current))) // a hint, as in planOnLinks
 	for _, w := range want {
-		if w.Type != typ || wanted[w.Dst] {
+		d, ok := dsts[w.Dst]
+		if w.Type != typ || d.wanted {
 			continue
 		}
-		wanted[w.Dst] = true
-		if !slices.Contains(byDst[w.Dst], w) {
+		if !ok {
+			d.first = -1
+		}
+		d.wanted = true
+		dsts[w.Dst] = d
+		found := false
+		for i := d.first; i >= 0 && !found; i = next[i] {
+			found = current[i] == w
+		}
+		if !found {
 			p.routeSet = append(p.routeSet, w)
 		}
 	}
 	for _, c := range current {
-		if c.Proto == Proto && (!wanted[c.Dst] || typ == Blackhole && !slices.Contains(want, c)) {
+		if c.Proto == Proto && (!dsts[c.Dst].wanted || typ == Blackhole && !slices.Contains(want, c)) {
 			p.routeDel = append(p.routeDel, c)
 		}
 	}
@@ -268,39 +301,30 @@ func sortAddrs(a []Addr) { copy(a, State{Addrs: a}.Sorted().Addrs) }
 func (p *applyPlan) run(k Kernel) (Changes, error) {
 	var ch Changes
 	var errs []error
-	do := func(n *int, err error, what string) {
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", what, err))
-			return
-		}
-		*n++
-	}
-	for _, a := range p.addrAdd {
-		do(&ch.AddrsAdded, k.AddrAdd(a), "ip addr add "+a.String())
-	}
-	for _, n := range p.neighSet {
-		do(&ch.NeighsSet, k.NeighReplace(n), "ip neigh replace "+n.String())
-	}
-	for _, f := range p.fdbSet {
-		do(&ch.FDBsSet, k.FDBReplace(f), "bridge fdb replace "+f.String())
-	}
-	for _, r := range p.routeSet {
-		do(&ch.RoutesSet, k.RouteReplace(r), "ip route replace "+r.String())
-	}
+	each(p.addrAdd, k.AddrAdd, "ip addr add", &ch.AddrsAdded, &errs)
+	each(p.neighSet, k.NeighReplace, "ip neigh replace", &ch.NeighsSet, &errs)
+	each(p.fdbSet, k.FDBReplace, "bridge fdb replace", &ch.FDBsSet, &errs)
+	each(p.routeSet, k.RouteReplace, "ip route replace", &ch.RoutesSet, &errs)
 	if p.between != nil {
 		p.between()
 	}
-	for _, r := range p.routeDel {
-		do(&ch.RoutesDeleted, k.RouteDelete(r), "ip route del "+r.String())
-	}
-	for _, f := range p.fdbDel {
-		do(&ch.FDBsDeleted, k.FDBDelete(f), "bridge fdb del "+f.String())
-	}
-	for _, n := range p.neighDel {
-		do(&ch.NeighsDeleted, k.NeighDelete(n), "ip neigh del "+n.String())
-	}
-	for _, a := range p.addrDel {
-		do(&ch.AddrsDeleted, k.AddrDelete(a), "ip addr del "+a.String())
-	}
+	each(p.routeDel, k.RouteDelete, "ip route del", &ch.RoutesDeleted, &errs)
+	each(p.fdbDel, k.FDBDelete, "bridge fdb del", &ch.FDBsDeleted, &errs)
+	each(p.neighDel, k.NeighDelete, "ip neigh del", &ch.NeighsDeleted, &errs)
+	each(p.addrDel, k.AddrDelete, "ip addr del", &ch.AddrsDeleted, &errs)
 	return ch, errors.Join(errs...)
+}
+
+// each runs op on every entry, counting the successes in n and
+// collecting the failures as "<what> <entry>: <error>". The entry is
+// formatted only when it fails: 30,000 operations succeed when 10,000
+// vxlan peers are programmed.
+func each[V fmt.Stringer](vs []V, op func(V) error, what string, n *int, errs *[]error) {
+	for _, v := range vs {
+		if err := op(v); err != nil {
+			*errs = append(*errs, fmt.Errorf("%s %s: %w", what, v.String(), err))
+			continue
+		}
+		*n++
+	}
 }

@@ -201,8 +201,8 @@ func defaultMetric(dst netip.Prefix) int {
 }
 
 func (c *column[K, V]) winner(k K) (V, bool) {
-	if os := c.owners[k]; len(os) > 0 {
-		return os[0].v, true
+	if f, ok := c.first[k]; ok {
+		return c.value(f, k), true
 	}
 	var zero V
 	return zero, false

@@ -7,8 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,10 +31,27 @@ var _ Kernel = (*Netlink)(nil)
 // have go through sockets of the calling thread's namespace.
 func NewNetlink(h *netlink.Handle) *Netlink {
 	if h == nil {
-		h = &netlink.Handle{}
+		h = processHandle()
 	}
 	return &Netlink{h: h, nh: processNexthops}
 }
+
+// processHandle is the handle of the process's network namespace, opened
+// on first use and kept. The library's zero Handle opens, binds and
+// closes a socket for every request: 20,000 of them, and their garbage,
+// when 10,000 vxlan peers are programmed. Its requests get the zero
+// Handle's timeout.
+var processHandle = sync.OnceValue(func() *netlink.Handle {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return &netlink.Handle{}
+	}
+	if err := h.SetSocketTimeout(time.Duration(nl.SocketTimeoutTv.Nano())); err != nil {
+		h.Close()
+		return &netlink.Handle{}
+	}
+	return h
+})
 
 // Handle is the netlink handle, for device code that needs calls beyond
 // Kernel (creating a VXLAN device with its attributes).

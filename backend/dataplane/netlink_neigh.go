@@ -9,17 +9,21 @@ import (
 func (n *Netlink) NeighList(linkIndex int) ([]Neigh, error) {
 	var out []Neigh
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		ns, err := dump(func() ([]netlink.Neigh, error) { return n.h.NeighList(linkIndex, fam) })
+		ns, err := dump(func() (ns []Neigh, err error) {
+			err = neighDump(linkIndex, fam, func(e dumpedNeigh) {
+				if e.state&netlink.NUD_PERMANENT != 0 && e.isMAC && e.ip.IsValid() {
+					ns = append(ns, Neigh{LinkIndex: e.link, IP: e.ip, MAC: e.mac})
+				}
+			})
+			return ns, err
+		})
 		if err != nil {
 			return nil, err
 		}
-		for _, e := range ns {
-			if e.State&netlink.NUD_PERMANENT == 0 || len(e.HardwareAddr) != 6 {
-				continue
-			}
-			if ip, ok := addrFromIP(e.IP); ok {
-				out = append(out, Neigh{LinkIndex: e.LinkIndex, IP: ip, MAC: MAC(e.HardwareAddr)})
-			}
+		if out == nil {
+			out = ns
+		} else {
+			out = append(out, ns...)
 		}
 	}
 	return out, nil
@@ -40,18 +44,16 @@ func (n *Netlink) NeighDelete(e Neigh) error {
 
 // FDBList implements Kernel.
 func (n *Netlink) FDBList(linkIndex int) ([]FDB, error) {
-	ns, err := dump(func() ([]netlink.Neigh, error) { return n.h.NeighList(linkIndex, unix.AF_BRIDGE) })
+	out, err := dump(func() (out []FDB, err error) {
+		err = neighDump(linkIndex, unix.AF_BRIDGE, func(e dumpedNeigh) {
+			if e.link == linkIndex && e.ip.IsValid() && e.isMAC {
+				out = append(out, FDB{LinkIndex: e.link, MAC: e.mac, Dst: e.ip})
+			}
+		})
+		return out, err
+	})
 	if err != nil {
 		return nil, err
-	}
-	var out []FDB
-	for _, e := range ns {
-		if e.LinkIndex != linkIndex || e.IP == nil || len(e.HardwareAddr) != 6 {
-			continue
-		}
-		if ip, ok := addrFromIP(e.IP); ok {
-			out = append(out, FDB{LinkIndex: e.LinkIndex, MAC: MAC(e.HardwareAddr), Dst: ip})
-		}
 	}
 	return out, nil
 }

@@ -20,10 +20,28 @@ const rtaNhID = 30
 
 // nhKey is what a nexthop of ours is: a gateway on a link. Routes with the
 // same key share one nexthop object.
+//
+// It is a key of two maps with an entry per peer at scale (10,000 host-gw
+// or vxlan peers, each its own gateway), so it is kept small: the gateway
+// as 16 bytes (IPv4 mapped), not a netip.Addr (24).
 type nhKey struct {
-	gw     netip.Addr
-	link   int
+	gw     [16]byte
+	v4     bool
 	onlink bool
+	link   int32
+}
+
+func newNHKey(gw netip.Addr, link int, onlink bool) nhKey {
+	return nhKey{gw: gw.As16(), v4: gw.Is4(), onlink: onlink, link: int32(link)}
+}
+
+// addr is the gateway.
+func (k nhKey) addr() netip.Addr {
+	a := netip.AddrFrom16(k.gw)
+	if k.v4 {
+		return a.Unmap()
+	}
+	return a
 }
 
 // rtnl sends our own rtnetlink messages through one socket, opened on
@@ -65,14 +83,14 @@ func (m nhMsg) Serialize() []byte {
 // Equivalent to: ip nexthop add|replace id $id via $gw dev $link [onlink] proto 98
 func (c *rtnl) nexthopAdd(id uint32, k nhKey, flags int) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWNEXTHOP, unix.NLM_F_CREATE|unix.NLM_F_ACK|flags)
-	m := nhMsg{family: family8(k.gw), protocol: Proto}
+	m := nhMsg{family: family8(k.addr()), protocol: Proto}
 	if k.onlink {
 		m.flags = unix.RTNH_F_ONLINK
 	}
 	req.AddData(m)
 	req.AddData(nl.NewRtAttr(unix.NHA_ID, nl.Uint32Attr(id)))
 	req.AddData(nl.NewRtAttr(unix.NHA_OIF, nl.Uint32Attr(uint32(k.link))))
-	req.AddData(nl.NewRtAttr(unix.NHA_GATEWAY, k.gw.AsSlice()))
+	req.AddData(nl.NewRtAttr(unix.NHA_GATEWAY, k.addr().AsSlice()))
 	_, err := c.exec(req, 0)
 	return err
 }
@@ -102,13 +120,12 @@ type nexthop struct {
 func (c *rtnl) nexthopDump() ([]nexthop, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETNEXTHOP, unix.NLM_F_DUMP)
 	req.AddData(nhMsg{})
-	msgs, err := c.exec(req, unix.RTM_NEWNEXTHOP)
-	out := make([]nexthop, 0, len(msgs))
-	for _, m := range msgs {
+	var out []nexthop
+	err := dumpEach(req, unix.RTM_NEWNEXTHOP, func(m []byte) {
 		if nh, ok := parseNexthop(m); ok {
 			out = append(out, nh)
 		}
-	}
+	})
 	return out, err
 }
 
@@ -116,27 +133,27 @@ func parseNexthop(m []byte) (nexthop, bool) {
 	if len(m) < unix.SizeofNhmsg {
 		return nexthop{}, false
 	}
-	attrs, err := nl.ParseRouteAttr(m[unix.SizeofNhmsg:])
-	if err != nil {
-		return nexthop{}, false
-	}
+	native := nl.NativeEndian()
 	nh := nexthop{proto: m[2]}
-	nh.key.onlink = nl.NativeEndian().Uint32(m[4:])&unix.RTNH_F_ONLINK != 0
+	onlink := native.Uint32(m[4:])&unix.RTNH_F_ONLINK != 0
+	var link int
+	var addr netip.Addr
 	var oif, gw, other bool
-	for _, a := range attrs {
-		switch a.Attr.Type {
+	ok := eachAttr(m[unix.SizeofNhmsg:], func(typ uint16, v []byte) {
+		switch typ {
 		case unix.NHA_ID:
-			nh.id = nl.NativeEndian().Uint32(a.Value)
+			nh.id = native.Uint32(v)
 		case unix.NHA_OIF:
-			nh.key.link, oif = int(nl.NativeEndian().Uint32(a.Value)), true
+			link, oif = int(native.Uint32(v)), true
 		case unix.NHA_GATEWAY:
-			nh.key.gw, gw = netip.AddrFromSlice(a.Value)
+			addr, gw = netip.AddrFromSlice(v)
 		case unix.NHA_GROUP, unix.NHA_BLACKHOLE, unix.NHA_ENCAP, nhaFDB:
 			other = true
 		}
-	}
+	})
+	nh.key = newNHKey(addr, link, onlink)
 	nh.gateway = oif && gw && !other
-	return nh, nh.id != 0
+	return nh, ok && nh.id != 0
 }
 
 // nhaFDB is NHA_FDB (linux/nexthop.h): a nexthop for VXLAN FDB entries.

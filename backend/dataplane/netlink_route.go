@@ -28,7 +28,7 @@ func (n *Netlink) RouteList() ([]Route, error) {
 	out := make([]Route, 0, len(rs))
 	for _, r := range rs {
 		if k, ours := t.keys[r.nhid]; ours && r.nhid != 0 {
-			r.Gw, r.LinkIndex, r.OnLink = k.gw, k.link, k.onlink
+			r.Gw, r.LinkIndex, r.OnLink = k.addr(), int(k.link), k.onlink
 		}
 		out = append(out, r.Route)
 	}
@@ -237,13 +237,12 @@ type dumpedRoute struct {
 func (c *rtnl) routeDump() ([]dumpedRoute, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETROUTE, unix.NLM_F_DUMP)
 	req.AddData(&nl.RtMsg{})
-	msgs, err := c.exec(req, unix.RTM_NEWROUTE)
-	out := make([]dumpedRoute, 0, len(msgs))
-	for _, m := range msgs {
+	var out []dumpedRoute
+	err := dumpEach(req, unix.RTM_NEWROUTE, func(m []byte) {
 		if r, ok := parseRoute(m); ok {
 			out = append(out, r)
 		}
-	}
+	})
 	return out, err
 }
 
@@ -273,35 +272,32 @@ func decodeRoute(m []byte) (decodedRoute, bool) {
 	if msg.Family != unix.AF_INET && msg.Family != unix.AF_INET6 || msg.Flags&unix.RTM_F_CLONED != 0 {
 		return decodedRoute{}, false
 	}
-	attrs, err := nl.ParseRouteAttr(m[msg.Len():])
-	if err != nil {
-		return decodedRoute{}, false
-	}
 	r := dumpedRoute{Route: Route{OnLink: msg.Flags&unix.RTNH_F_ONLINK != 0, Proto: int(msg.Protocol)}}
-	dst, table, metric, multipath := netip.IPv4Unspecified(), uint32(msg.Table), 0, false
+	dst, table, metric := netip.IPv4Unspecified(), uint32(msg.Table), 0
 	if msg.Family == unix.AF_INET6 {
 		dst = netip.IPv6Unspecified()
 	}
 	native := nl.NativeEndian()
-	for _, a := range attrs {
-		switch a.Attr.Type {
+	multipath := false
+	ok := eachAttr(m[msg.Len():], func(typ uint16, v []byte) {
+		switch typ {
 		case unix.RTA_DST:
-			dst, _ = netip.AddrFromSlice(a.Value)
+			dst, _ = netip.AddrFromSlice(v)
 		case unix.RTA_GATEWAY:
-			r.Gw, _ = netip.AddrFromSlice(a.Value)
+			r.Gw, _ = netip.AddrFromSlice(v)
 		case unix.RTA_OIF:
-			r.LinkIndex = int(native.Uint32(a.Value))
+			r.LinkIndex = int(native.Uint32(v))
 		case unix.RTA_PRIORITY:
-			metric = int(native.Uint32(a.Value))
+			metric = int(native.Uint32(v))
 		case unix.RTA_TABLE:
-			table = native.Uint32(a.Value)
+			table = native.Uint32(v)
 		case rtaNhID:
-			r.nhid = native.Uint32(a.Value)
+			r.nhid = native.Uint32(v)
 		case unix.RTA_MULTIPATH:
 			multipath = true
 		}
-	}
-	if table != unix.RT_TABLE_MAIN {
+	})
+	if !ok || table != unix.RT_TABLE_MAIN {
 		return decodedRoute{}, false
 	}
 	r.Dst = netip.PrefixFrom(dst, int(msg.Dst_len))

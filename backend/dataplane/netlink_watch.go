@@ -99,7 +99,7 @@ func (n *Netlink) change(typ uint16, m []byte) (Change, bool) {
 		t := n.nh
 		t.mu.Lock()
 		if k, ours := t.keys[r.nhid]; ours && r.nhid != 0 && r.Type == Unicast {
-			r.Gw, r.LinkIndex, r.OnLink = k.gw, k.link, k.onlink
+			r.Gw, r.LinkIndex, r.OnLink = k.addr(), int(k.link), k.onlink
 		}
 		t.mu.Unlock()
 		return Change{Kind: RouteChanged, Deleted: typ == unix.RTM_DELROUTE, Route: r.Route, Metric: d.metric}, true

@@ -53,7 +53,7 @@ type nexthopTable struct {
 
 	ids  map[nhKey]uint32
 	keys map[uint32]nhKey
-	refs map[uint32]int          // the routes using each nexthop
+	refs map[uint32]int32        // the routes using each nexthop
 	dsts map[netip.Prefix]uint32 // the routes through a nexthop of ours
 
 	conn rtnl
@@ -65,7 +65,7 @@ type nexthopTable struct {
 var processNexthops = newNexthopTable()
 
 func newNexthopTable() *nexthopTable {
-	t := &nexthopTable{ids: map[nhKey]uint32{}, keys: map[uint32]nhKey{}, refs: map[uint32]int{},
+	t := &nexthopTable{ids: map[nhKey]uint32{}, keys: map[uint32]nhKey{}, refs: map[uint32]int32{},
 		dsts: map[netip.Prefix]uint32{}}
 	t.add = t.conn.nexthopAdd
 	return t
@@ -76,7 +76,7 @@ func newNexthopTable() *nexthopTable {
 func nexthopFor(r Route) (nhKey, bool) {
 	ok := r.Type == Unicast && r.Proto == Proto && r.Metric == 0 && r.LinkIndex > 0 &&
 		r.Gw.IsValid() && r.Gw.Is4() == r.Dst.Addr().Is4()
-	return nhKey{gw: r.Gw, link: r.LinkIndex, onlink: r.OnLink}, ok
+	return newNHKey(r.Gw, r.LinkIndex, r.OnLink), ok
 }
 
 // load adopts the nexthops of ours the kernel holds, once, and learns

@@ -7,6 +7,7 @@ import (
 
 	"github.com/flanneld-go/flannel/backend"
 	"github.com/flanneld-go/flannel/backend/dataplane"
+	"github.com/flanneld-go/flannel/internal/jsonobj"
 	"github.com/flanneld-go/flannel/subnet"
 )
 
@@ -74,11 +75,32 @@ func PeerState(o Options, h Host, p subnet.Lease, onLink dataplane.Nets) (datapl
 // LeaseVNI is the VNI a vxlan lease's BackendData carries (0: none, or
 // data that does not parse).
 func LeaseVNI(data json.RawMessage) int {
-	var ld leaseData
-	if json.Unmarshal(data, &ld) != nil {
+	ld, err := readLeaseData(data)
+	if err != nil {
 		return 0
 	}
 	return ld.VNI
+}
+
+// readLeaseData decodes BackendData as encoding/json does, without it
+// (and its garbage) for the plain form every writer uses (see jsonobj).
+func readLeaseData(data json.RawMessage) (leaseData, error) {
+	var ld leaseData
+	if jsonobj.Members(data, func(key, val []byte) bool {
+		var ok bool
+		switch string(key) {
+		case "VNI":
+			ld.VNI, ok = jsonobj.Int(val)
+		case "VtepMAC":
+			ld.VtepMAC, ok = jsonobj.String(val)
+		}
+		return ok
+	}) {
+		return ld, nil
+	}
+	ld = leaseData{}
+	err := json.Unmarshal(data, &ld)
+	return ld, err
 }
 
 // peerState adds both families' entries for p to want. A peer whose
@@ -133,8 +155,8 @@ func LeaseMAC(data json.RawMessage) (dataplane.MAC, error) {
 	if len(data) == 0 {
 		return dataplane.MAC{}, fmt.Errorf("no BackendData")
 	}
-	var ld leaseData
-	if err := json.Unmarshal(data, &ld); err != nil {
+	ld, err := readLeaseData(data)
+	if err != nil {
 		return dataplane.MAC{}, fmt.Errorf("BackendData: %w", err)
 	}
 	mac, err := dataplane.ParseMAC(ld.VtepMAC)

@@ -1,6 +1,7 @@
 package vxlan
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -203,4 +204,20 @@ func TestPeerStateSumsToDesired(t *testing.T) {
 	if len(skips) != len(wantSkips) || len(skips) != 1 {
 		t.Errorf("skips %+v, Desired's %+v", skips, wantSkips)
 	}
+}
+
+// FuzzLeaseData: readLeaseData reads BackendData as encoding/json does,
+// error or not.
+func FuzzLeaseData(f *testing.F) {
+	for _, v := range []string{`{"VNI":1,"VtepMAC":"0a:00:00:00:00:02"}`, `{"VNI":1.0}`, `{"vni":4096,"VtepMAC":null}`, `{"VNI":-3,"VNI":7}`, `[]`} {
+		f.Add([]byte(v))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := readLeaseData(data)
+		var want leaseData
+		werr := json.Unmarshal(data, &want)
+		if (err == nil) != (werr == nil) || err == nil && got != want || err != nil && err.Error() != werr.Error() {
+			t.Fatalf("%q: readLeaseData %+v, %v; encoding/json %+v, %v", data, got, err, want, werr)
+		}
+	})
 }

@@ -176,25 +176,33 @@ func (m *Manager) List(ctx context.Context, expiry bool) ([]subnet.Lease, int64,
 // looked up (one request per lease, for the leases command; the daemon
 // does not need it).
 func (m *Manager) ListAll(ctx context.Context, expiry bool) (Table, error) {
-	kvs, rev, err := m.getAll(ctx)
+	var t Table
+	rev, err := m.eachPage(ctx, func(kvs []*mvccpb.KeyValue, total int64) {
+		if t.Leases == nil {
+			t.Leases = make([]subnet.Lease, 0, total)
+		}
+		for _, kv := range kvs {
+			l, bad := m.classify(kv)
+			if bad != nil {
+				t.Malformed = append(t.Malformed, *bad)
+				continue
+			}
+			if expiry && !l.Reserved() {
+				ttl, err := m.cli.TimeToLive(ctx, clientv3.LeaseID(l.EtcdLeaseID))
+				if err == nil && ttl.TTL > 0 {
+					l.Expiration = time.Now().Add(time.Duration(ttl.TTL) * time.Second).Truncate(time.Second)
+				}
+			}
+			t.Leases = append(t.Leases, l)
+		}
+	})
 	if err != nil {
 		return Table{}, fmt.Errorf("listing %s in etcd: %w", m.subnetsDir(), err)
 	}
-	t := Table{Leases: make([]subnet.Lease, 0, len(kvs)), Revision: rev}
-	for _, kv := range kvs {
-		l, bad := m.classify(kv)
-		if bad != nil {
-			t.Malformed = append(t.Malformed, *bad)
-			continue
-		}
-		if expiry && !l.Reserved() {
-			ttl, err := m.cli.TimeToLive(ctx, clientv3.LeaseID(l.EtcdLeaseID))
-			if err == nil && ttl.TTL > 0 {
-				l.Expiration = time.Now().Add(time.Duration(ttl.TTL) * time.Second).Truncate(time.Second)
-			}
-		}
-		t.Leases = append(t.Leases, l)
+	if t.Leases == nil {
+		t.Leases = []subnet.Lease{}
 	}
+	t.Revision = rev
 	return t, nil
 }
 
@@ -203,14 +211,16 @@ func (m *Manager) ListAll(ctx context.Context, expiry bool) (Table, error) {
 // several MiB that etcd must build in memory at once.
 var listPage int64 = 1000
 
-// getAll reads every key under subnets/ in pages, all at the revision of
-// the first page, which it returns. A compaction of that revision
-// between two pages fails the list (the callers retry).
-func (m *Manager) getAll(ctx context.Context) ([]*mvccpb.KeyValue, int64, error) {
+// eachPage reads every key under subnets/ in pages, all at the revision
+// of the first page, which it returns, and hands each page to f with the
+// number of keys in the whole range; a page is decoded and dropped before
+// the next is read, so a list of 10,000 leases never holds the raw
+// responses of all of them. A compaction of that revision between two
+// pages fails the list (the callers retry).
+func (m *Manager) eachPage(ctx context.Context, f func(kvs []*mvccpb.KeyValue, total int64)) (int64, error) {
 	dir := m.subnetsDir()
 	end := clientv3.GetPrefixRangeEnd(dir)
 	key, rev := dir, int64(0)
-	var kvs []*mvccpb.KeyValue
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage)}
 		if rev != 0 {
@@ -218,14 +228,14 @@ func (m *Manager) getAll(ctx context.Context) ([]*mvccpb.KeyValue, int64, error)
 		}
 		resp, err := m.cli.Get(ctx, key, opts...)
 		if err != nil {
-			return nil, 0, err
+			return 0, err
 		}
 		if rev == 0 {
 			rev = resp.Header.Revision
 		}
-		kvs = append(kvs, resp.Kvs...)
+		f(resp.Kvs, resp.Count)
 		if !resp.More || len(resp.Kvs) == 0 {
-			return kvs, rev, nil
+			return rev, nil
 		}
 		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}

@@ -25,7 +25,7 @@ import (
 // once per value, with the command that deletes them, and skipped.
 func (m *Manager) WatchLeases(ctx context.Context, out chan<- []subnet.Event, relist <-chan struct{}) error {
 	defer close(out)
-	known := map[string]subnet.Lease{}
+	var known map[string]subnet.Lease // by Key; sized by the first list
 	bad := newMalformedLog(m.log, "watching leases")
 	outage := NewOutageLog(m.log, "watching leases")
 	retry := backoff.New(500*time.Millisecond, 30*time.Second).WithJitter(0.25)
@@ -37,6 +37,9 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- []subnet.Event, re
 		}
 		for _, b := range t.Malformed {
 			bad.report(b, "")
+		}
+		if known == nil {
+			known = make(map[string]subnet.Lease, len(t.Leases))
 		}
 		batch := subnet.DiffLeases(known, t.Leases)
 		if len(batch) > 0 || first {

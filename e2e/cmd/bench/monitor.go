@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,12 +16,16 @@ import (
 // kernelWatch follows one host's routes (proto 98), permanent neighbours
 // and FDB entries of one device as the kernel announces them, with
 //
-//	ip monitor route | ip monitor neigh | bridge monitor fdb
+//	ip monitor route | ip monitor neigh | ip -f bridge monitor neigh
 //
 // started before the change under test; each line is timestamped when it
 // is read (the pipe is flushed per message by iproute2), so no polling
-// adds latency. The state is a map kind/key -> value with the time the
-// value appeared:
+// adds latency. The monitors' sockets get a receive buffer of monitorBuf:
+// with iproute2's default, a daemon programming 10,000 vxlan peers (three
+// announcements each, the neighbour socket sees two of them) on a busy
+// machine overflowed it and the watch missed entries the kernel held. The
+// FDB comes through ip rather than bridge monitor for that option. The
+// state is a map kind/key -> value with the time the value appeared:
 //
 //	route  key dst       value gateway
 //	neigh  key IP        value MAC
@@ -43,11 +48,15 @@ type item struct{ Kind, Key, Val string }
 func watchKernel(ns, dev string) (*kernelWatch, error) {
 	w := &kernelWatch{dev: dev, seen: map[item]time.Time{}, val: map[string]string{}}
 	w.cond = sync.NewCond(&w.mu)
-	argvs := [][]string{{"ip", "monitor", "route"}}
+	buf := strconv.Itoa(monitorBuf)
+	argvs := [][]string{{"ip", "-rcvbuf", buf, "monitor", "route"}}
+	kinds := []string{"route"}
 	if dev != "" {
-		argvs = append(argvs, []string{"ip", "monitor", "neigh"}, []string{"bridge", "monitor", "fdb"})
+		argvs = append(argvs, []string{"ip", "-rcvbuf", buf, "monitor", "neigh"}, []string{"ip", "-rcvbuf", buf, "-f", "bridge", "monitor", "neigh"})
+		kinds = append(kinds, "neigh", "fdb")
 	}
-	for _, a := range argvs {
+	for i, a := range argvs {
+		kind := kinds[i]
 		cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, a...)...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		out, err := cmd.StdoutPipe()
@@ -65,7 +74,7 @@ func watchKernel(ns, dev string) (*kernelWatch, error) {
 			defer w.wg.Done()
 			sc := bufio.NewScanner(out)
 			for sc.Scan() {
-				w.line(time.Now(), sc.Text())
+				w.line(time.Now(), kind, sc.Text())
 			}
 		}()
 	}
@@ -75,8 +84,14 @@ func watchKernel(ns, dev string) (*kernelWatch, error) {
 	return w, nil
 }
 
-// line parses one monitor line and updates the state.
-func (w *kernelWatch) line(at time.Time, s string) {
+// monitorBuf is the monitors' socket receive buffer (the kernel caps it
+// at net.core.rmem_max).
+const monitorBuf = 16 << 20
+
+// line parses one line of the monitor of kind and updates the state. The
+// FDB monitor prints an entry as a neighbour: "<dst> dev <dev> lladdr
+// <mac> ... PERMANENT".
+func (w *kernelWatch) line(at time.Time, monitor, s string) {
 	deleted := strings.HasPrefix(s, "Deleted ")
 	s = strings.TrimPrefix(s, "Deleted ")
 	f := strings.Fields(s)
@@ -93,15 +108,15 @@ func (w *kernelWatch) line(at time.Time, s string) {
 	}
 	var kind, key, val string
 	switch {
-	case arg("dev") != "" && (arg("proto") == "98" || inScaleNet(f[0])): // a route of ours (upstream's carry no proto)
+	case monitor == "route" && arg("dev") != "" && (arg("proto") == "98" || inScaleNet(f[0])): // a route of ours (upstream's carry no proto)
 		kind, key, val = "route", f[0], arg("via")
 		if !strings.Contains(key, "/") {
 			key += "/32"
 		}
-	case w.dev != "" && arg("dev") == w.dev && arg("lladdr") != "" && strings.Contains(s, "PERMANENT"):
+	case monitor == "neigh" && arg("dev") == w.dev && arg("lladdr") != "" && strings.Contains(s, "PERMANENT"):
 		kind, key, val = "neigh", f[0], arg("lladdr")
-	case w.dev != "" && arg("dev") == w.dev && arg("dst") != "" && strings.Contains(s, "self"):
-		kind, key, val = "fdb", f[0], arg("dst")
+	case monitor == "fdb" && arg("dev") == w.dev && arg("lladdr") != "" && strings.Contains(s, "PERMANENT") && isAddr(f[0]):
+		kind, key, val = "fdb", arg("lladdr"), f[0]
 	default:
 		return
 	}
@@ -169,6 +184,11 @@ func (w *kernelWatch) close() {
 // with -flanneld, marks its routes with no protocol, so the routes into
 // it are taken as the daemon's whatever their protocol.
 var scaleNet = netip.MustParsePrefix("10.128.0.0/9")
+
+func isAddr(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
 
 func inScaleNet(dst string) bool {
 	p, err := netip.ParsePrefix(dst)
